@@ -1,0 +1,128 @@
+"""delegate: a reasoning model plans, cheap mini models execute, under budgets that never overshoot.
+
+Everything public is re-exported here; anything not in `__all__` is internal.
+
+    from delegate import Agent, Orchestrator, TaskGraph
+
+Importing delegate is fast: litellm (seconds to import) loads only at the first real model call.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+from delegate.agents.agent import Agent, AgentResult, ModelCaller
+from delegate.agents.models import (
+    LiteLLMModel,
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    Price,
+    ToolCall,
+    ToolDefinition,
+    Usage,
+    resolve_model,
+)
+from delegate.agents.tools import Tool, tool
+from delegate.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    ContentPolicyError,
+    ContextWindowExceededError,
+    DelegateError,
+    GraphError,
+    ModelError,
+    ModelRequestsBlocked,
+    ModelTimeoutError,
+    OutputValidationError,
+    PermanentModelError,
+    ProviderUnavailableError,
+    RateLimitError,
+    TaskTimeoutError,
+    TemplateError,
+    ToolLoopError,
+    TransientModelError,
+)
+from delegate.orchestrator.events import (
+    Event,
+    EventBus,
+    RunFinished,
+    RunStarted,
+    TaskCancelled,
+    TaskFailed,
+    TaskQueued,
+    TaskRetried,
+    TaskSkipped,
+    TaskStarted,
+    TaskSucceeded,
+)
+from delegate.orchestrator.graph import Task, TaskContext, TaskGraph, TaskSpec
+from delegate.orchestrator.run import Orchestrator, RunResult, RunStatus, RunUsage, TaskResult
+from delegate.orchestrator.scheduler import RetryPolicy, TaskStatus
+
+try:
+    __version__ = _version("delegate")
+except _PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Agent",
+    "AgentResult",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "ContentPolicyError",
+    "ContextWindowExceededError",
+    "DelegateError",
+    "Event",
+    "EventBus",
+    "GraphError",
+    "LiteLLMModel",
+    "Message",
+    "Model",
+    "ModelCaller",
+    "ModelError",
+    "ModelRequest",
+    "ModelRequestsBlocked",
+    "ModelResponse",
+    "ModelTimeoutError",
+    "Orchestrator",
+    "OutputValidationError",
+    "PermanentModelError",
+    "Price",
+    "ProviderUnavailableError",
+    "RateLimitError",
+    "RetryPolicy",
+    "RunFinished",
+    "RunResult",
+    "RunStarted",
+    "RunStatus",
+    "RunUsage",
+    "Task",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskFailed",
+    "TaskGraph",
+    "TaskQueued",
+    "TaskResult",
+    "TaskRetried",
+    "TaskSkipped",
+    "TaskSpec",
+    "TaskStarted",
+    "TaskStatus",
+    "TaskSucceeded",
+    "TaskTimeoutError",
+    "TemplateError",
+    "Tool",
+    "ToolCall",
+    "ToolDefinition",
+    "ToolLoopError",
+    "TransientModelError",
+    "Usage",
+    "__version__",
+    "resolve_model",
+    "tool",
+]

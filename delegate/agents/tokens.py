@@ -1,0 +1,191 @@
+"""Token counting that works offline and never imports litellm.
+
+Plain tiktoken downloads its BPE files on first use and hangs with no network. litellm ships the
+cl100k_base, o200k_base and p50k_base files inside its package (named by the sha1 of their download
+URL), so we build tiktoken's encodings from those files: tiktoken's own constructors run, only the
+download is replaced by a read of the shipped file. litellm is located with `find_spec`, which does
+not import it.
+
+OpenAI's gpt-4o/4.1/5 and o-series models use o200k_base and count exactly; gpt-4/3.5 use
+cl100k_base. Every other model (Claude, Gemini, local ones) is counted with cl100k_base as an
+*estimate* — `encoding_for(model).exact` says which.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import importlib.util
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from unittest import mock
+
+import structlog
+
+from delegate.agents.models import Message, ToolDefinition
+
+__all__ = [
+    "Encoding",
+    "count_messages",
+    "count_text",
+    "count_tools",
+    "encoding_for",
+    "truncate_text",
+]
+
+log = structlog.get_logger("delegate.tokens")
+
+# OpenAI's accounting for chat messages: a few tokens of framing per message and for the reply.
+_TOKENS_PER_MESSAGE = 3
+_TOKENS_PER_NAME = 1
+_REPLY_PRIMING = 3
+_TOOLS_OVERHEAD = 12
+
+_O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
+_CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "text-embedding-3", "text-embedding-ada")
+
+
+class _Tiktoken(Protocol):
+    def encode_ordinary(self, text: str) -> list[int]: ...
+
+    def decode(self, tokens: list[int]) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """Which tokenizer counts a model's tokens, and whether the count is exact or an estimate."""
+
+    name: str
+    exact: bool
+
+
+def _bare_model_name(model: str) -> str:
+    # "openai/gpt-4o-mini" -> "gpt-4o-mini"; "azure/my-deployment" stays an estimate.
+    return model.rsplit("/", 1)[-1].lower()
+
+
+@functools.lru_cache(maxsize=512)
+def encoding_for(model: str) -> Encoding:
+    """The encoding used to count `model`'s tokens.
+
+    Args:
+        model: a litellm model string such as "openai/gpt-4o-mini" or "anthropic/claude-haiku-4-5".
+    """
+    provider = model.split("/", 1)[0].lower() if "/" in model else "openai"
+    bare = _bare_model_name(model)
+    if provider in ("openai", "azure", "openrouter") or "/" not in model:
+        if bare.startswith(_O200K_PREFIXES):
+            return Encoding("o200k_base", exact=True)
+        if bare.startswith(_CL100K_PREFIXES):
+            return Encoding("cl100k_base", exact=True)
+    return Encoding("cl100k_base", exact=False)
+
+
+def _litellm_tokenizer_dir() -> Path | None:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "litellm_core_utils" / "tokenizers"
+
+
+def _load_shipped_bpe(blobpath: str, expected_hash: str | None = None) -> dict[bytes, int]:
+    """Stand-in for `tiktoken.load.load_tiktoken_bpe` that reads litellm's copy of the file."""
+    directory = _litellm_tokenizer_dir()
+    if directory is None:
+        raise FileNotFoundError("litellm is not installed, so its tokenizer files are missing")
+    path = directory / hashlib.sha1(blobpath.encode()).hexdigest()
+    data = path.read_bytes()
+    if expected_hash and hashlib.sha256(data).hexdigest() != expected_hash:
+        raise ValueError(f"tokenizer file {path} does not match its expected hash")
+    ranks: dict[bytes, int] = {}
+    for line in data.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+_build_lock = threading.Lock()
+
+
+@functools.cache
+def _tiktoken(name: str) -> _Tiktoken | None:
+    """Build a tiktoken encoding from the shipped file; None if that is impossible offline."""
+    import tiktoken
+    from tiktoken_ext import openai_public
+
+    constructor = getattr(openai_public, name)
+    with _build_lock:
+        try:
+            with mock.patch.object(openai_public, "load_tiktoken_bpe", _load_shipped_bpe):
+                params: dict[str, Any] = constructor()
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "tokenizer_unavailable",
+                encoding=name,
+                error=str(exc),
+                fallback="4 characters per token",
+            )
+            return None
+    encoding: _Tiktoken = tiktoken.Encoding(**params)
+    return encoding
+
+
+def count_text(text: str, model: str) -> int:
+    """Tokens in `text` for `model` (exact for OpenAI models, an estimate for others)."""
+    if not text:
+        return 0
+    encoder = _tiktoken(encoding_for(model).name)
+    if encoder is None:
+        return len(text) // 4 + 1
+    return len(encoder.encode_ordinary(text))
+
+
+def truncate_text(text: str, max_tokens: int, model: str) -> str:
+    """The first `max_tokens` tokens of `text`, as a provider cuts an answer at its limit."""
+    encoder = _tiktoken(encoding_for(model).name)
+    if encoder is None:
+        return text[: max_tokens * 4]
+    tokens = encoder.encode_ordinary(text)
+    return text if len(tokens) <= max_tokens else encoder.decode(tokens[:max_tokens])
+
+
+def count_tools(tools: Sequence[ToolDefinition], model: str) -> int:
+    """Tokens the tool schemas add to a request (their JSON, as providers inline it)."""
+    if not tools:
+        return 0
+    text = json.dumps([tool.to_openai() for tool in tools], separators=(",", ":"))
+    return _TOOLS_OVERHEAD + count_text(text, model)
+
+
+def _message_texts(message: Message) -> Iterable[str]:
+    yield message["content"]
+    for call in message.get("tool_calls", ()):
+        function = call.get("function", {})
+        yield str(function.get("name", ""))
+        yield str(function.get("arguments", ""))
+
+
+def count_messages(
+    messages: Sequence[Message],
+    model: str,
+    tools: Sequence[ToolDefinition] = (),
+    output_schema: dict[str, Any] | None = None,
+) -> int:
+    """Input tokens of a chat request: texts plus framing, tool schemas and the output schema."""
+    total = _REPLY_PRIMING
+    for message in messages:
+        total += _TOKENS_PER_MESSAGE
+        for text in _message_texts(message):
+            total += count_text(text, model)
+        if "name" in message:
+            total += _TOKENS_PER_NAME
+    total += count_tools(tools, model)
+    if output_schema is not None:
+        total += count_text(json.dumps(output_schema, separators=(",", ":")), model)
+    return total

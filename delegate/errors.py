@@ -1,0 +1,219 @@
+"""Every error delegate raises, and the one place provider errors are mapped onto them.
+
+```
+DelegateError                      base of everything raised on purpose
+├── ConfigError                    the user's own mistake in code (bad argument, unknown name)
+│   ├── GraphError                 duplicate id, unknown dependency, cycle, undefined placeholder
+│   └── TemplateError              a prompt template that does not render
+├── ModelRequestsBlocked           a real provider call while requests are blocked (tests)
+├── ModelError                     a model call failed            (.model, .retryable)
+│   ├── TransientModelError        worth retrying with backoff
+│   │   ├── RateLimitError         429                            (.retry_after)
+│   │   ├── ModelTimeoutError      the call took too long
+│   │   └── ProviderUnavailableError  5xx, connection refused or reset
+│   └── PermanentModelError        retrying the same call cannot help
+│       ├── BadRequestError        400/404/422: the request itself is wrong
+│       ├── AuthenticationError    401/403: missing or wrong credentials
+│       ├── ContextWindowExceededError  the prompt does not fit the model
+│       ├── ContentPolicyError     the provider refused the content
+│       ├── OutputValidationError  a structured answer did not validate, even after a re-ask
+│       └── ToolLoopError          the agent kept calling tools past its round limit
+└── TaskTimeoutError               a task ran past its own timeout (retried like a transient error)
+```
+
+Messages name the thing and say what to do about it; constructors only store context.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "ContentPolicyError",
+    "ContextWindowExceededError",
+    "DelegateError",
+    "GraphError",
+    "ModelError",
+    "ModelRequestsBlocked",
+    "ModelTimeoutError",
+    "OutputValidationError",
+    "PermanentModelError",
+    "ProviderUnavailableError",
+    "RateLimitError",
+    "TaskTimeoutError",
+    "TemplateError",
+    "ToolLoopError",
+    "TransientModelError",
+    "did_you_mean",
+    "from_litellm",
+]
+
+
+class DelegateError(Exception):
+    """Base class of every error delegate raises on purpose."""
+
+
+class ConfigError(DelegateError):
+    """A mistake in how delegate was set up: a bad argument, an unknown name, a negative limit."""
+
+
+class GraphError(ConfigError):
+    """A task graph that cannot run: duplicate id, unknown dependency, cycle, unknown agent."""
+
+
+class TemplateError(ConfigError):
+    """A prompt template that does not parse, names something undefined, or fails to render."""
+
+
+class ModelRequestsBlocked(DelegateError):
+    """A real provider call was attempted while requests are blocked (see `delegate.testing`)."""
+
+
+class ModelError(DelegateError):
+    """A model call failed.
+
+    Attributes:
+        model: the model the call went to ("" when unknown).
+        retryable: whether the same call may succeed if sent again later.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str, *, model: str = "") -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class TransientModelError(ModelError):
+    """A failure worth retrying: rate limits, timeouts, an unavailable provider."""
+
+    retryable = True
+
+
+class RateLimitError(TransientModelError):
+    """The provider answered 429. `retry_after` (seconds) is its hint, when it gave one."""
+
+    def __init__(self, message: str, *, model: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message, model=model)
+        self.retry_after = retry_after
+
+
+class ModelTimeoutError(TransientModelError):
+    """The call did not finish within its timeout."""
+
+
+class ProviderUnavailableError(TransientModelError):
+    """The provider could not be reached or answered with a server error (5xx)."""
+
+
+class PermanentModelError(ModelError):
+    """A failure that sending the same request again cannot fix."""
+
+
+class BadRequestError(PermanentModelError):
+    """The provider rejected the request as malformed (400, 404, 422)."""
+
+
+class AuthenticationError(PermanentModelError):
+    """Missing or wrong credentials (401, 403)."""
+
+
+class ContextWindowExceededError(PermanentModelError):
+    """The prompt and the requested output do not fit the model's context window."""
+
+
+class ContentPolicyError(PermanentModelError):
+    """The provider refused the content of the request or of its answer."""
+
+
+class OutputValidationError(PermanentModelError):
+    """A structured answer did not match its schema, even after the model was asked again."""
+
+
+class ToolLoopError(PermanentModelError):
+    """The model kept calling tools past the agent's `max_tool_rounds`."""
+
+
+class TaskTimeoutError(DelegateError):
+    """A task ran longer than its timeout. The scheduler retries it like a transient error."""
+
+    retryable = True
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ` (did you mean 'x'?)` when a close match exists, else an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    for header in ("retry-after", "retry-after-ms", "x-ratelimit-reset-requests"):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue
+        return seconds / 1000.0 if header == "retry-after-ms" else seconds
+    return None
+
+
+def from_litellm(exc: BaseException, *, model: str = "") -> ModelError:
+    """Map an exception raised by litellm (or the OpenAI SDK beneath it) onto delegate's errors.
+
+    The order of the checks matters: litellm's `Timeout` subclasses `APIConnectionError`, and
+    `ContextWindowExceededError` / `ContentPolicyViolationError` subclass `BadRequestError`.
+    Only called after litellm has been imported by a real call, so importing it here is free.
+    """
+    from litellm import exceptions as litellm
+
+    message = f"{model or 'model'}: {type(exc).__name__}: {exc}"
+    mapped: ModelError
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        mapped = ContextWindowExceededError(
+            message + " — shorten the prompt or dependency context, or use a model with a larger "
+            "context window",
+            model=model,
+        )
+    elif isinstance(exc, litellm.ContentPolicyViolationError):
+        mapped = ContentPolicyError(message, model=model)
+    elif isinstance(exc, litellm.RateLimitError):
+        mapped = RateLimitError(message, model=model, retry_after=_retry_after(exc))
+    elif isinstance(exc, litellm.Timeout):
+        mapped = ModelTimeoutError(message, model=model)
+    elif isinstance(
+        exc,
+        litellm.ServiceUnavailableError
+        | litellm.InternalServerError
+        | litellm.BadGatewayError
+        | litellm.APIConnectionError,
+    ):
+        mapped = ProviderUnavailableError(message, model=model)
+    elif isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+        mapped = AuthenticationError(
+            message + " — check the provider's API key environment variable", model=model
+        )
+    elif isinstance(
+        exc,
+        litellm.BadRequestError | litellm.NotFoundError | litellm.UnprocessableEntityError,
+    ):
+        mapped = BadRequestError(message, model=model)
+    else:
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int) and (status >= 500 or status in (408, 409)):
+            mapped = ProviderUnavailableError(message, model=model)
+        elif isinstance(status, int) and status == 429:
+            mapped = RateLimitError(message, model=model, retry_after=_retry_after(exc))
+        else:
+            mapped = PermanentModelError(message, model=model)
+    mapped.__cause__ = exc
+    return mapped

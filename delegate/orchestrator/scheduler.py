@@ -1,0 +1,479 @@
+"""The event-driven executor of a task graph.
+
+A fixed pool of runners (never one coroutine per task up front) pulls from one ready queue. A task
+enters the queue the moment its last dependency succeeds; the queue is ordered by the longest
+remaining path through the graph (critical path first), ties by the order tasks were added. A task
+whose agent is at its `max_concurrency` is parked and comes back the moment one of that agent's
+tasks ends, so it never holds a runner while others could work. No supersteps, no polling: the only
+waits are on tasks themselves and on an idle runner's wake-up event.
+
+Transient failures (rate limits, timeouts, unavailable providers) are retried with exponential
+backoff and jitter, honouring a provider's `retry_after`; permanent ones are not. A task that fails
+skips its dependents (with the reason) while independent branches run on; `fail_fast=True`
+cancels everything instead.
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+import json
+import random
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import anyio.to_thread
+from jinja2 import TemplateError as JinjaTemplateError
+from pydantic import BaseModel
+
+from delegate.agents.models import Model, ModelRequest, ModelResponse, Usage
+from delegate.errors import (
+    ConfigError,
+    DelegateError,
+    RateLimitError,
+    TaskTimeoutError,
+    TemplateError,
+)
+from delegate.orchestrator.events import (
+    EventBus,
+    TaskCancelled,
+    TaskFailed,
+    TaskQueued,
+    TaskRetried,
+    TaskSkipped,
+    TaskStarted,
+    TaskSucceeded,
+)
+from delegate.orchestrator.graph import Task, TaskContext
+
+if TYPE_CHECKING:
+    from delegate.agents.agent import Agent
+
+__all__ = ["Node", "RetryPolicy", "Scheduler", "TaskStatus", "UsageBook"]
+
+TaskStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+_TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How transient failures are retried.
+
+    The n-th retry waits `min(max_delay, base_delay * 2**(n-1))`, scaled by a random factor in
+    `[1 - jitter, 1]` so that many tasks hit by one rate limit do not come back in lockstep; a
+    provider's `retry_after` is a lower bound on the wait.
+
+    Attributes:
+        max_retries: retries after the first attempt (0 disables retrying).
+        base_delay: seconds before the first retry.
+        max_delay: the longest wait between attempts.
+        jitter: the fraction of each wait that is random (0 to 1).
+    """
+
+    max_retries: int = 2
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError(
+                f"RetryPolicy.max_retries must be an integer ≥ 0, got {self.max_retries!r}"
+            )
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ConfigError(
+                f"RetryPolicy delays must be ≥ 0 seconds, got base_delay={self.base_delay}, "
+                f"max_delay={self.max_delay}"
+            )
+        if not 0 <= self.jitter <= 1:
+            raise ConfigError(f"RetryPolicy.jitter must be between 0 and 1, got {self.jitter}")
+
+    def delay(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number `retry` (1-based)."""
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (retry - 1))
+        backoff *= 1 - self.jitter * rng.random()
+        return max(backoff, float(retry_after or 0.0))
+
+
+@dataclass(slots=True)
+class UsageBook:
+    """Running totals of a run's model usage: overall, by model, and by agent."""
+
+    total: Usage = field(default_factory=Usage)
+    by_model: dict[str, Usage] = field(default_factory=dict)
+    by_agent: dict[str, Usage] = field(default_factory=dict)
+
+    def add(self, model: str, agent: str, usage: Usage) -> None:
+        """Count one call's usage."""
+        self.total += usage
+        self.by_model[model] = self.by_model.get(model, Usage()) + usage
+        self.by_agent[agent] = self.by_agent.get(agent, Usage()) + usage
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    """The scheduler's mutable state of one task."""
+
+    task: Task
+    agent: Agent | None
+    priority: float
+    seq: int
+    pending: int = 0
+    children: list[Node] = field(default_factory=list)
+    status: TaskStatus = "pending"
+    attempts: int = 0
+    output: Any = None
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    model: str | None = None
+    answered_by: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def __lt__(self, other: Node) -> bool:
+        # Heap order: the longest remaining path first, then the order of insertion.
+        if self.priority != other.priority:
+            return self.priority > other.priority
+        return self.seq < other.seq
+
+
+class _Recorder:
+    """The `ModelCaller` a task's agent calls through: every call's usage lands on the task."""
+
+    __slots__ = ("book", "node")
+
+    def __init__(self, node: Node, book: UsageBook) -> None:
+        self.node = node
+        self.book = book
+
+    async def __call__(self, agent: Agent, model: Model, request: ModelRequest) -> ModelResponse:
+        response = await model.request(request)
+        usage = response.usage
+        self.node.usage += usage
+        self.book.add(response.model or model.name, agent.name, usage)
+        return response
+
+
+def format_output(value: Any) -> str:
+    """A task output as text for another task's prompt: JSON for structured values."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DelegateError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Scheduler:
+    """Runs the nodes of one graph to completion. Used once, by `Orchestrator.execute`."""
+
+    def __init__(
+        self,
+        nodes: list[Node],
+        *,
+        run_id: str,
+        inputs: Mapping[str, Any],
+        max_concurrency: int,
+        retry: RetryPolicy,
+        fail_fast: bool,
+        bus: EventBus,
+        book: UsageBook,
+        rng: random.Random,
+    ) -> None:
+        self.nodes = nodes
+        self.by_id = {node.task.id: node for node in nodes}
+        self.run_id = run_id
+        self.inputs = inputs
+        self.retry = retry
+        self.fail_fast = fail_fast
+        self.bus = bus
+        self.book = book
+        self.rng = rng
+        self.runners = max(1, min(max_concurrency, len(nodes)))
+        self._ready: list[Node] = []
+        self._idle: list[anyio.Event] = []
+        self._remaining = len(nodes)
+        self._limits: dict[str, int] = {}
+        self._running: dict[str, int] = {}
+        self._parked: dict[str, list[Node]] = {}
+        self._scope: anyio.CancelScope | None = None
+        self.cancel_reason = "the run was cancelled"
+        for node in nodes:
+            limit = node.agent.max_concurrency if node.agent is not None else None
+            if limit is not None:
+                self._limits[node.agent.name] = limit  # type: ignore[union-attr]
+
+    async def run(self) -> None:
+        """Run every node; returns when all are succeeded, failed, skipped or cancelled."""
+        for node in self.nodes:
+            if node.pending == 0 and node.status == "pending":
+                self._push(node)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                for _ in range(self.runners):
+                    tg.start_soon(self._runner)
+        finally:
+            self._cancel_unfinished(self.cancel_reason)
+
+    def cancel(self, reason: str) -> None:
+        """Stop the run: running tasks are cancelled, waiting ones never start."""
+        self.cancel_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # -- the ready queue -------------------------------------------------------------------
+
+    def _push(self, node: Node) -> None:
+        heapq.heappush(self._ready, node)
+        if self.bus.active:
+            self.bus.emit(TaskQueued(run_id=self.run_id, task_id=node.task.id))
+        if self._idle:
+            self._idle.pop().set()
+
+    def _pop(self) -> Node | None:
+        while self._ready:
+            node = heapq.heappop(self._ready)
+            name = node.task.agent_name
+            if name is not None and name in self._limits:
+                running = self._running.get(name, 0)
+                if running >= self._limits[name]:
+                    heapq.heappush(self._parked.setdefault(name, []), node)
+                    continue
+                self._running[name] = running + 1
+            return node
+        return None
+
+    def _release(self, node: Node) -> None:
+        name = node.task.agent_name
+        if name is None or name not in self._limits:
+            return
+        self._running[name] -= 1
+        parked = self._parked.get(name)
+        if parked:
+            heapq.heappush(self._ready, heapq.heappop(parked))
+            if self._idle:
+                self._idle.pop().set()
+
+    async def _runner(self) -> None:
+        while True:
+            node = self._pop()
+            if node is None:
+                if self._remaining == 0:
+                    return
+                wake = anyio.Event()
+                self._idle.append(wake)
+                await wake.wait()
+                continue
+            try:
+                await self._run_node(node)
+            finally:
+                self._release(node)
+
+    # -- one task --------------------------------------------------------------------------
+
+    async def _run_node(self, node: Node) -> None:
+        task = node.task
+        max_retries = self.retry.max_retries if task.retries is None else task.retries
+        node.status = "running"
+        node.started_at = time.time()
+        try:
+            while True:
+                node.attempts += 1
+                if self.bus.active:
+                    self.bus.emit(
+                        TaskStarted(
+                            run_id=self.run_id,
+                            task_id=task.id,
+                            attempt=node.attempts,
+                            agent=task.agent_name,
+                        )
+                    )
+                try:
+                    with _timeout(task.timeout):
+                        output = await self._attempt(node)
+                except TimeoutError:
+                    error: Exception = TaskTimeoutError(
+                        f"task {task.id!r} timed out after {task.timeout}s; raise its timeout "
+                        "or give the worker less to do"
+                    )
+                except Exception as exc:
+                    error = exc
+                else:
+                    self._succeed(node, output)
+                    return
+                if getattr(error, "retryable", False) and node.attempts <= max_retries:
+                    retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+                    delay = self.retry.delay(node.attempts, self.rng, retry_after)
+                    if self.bus.active:
+                        self.bus.emit(
+                            TaskRetried(
+                                run_id=self.run_id,
+                                task_id=task.id,
+                                attempt=node.attempts,
+                                error=_describe(error),
+                                delay=delay,
+                            )
+                        )
+                    await anyio.sleep(delay)
+                    continue
+                self._fail(node, _describe(error))
+                return
+        except anyio.get_cancelled_exc_class():
+            self._finish(node, "cancelled", self.cancel_reason)
+            if self.bus.active:
+                self.bus.emit(
+                    TaskCancelled(run_id=self.run_id, task_id=task.id, reason=self.cancel_reason)
+                )
+            raise
+
+    async def _attempt(self, node: Node) -> Any:
+        task = node.task
+        if task.fn is not None:
+            return await self._call_function(node)
+        agent = node.agent
+        if agent is None:  # resolved by the orchestrator before the run starts
+            raise ConfigError(f"task {task.id!r} has no agent")
+        result = await agent.run(self._prompt(node), caller=_Recorder(node, self.book))
+        node.model = result.model
+        node.answered_by = result.agent
+        return result.output
+
+    async def _call_function(self, node: Node) -> Any:
+        task = node.task
+        fn = task.fn
+        if fn is None:  # only called for function tasks
+            raise ConfigError(f"task {task.id!r} has no function")
+        context = TaskContext(
+            task_id=task.id,
+            run_id=self.run_id,
+            inputs=self.inputs,
+            deps={dep: self.by_id[dep].output for dep in task.deps},
+        )
+        if inspect.iscoroutinefunction(fn):
+            return await fn(context)
+        result = await anyio.to_thread.run_sync(fn, context)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    def _prompt(self, node: Node) -> str:
+        task = node.task
+        deps = {dep: self.by_id[dep].output for dep in task.deps}
+        if task.template is None:
+            text = task.prompt
+        else:
+            try:
+                text = task.template.render(
+                    {**self.inputs, **deps, "inputs": self.inputs, "deps": deps}
+                )
+            except JinjaTemplateError as exc:
+                raise TemplateError(f"task {task.id!r}: prompt template failed: {exc}") from None
+        if "deps" in task.placeholders:
+            return text  # the template picks from `deps` itself
+        context = [
+            f"## Result of task {dep!r}\n{format_output(out)}"
+            for dep, out in deps.items()
+            if dep not in task.placeholders
+        ]
+        if not context:
+            return text
+        return "\n\n".join([*context, f"## Your task\n{text}"])
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def _finish(self, node: Node, status: TaskStatus, error: str | None = None) -> None:
+        if node.status in _TERMINAL:
+            return
+        node.status = status
+        node.error = error
+        node.finished_at = time.time()
+        self._remaining -= 1
+        if self._remaining == 0:
+            idle, self._idle = self._idle, []
+            for wake in idle:
+                wake.set()
+
+    def _succeed(self, node: Node, output: Any) -> None:
+        node.output = output
+        self._finish(node, "succeeded")
+        if self.bus.active:
+            self.bus.emit(
+                TaskSucceeded(
+                    run_id=self.run_id,
+                    task_id=node.task.id,
+                    attempt=node.attempts,
+                    output=output,
+                    usage=node.usage,
+                    model=node.model,
+                )
+            )
+        for child in node.children:
+            child.pending -= 1
+            if child.pending == 0 and child.status == "pending":
+                self._push(child)
+
+    def _fail(self, node: Node, error: str) -> None:
+        self._finish(node, "failed", error)
+        if self.bus.active:
+            self.bus.emit(
+                TaskFailed(
+                    run_id=self.run_id,
+                    task_id=node.task.id,
+                    attempt=node.attempts,
+                    error=error,
+                    usage=node.usage,
+                )
+            )
+        if self.fail_fast:
+            self.cancel(f"fail_fast: task {node.task.id!r} failed")
+            return
+        reason = f"dependency {node.task.id!r} failed"
+        stack = list(node.children)
+        while stack:
+            child = stack.pop()
+            if child.status != "pending":
+                continue
+            self._finish(child, "skipped", reason)
+            if self.bus.active:
+                self.bus.emit(TaskSkipped(run_id=self.run_id, task_id=child.task.id, reason=reason))
+            stack.extend(child.children)
+
+    def _cancel_unfinished(self, reason: str) -> None:
+        for node in self.nodes:
+            if node.status not in _TERMINAL:
+                self._finish(node, "cancelled", reason)
+                if self.bus.active:
+                    self.bus.emit(
+                        TaskCancelled(run_id=self.run_id, task_id=node.task.id, reason=reason)
+                    )
+
+
+def _timeout(seconds: float | None) -> AbstractContextManager[Any]:
+    return anyio.fail_after(seconds) if seconds is not None else nullcontext()
+
+
+def build_nodes(tasks: list[Task], agents: Mapping[str, Agent]) -> list[Node]:
+    """Scheduler nodes for `tasks` (in topological order), with critical-path priorities."""
+    nodes: list[Node] = []
+    by_id: dict[str, Node] = {}
+    for seq, task in enumerate(tasks):
+        name = task.agent_name
+        node = Node(task, agents[name] if name is not None else None, 0.0, seq, len(task.deps))
+        nodes.append(node)
+        by_id[task.id] = node
+        for dep in task.deps:
+            by_id[dep].children.append(node)
+    for node in reversed(nodes):
+        tail = max((child.priority for child in node.children), default=0.0)
+        node.priority = node.task.weight + tail
+    return nodes

@@ -1,0 +1,248 @@
+"""Fake models for tests: deterministic, offline, and as strict as a real provider.
+
+`FunctionModel(fn)` answers with whatever `fn(request)` returns; `ScriptedModel([...])` answers from
+a list in order. Both count tokens with the same counter the real path uses, honour
+`max_output_tokens` the way a provider does (the answer is cut and `finish_reason` is "length"),
+price their usage, and can raise the same errors a real provider raises::
+
+    from delegate import Agent, Orchestrator, TaskGraph
+    from delegate.errors import RateLimitError
+    from delegate.testing import FunctionModel, ScriptedModel
+
+    flaky = ScriptedModel([RateLimitError("slow down", retry_after=0.01), "ok"])
+    echo = FunctionModel(lambda request: request.messages[-1]["content"].upper())
+
+`block_model_requests()` makes any real provider call fail with `ModelRequestsBlocked`; delegate's
+own test suite turns it on for every test.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import inspect
+import json
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeAlias
+
+import anyio
+
+from delegate.agents import models as _models
+from delegate.agents.models import ModelRequest, ModelResponse, Price, ToolCall, Usage
+from delegate.agents.tokens import count_messages, count_text, truncate_text
+from delegate.errors import ConfigError
+
+__all__ = [
+    "Answer",
+    "FunctionModel",
+    "ScriptedModel",
+    "block_model_requests",
+    "tool_call",
+]
+
+Answer: TypeAlias = str | dict[str, Any] | ModelResponse
+"""What a fake may answer: raw text, a dict (sent as JSON), or a whole `ModelResponse`."""
+
+Latency: TypeAlias = float | Callable[[ModelRequest], float]
+
+
+def tool_call(name: str, /, **arguments: Any) -> ModelResponse:
+    """A response in which the model asks to call tool `name` with `arguments`."""
+    payload = json.dumps(arguments, sort_keys=True)
+    call = ToolCall(
+        id=f"call_{zlib.crc32(f'{name}:{payload}'.encode()):08x}", name=name, arguments=payload
+    )
+    return ModelResponse(tool_calls=(call,), finish_reason="tool_calls")
+
+
+@contextlib.contextmanager
+def block_model_requests(blocked: bool = True) -> Iterator[None]:
+    """Within this block, any call through `LiteLLMModel` to a real provider raises.
+
+    Calls to a server on this machine (an `api_base` on 127.0.0.1/localhost) are still allowed,
+    so wire-level tests can run against a local fake server.
+    """
+    previous = _models.ALLOW_MODEL_REQUESTS
+    _models.ALLOW_MODEL_REQUESTS = not blocked
+    try:
+        yield
+    finally:
+        _models.ALLOW_MODEL_REQUESTS = previous
+
+
+class _FakeModel(abc.ABC):
+    """What FunctionModel and ScriptedModel share: timing, truncation, token counts, price."""
+
+    def __init__(
+        self,
+        *,
+        latency: Latency,
+        input_price: float,
+        output_price: float,
+        name: str,
+    ) -> None:
+        if isinstance(latency, int | float) and latency < 0:
+            raise ConfigError(f"latency must be ≥ 0 seconds, got {latency}")
+        if input_price < 0 or output_price < 0:
+            raise ConfigError(
+                f"prices must be ≥ 0 USD per million tokens, got {input_price}/{output_price}"
+            )
+        self._name = name
+        self._latency = latency
+        self._price = Price(input_price, output_price)
+        self.requests: list[ModelRequest] = []
+        """Every request this model received, in order."""
+
+    @property
+    def name(self) -> str:
+        """The model's name in usage reports."""
+        return self._name
+
+    @property
+    def price(self) -> Price:
+        """USD per million input/output tokens."""
+        return self._price
+
+    @property
+    def calls(self) -> int:
+        """How many requests this model received."""
+        return len(self.requests)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self._name!r}, calls={self.calls})"
+
+    @abc.abstractmethod
+    async def _answer(self, request: ModelRequest) -> Answer:
+        """The answer to `request`, before truncation and accounting."""
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        """Answer `request` like a provider would."""
+        started = time.perf_counter()
+        self.requests.append(request)
+        delay = self._latency(request) if callable(self._latency) else self._latency
+        if delay > 0:
+            await anyio.sleep(delay)
+        answer = await self._answer(request)
+        return self._finish(request, answer, time.perf_counter() - started)
+
+    def _finish(self, request: ModelRequest, answer: Answer, latency: float) -> ModelResponse:
+        if isinstance(answer, ModelResponse):
+            base = answer
+        elif isinstance(answer, dict):
+            base = ModelResponse(text=json.dumps(answer))
+        elif isinstance(answer, str):
+            base = ModelResponse(text=answer)
+        else:
+            raise ConfigError(
+                f"fake model {self._name!r} answered a {type(answer).__name__}; answer a str, a "
+                "dict, a ModelResponse, or raise a delegate.errors.ModelError"
+            )
+        text, finish = base.text, base.finish_reason
+        output_tokens = count_text(text, self._name) + sum(
+            count_text(call.name, self._name) + count_text(call.arguments, self._name)
+            for call in base.tool_calls
+        )
+        limit = request.max_output_tokens
+        if limit is not None and output_tokens > limit:
+            text, output_tokens, finish = truncate_text(text, limit, self._name), limit, "length"
+        output = base.output
+        if request.output_schema is not None and output is None and finish != "length":
+            with contextlib.suppress(ValueError):
+                output = json.loads(text)
+        usage = base.usage
+        if usage == Usage():
+            input_tokens = count_messages(
+                request.messages, self._name, request.tools, request.output_schema
+            )
+            usage = Usage(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=self._price.cost(input_tokens, output_tokens),
+                calls=1,
+            )
+        return ModelResponse(
+            text=text,
+            output=output,
+            tool_calls=base.tool_calls if finish != "length" else (),
+            usage=usage,
+            latency=latency,
+            finish_reason=finish,
+            model=self._name,
+        )
+
+
+class FunctionModel(_FakeModel):
+    """A model whose answers come from a Python function.
+
+    Args:
+        fn: called with each `ModelRequest`; sync or async. Returns a `str` (raw text; for a
+            structured call it must parse as JSON), a `dict` (sent as JSON), or a `ModelResponse`
+            (e.g. `tool_call(...)`), or raises one of `delegate.errors`' model errors.
+        latency: seconds each call takes, or a function of the request giving them.
+        input_price: USD per million input tokens.
+        output_price: USD per million output tokens.
+        name: the model's name in usage reports.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[ModelRequest], Answer | Awaitable[Answer]],
+        *,
+        latency: Latency = 0.0,
+        input_price: float = 0.0,
+        output_price: float = 0.0,
+        name: str = "function",
+    ) -> None:
+        super().__init__(
+            latency=latency, input_price=input_price, output_price=output_price, name=name
+        )
+        self._fn = fn
+
+    async def _answer(self, request: ModelRequest) -> Answer:
+        result = self._fn(request)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+class ScriptedModel(_FakeModel):
+    """A model that answers from a list, in order.
+
+    Args:
+        answers: each a `str`, a `dict`, a `ModelResponse`, or an exception to raise for that call.
+        latency, input_price, output_price, name: as for `FunctionModel`.
+    """
+
+    def __init__(
+        self,
+        answers: Sequence[Answer | BaseException],
+        *,
+        latency: Latency = 0.0,
+        input_price: float = 0.0,
+        output_price: float = 0.0,
+        name: str = "scripted",
+    ) -> None:
+        super().__init__(
+            latency=latency, input_price=input_price, output_price=output_price, name=name
+        )
+        self._answers = list(answers)
+        self._next = 0
+
+    @property
+    def remaining(self) -> int:
+        """Answers not yet given."""
+        return len(self._answers) - self._next
+
+    async def _answer(self, request: ModelRequest) -> Answer:
+        if self._next >= len(self._answers):
+            raise ConfigError(
+                f"ScriptedModel {self.name!r} ran out of answers after {len(self._answers)} calls; "
+                "give it more answers or use FunctionModel"
+            )
+        answer = self._answers[self._next]
+        self._next += 1
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
