@@ -4,7 +4,9 @@
 DelegateError                      base of everything raised on purpose
 ├── ConfigError                    the user's own mistake in code (bad argument, unknown name)
 │   ├── GraphError                 duplicate id, unknown dependency, cycle, undefined placeholder
-│   └── TemplateError              a prompt template that does not render
+│   ├── TemplateError              a prompt template that does not render
+│   └── PriceUnknownError          a model with no known price under a usd budget
+├── BudgetExceeded                 a call does not fit a budget (.scope .unit .limit .spent)
 ├── ModelRequestsBlocked           a real provider call while requests are blocked (tests)
 ├── ModelError                     a model call failed            (.model, .retryable)
 │   ├── TransientModelError        worth retrying with backoff
@@ -26,12 +28,18 @@ Messages name the thing and say what to do about it; constructors only store con
 
 from __future__ import annotations
 
+import datetime
 import difflib
-from collections.abc import Iterable
+import email.utils
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Literal
 
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceeded",
+    "BudgetUnit",
     "ConfigError",
     "ContentPolicyError",
     "ContextWindowExceededError",
@@ -42,6 +50,7 @@ __all__ = [
     "ModelTimeoutError",
     "OutputValidationError",
     "PermanentModelError",
+    "PriceUnknownError",
     "ProviderUnavailableError",
     "RateLimitError",
     "TaskTimeoutError",
@@ -67,6 +76,50 @@ class GraphError(ConfigError):
 
 class TemplateError(ConfigError):
     """A prompt template that does not parse, names something undefined, or fails to render."""
+
+
+BudgetUnit = Literal["tokens", "usd", "calls"]
+
+
+class PriceUnknownError(ConfigError):
+    """A model with no known price under a usd budget: refused, never taken as free.
+
+    Attributes:
+        model: the model whose price is unknown.
+        scope: the label of the budget with a usd limit.
+    """
+
+    def __init__(self, message: str, *, model: str, scope: str) -> None:
+        super().__init__(message)
+        self.model, self.scope = model, scope
+
+
+class BudgetExceeded(DelegateError):
+    """A model call does not fit a budget, so it was not sent.
+
+    Attributes:
+        scope: the budget's label ("run", "agent 'scout'", "task 'search'").
+        unit: "tokens", "usd" or "calls".
+        limit: the budget's limit in that unit.
+        spent: what finished calls have spent.
+        reserved: what calls in flight have reserved.
+        requested: what this call needed (at the least, when its output could have shrunk).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        scope: str,
+        limit: float,
+        spent: float,
+        requested: float,
+        unit: BudgetUnit,
+        reserved: float = 0.0,
+    ) -> None:
+        super().__init__(message)
+        self.scope, self.unit, self.limit = scope, unit, limit
+        self.spent, self.reserved, self.requested = spent, reserved, requested
 
 
 class ModelRequestsBlocked(DelegateError):
@@ -150,20 +203,47 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _retry_after(exc: BaseException) -> float | None:
+def _header_sets(exc: BaseException) -> Iterator[Mapping[str, str]]:
+    # litellm keeps the provider's headers in `litellm_response_headers`; its exceptions'
+    # own `response` is often a stand-in without them. `headers` is set by litellm's proxy.
     response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
+    for headers in (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(exc, "headers", None),
+        getattr(response, "headers", None),
+    ):
+        if isinstance(headers, Mapping) and headers:
+            yield headers
+
+
+def _seconds(value: str) -> float | None:
+    """A Retry-After value (seconds, or an HTTP date) as seconds from now, never negative."""
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
-    for header in ("retry-after", "retry-after-ms", "x-ratelimit-reset-requests"):
-        value = headers.get(header)
-        if value is None:
-            continue
-        try:
-            seconds = float(value)
-        except ValueError:
-            continue
-        return seconds / 1000.0 if header == "retry-after-ms" else seconds
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max((when - datetime.datetime.now(datetime.UTC)).total_seconds(), 0.0)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The provider's hint, in seconds: `retry-after-ms` (more precise) or `retry-after`."""
+    for headers in _header_sets(exc):
+        lowered = {str(name).lower(): str(value) for name, value in headers.items()}
+        if "retry-after-ms" in lowered:
+            try:
+                return max(float(lowered["retry-after-ms"]) / 1000.0, 0.0)
+            except ValueError:
+                pass
+        if "retry-after" in lowered:
+            seconds = _seconds(lowered["retry-after"])
+            if seconds is not None:
+                return seconds
     return None
 
 
@@ -172,11 +252,21 @@ def from_litellm(exc: BaseException, *, model: str = "") -> ModelError:
 
     The order of the checks matters: litellm's `Timeout` subclasses `APIConnectionError`, and
     `ContextWindowExceededError` / `ContentPolicyViolationError` subclass `BadRequestError`.
-    Only called after litellm has been imported by a real call, so importing it here is free.
+    litellm is never imported here: until delegate has imported it, `exc` cannot be one of its
+    exceptions, and importing it (seconds, and without delegate's offline settings, so it would
+    try to download its cost map) would not help. Such exceptions are mapped by `status_code`.
     """
-    from litellm import exceptions as litellm
-
+    module = sys.modules.get("litellm.exceptions")
     message = f"{model or 'model'}: {type(exc).__name__}: {exc}"
+    if module is None:
+        mapped = _by_status(exc, message, model)
+    else:
+        mapped = _by_class(exc, message, model, module)
+    mapped.__cause__ = exc
+    return mapped
+
+
+def _by_class(exc: BaseException, message: str, model: str, litellm: Any) -> ModelError:
     mapped: ModelError
     if isinstance(exc, litellm.ContextWindowExceededError):
         mapped = ContextWindowExceededError(
@@ -208,12 +298,14 @@ def from_litellm(exc: BaseException, *, model: str = "") -> ModelError:
     ):
         mapped = BadRequestError(message, model=model)
     else:
-        status = getattr(exc, "status_code", None)
-        if isinstance(status, int) and (status >= 500 or status in (408, 409)):
-            mapped = ProviderUnavailableError(message, model=model)
-        elif isinstance(status, int) and status == 429:
-            mapped = RateLimitError(message, model=model, retry_after=_retry_after(exc))
-        else:
-            mapped = PermanentModelError(message, model=model)
-    mapped.__cause__ = exc
+        mapped = _by_status(exc, message, model)
     return mapped
+
+
+def _by_status(exc: BaseException, message: str, model: str) -> ModelError:
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and (status >= 500 or status in (408, 409)):
+        return ProviderUnavailableError(message, model=model)
+    if isinstance(status, int) and status == 429:
+        return RateLimitError(message, model=model, retry_after=_retry_after(exc))
+    return PermanentModelError(message, model=model)

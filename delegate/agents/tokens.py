@@ -140,10 +140,25 @@ def count_text(text: str, model: str) -> int:
     """Tokens in `text` for `model` (exact for OpenAI models, an estimate for others)."""
     if not text:
         return 0
-    encoder = _tiktoken(encoding_for(model).name)
+    name = encoding_for(model).name
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _count_short(text, name)
+    return _count(text, name)
+
+
+# Instructions, tool schemas and short answers repeat across the calls of a run: a small cache of
+# short texts turns their counts into a dict look-up. Long texts are rarely repeated; not cached.
+_CACHED_TEXT_CHARS = 2048
+
+
+def _count(text: str, encoding: str) -> int:
+    encoder = _tiktoken(encoding)
     if encoder is None:
         return len(text) // 4 + 1
     return len(encoder.encode_ordinary(text))
+
+
+_count_short = functools.lru_cache(maxsize=8192)(_count)
 
 
 def truncate_text(text: str, max_tokens: int, model: str) -> str:

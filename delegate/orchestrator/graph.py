@@ -14,6 +14,8 @@ undefined names: `{{ name }}` is a run input or a dependency's output, `{{ input
 from __future__ import annotations
 
 import heapq
+import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel
 
 from delegate.errors import GraphError, TemplateError, did_you_mean
 
@@ -29,12 +32,28 @@ if TYPE_CHECKING:
 
     from delegate.agents.agent import Agent
 
-__all__ = ["Task", "TaskContext", "TaskFunction", "TaskGraph", "TaskSpec"]
+__all__ = ["Task", "TaskContext", "TaskFunction", "TaskGraph", "TaskSpec", "format_output"]
 
 _ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-\[\]]{0,199}$")
 _RESERVED = frozenset({"inputs", "deps"})
 
-_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+def format_output(value: Any) -> str:
+    """A task output as text for a prompt: strings as they are, structured values as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+# Printed values go through format_output, so `{{ research }}` shows a structured output as JSON
+# (as the labelled context does) while `{{ research.field }}` still reaches into it.
+_env = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, finalize=format_output
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +184,9 @@ class TaskGraph:
             agent: the worker that runs the task, or a worker's name (resolved against the
                 orchestrator's `workers` when the run starts). Give either `agent` or `fn`.
             prompt: the task's instructions; a jinja2 template over run inputs and dependency
-                outputs. Outputs of dependencies the prompt does not name are given to the worker
-                as labelled context after the prompt.
+                outputs (structured values print as JSON). Outputs of dependencies the prompt does
+                not name are given to the worker as labelled context before the prompt; a prompt
+                that uses the `deps` mapping picks what it needs and gets no extra context.
             deps: tasks (handles or ids) that must finish first; they must already be in the graph.
             fn: a function task: called with a `TaskContext` (sync functions run in a thread),
                 its return value is the task's output. No model is called.
@@ -182,6 +202,9 @@ class TaskGraph:
                 not depend on.
         """
         self._check_id(id)
+        _check_agent(id, agent)
+        if not isinstance(prompt, str):
+            raise GraphError(f"task {id!r}: prompt must be a str, got {type(prompt).__name__}")
         if (agent is None) == (fn is None):
             raise GraphError(
                 f"task {id!r}: give exactly one of agent= (a model call) or fn= (a Python function)"
@@ -214,11 +237,13 @@ class TaskGraph:
 
     @staticmethod
     def _check_options(id: str, timeout: float | None, retries: int | None, weight: float) -> None:
-        if timeout is not None and not timeout > 0:
+        if timeout is not None and not _positive_number(timeout):
             raise GraphError(f"task {id!r}: timeout must be > 0 seconds, got {timeout}")
-        if retries is not None and (not isinstance(retries, int) or retries < 0):
+        if retries is not None and (
+            not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
+        ):
             raise GraphError(f"task {id!r}: retries must be an integer ≥ 0, got {retries!r}")
-        if not weight > 0:
+        if not _positive_number(weight):
             raise GraphError(f"task {id!r}: weight must be > 0, got {weight}")
 
     def _resolve_deps(self, id: str, deps: Iterable[Task | str]) -> tuple[str, ...]:
@@ -298,6 +323,24 @@ class TaskGraph:
             path.append(node)
             node = best[node][1]
         return path[::-1], total
+
+
+def _positive_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _check_agent(id: str, agent: object) -> None:
+    from delegate.agents.agent import Agent
+
+    if agent is not None and not isinstance(agent, Agent | str):
+        raise GraphError(
+            f"task {id!r}: agent must be an Agent or a worker's name, got {type(agent).__name__}"
+        )
 
 
 def _topological(by_id: Mapping[str, TaskSpec]) -> list[TaskSpec]:

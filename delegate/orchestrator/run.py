@@ -140,7 +140,11 @@ class Orchestrator:
     ) -> None:
         from delegate.agents.agent import Agent
 
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+        if (
+            not isinstance(max_concurrency, int)
+            or isinstance(max_concurrency, bool)
+            or max_concurrency < 1
+        ):
             raise ConfigError(f"max_concurrency must be an integer ≥ 1, got {max_concurrency!r}")
         if memory not in (None, ":memory:"):
             raise ConfigError(
@@ -309,8 +313,8 @@ def _result(
         cached_tokens=total.cached_tokens,
         cost_usd=total.cost_usd,
         calls=total.calls,
-        by_model=dict(book.by_model),
-        by_agent=dict(book.by_agent),
+        by_model=book.by(0),
+        by_agent=book.by(1),
     )
     return RunResult(
         run_id=run_id,

@@ -1,6 +1,7 @@
 """The event-driven executor of a task graph.
 
-A fixed pool of runners (never one coroutine per task up front) pulls from one ready queue. A task
+A pool of at most `max_concurrency` runners, started as work needs them (never one coroutine per
+task up front), pulls from one ready queue. A task
 enters the queue the moment its last dependency succeeds; the queue is ordered by the longest
 remaining path through the graph (critical path first), ties by the order tasks were added. A task
 whose agent is at its `max_concurrency` is parked and comes back the moment one of that agent's
@@ -17,18 +18,19 @@ from __future__ import annotations
 
 import heapq
 import inspect
-import json
+import math
 import random
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
+from anyio.abc import TaskGroup
 from jinja2 import TemplateError as JinjaTemplateError
-from pydantic import BaseModel
 
 from delegate.agents.models import Model, ModelRequest, ModelResponse, Usage
 from delegate.errors import (
@@ -48,7 +50,7 @@ from delegate.orchestrator.events import (
     TaskStarted,
     TaskSucceeded,
 )
-from delegate.orchestrator.graph import Task, TaskContext
+from delegate.orchestrator.graph import Task, TaskContext, format_output
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
@@ -80,11 +82,17 @@ class RetryPolicy:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+        if (
+            not isinstance(self.max_retries, int)
+            or isinstance(self.max_retries, bool)
+            or self.max_retries < 0
+        ):
             raise ConfigError(
                 f"RetryPolicy.max_retries must be an integer ≥ 0, got {self.max_retries!r}"
             )
-        if self.base_delay < 0 or self.max_delay < 0:
+        if not (math.isfinite(self.base_delay) and math.isfinite(self.max_delay)) or (
+            self.base_delay < 0 or self.max_delay < 0
+        ):
             raise ConfigError(
                 f"RetryPolicy delays must be ≥ 0 seconds, got base_delay={self.base_delay}, "
                 f"max_delay={self.max_delay}"
@@ -101,17 +109,28 @@ class RetryPolicy:
 
 @dataclass(slots=True)
 class UsageBook:
-    """Running totals of a run's model usage: overall, by model, and by agent."""
+    """A run's model usage, kept per (model, agent) pair; totals are summed when asked for."""
 
-    total: Usage = field(default_factory=Usage)
-    by_model: dict[str, Usage] = field(default_factory=dict)
-    by_agent: dict[str, Usage] = field(default_factory=dict)
+    pairs: dict[tuple[str, str], Usage] = field(default_factory=dict)
 
     def add(self, model: str, agent: str, usage: Usage) -> None:
         """Count one call's usage."""
-        self.total += usage
-        self.by_model[model] = self.by_model.get(model, Usage()) + usage
-        self.by_agent[agent] = self.by_agent.get(agent, Usage()) + usage
+        key = (model, agent)
+        previous = self.pairs.get(key)
+        self.pairs[key] = usage if previous is None else previous + usage
+
+    @property
+    def total(self) -> Usage:
+        """All calls of the run."""
+        return sum(self.pairs.values(), Usage())
+
+    def by(self, index: int) -> dict[str, Usage]:
+        """Usage by model (`index` 0) or by agent (`index` 1)."""
+        grouped: dict[str, Usage] = {}
+        for key, usage in self.pairs.items():
+            name = key[index]
+            grouped[name] = grouped[name] + usage if name in grouped else usage
+        return grouped
 
 
 @dataclass(slots=True, eq=False)
@@ -134,12 +153,6 @@ class Node:
     started_at: float | None = None
     finished_at: float | None = None
 
-    def __lt__(self, other: Node) -> bool:
-        # Heap order: the longest remaining path first, then the order of insertion.
-        if self.priority != other.priority:
-            return self.priority > other.priority
-        return self.seq < other.seq
-
 
 class _Recorder:
     """The `ModelCaller` a task's agent calls through: every call's usage lands on the task."""
@@ -156,15 +169,6 @@ class _Recorder:
         self.node.usage += usage
         self.book.add(response.model or model.name, agent.name, usage)
         return response
-
-
-def format_output(value: Any) -> str:
-    """A task output as text for another task's prompt: JSON for structured values."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _describe(exc: BaseException) -> str:
@@ -193,19 +197,23 @@ class Scheduler:
         self.by_id = {node.task.id: node for node in nodes}
         self.run_id = run_id
         self.inputs = inputs
+        self._frozen_inputs = MappingProxyType(dict(inputs))
         self.retry = retry
         self.fail_fast = fail_fast
         self.bus = bus
         self.book = book
         self.rng = rng
         self.runners = max(1, min(max_concurrency, len(nodes)))
-        self._ready: list[Node] = []
+        # Heap entries: the longest remaining path first, then the order tasks were added.
+        self._ready: list[tuple[float, int, Node]] = []
         self._idle: list[anyio.Event] = []
         self._remaining = len(nodes)
         self._limits: dict[str, int] = {}
         self._running: dict[str, int] = {}
-        self._parked: dict[str, list[Node]] = {}
+        self._parked: dict[str, list[tuple[float, int, Node]]] = {}
         self._scope: anyio.CancelScope | None = None
+        self._group: TaskGroup | None = None
+        self._spawned = 0
         self.cancel_reason = "the run was cancelled"
         for node in nodes:
             limit = node.agent.max_concurrency if node.agent is not None else None
@@ -214,14 +222,13 @@ class Scheduler:
 
     async def run(self) -> None:
         """Run every node; returns when all are succeeded, failed, skipped or cancelled."""
-        for node in self.nodes:
-            if node.pending == 0 and node.status == "pending":
-                self._push(node)
         try:
-            async with anyio.create_task_group() as tg:
-                self._scope = tg.cancel_scope
-                for _ in range(self.runners):
-                    tg.start_soon(self._runner)
+            async with anyio.create_task_group() as group:
+                self._scope = group.cancel_scope
+                self._group = group
+                for node in self.nodes:
+                    if node.pending == 0 and node.status == "pending":
+                        self._push(node)
         finally:
             self._cancel_unfinished(self.cancel_reason)
 
@@ -234,20 +241,29 @@ class Scheduler:
     # -- the ready queue -------------------------------------------------------------------
 
     def _push(self, node: Node) -> None:
-        heapq.heappush(self._ready, node)
+        heapq.heappush(self._ready, (-node.priority, node.seq, node))
         if self.bus.active:
             self.bus.emit(TaskQueued(run_id=self.run_id, task_id=node.task.id))
+        self._wake()
+
+    def _wake(self) -> None:
+        # An idle runner if there is one, else a new one while under max_concurrency: runners
+        # are started as work arrives, so a wide graph does not pay for all of them up front.
         if self._idle:
             self._idle.pop().set()
+        elif self._spawned < self.runners and self._group is not None:
+            self._spawned += 1
+            self._group.start_soon(self._runner)
 
     def _pop(self) -> Node | None:
         while self._ready:
-            node = heapq.heappop(self._ready)
+            entry = heapq.heappop(self._ready)
+            node = entry[2]
             name = node.task.agent_name
             if name is not None and name in self._limits:
                 running = self._running.get(name, 0)
                 if running >= self._limits[name]:
-                    heapq.heappush(self._parked.setdefault(name, []), node)
+                    heapq.heappush(self._parked.setdefault(name, []), entry)
                     continue
                 self._running[name] = running + 1
             return node
@@ -261,11 +277,12 @@ class Scheduler:
         parked = self._parked.get(name)
         if parked:
             heapq.heappush(self._ready, heapq.heappop(parked))
-            if self._idle:
-                self._idle.pop().set()
+            self._wake()
 
     async def _runner(self) -> None:
         while True:
+            if self._scope is not None and self._scope.cancel_called:
+                return  # fail-fast or a deadline: start nothing more
             node = self._pop()
             if node is None:
                 if self._remaining == 0:
@@ -356,12 +373,14 @@ class Scheduler:
         context = TaskContext(
             task_id=task.id,
             run_id=self.run_id,
-            inputs=self.inputs,
+            inputs=self._frozen_inputs,
             deps={dep: self.by_id[dep].output for dep in task.deps},
         )
         if inspect.iscoroutinefunction(fn):
             return await fn(context)
-        result = await anyio.to_thread.run_sync(fn, context)
+        # abandon_on_cancel: a timeout or cancellation ends the task at once; the thread itself
+        # cannot be interrupted and finishes in the background.
+        result = await anyio.to_thread.run_sync(fn, context, abandon_on_cancel=True)
         if inspect.isawaitable(result):
             return await result
         return result

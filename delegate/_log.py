@@ -1,0 +1,210 @@
+"""Logging for delegate: structlog events, secrets masked, litellm's own loggers routed in.
+
+A library must not configure logging for its host, so importing delegate configures nothing:
+`get_logger` returns structlog's lazy logger, which follows whatever configuration the host
+application sets up. The `delegate` CLI calls `configure_logging()`.
+
+litellm logs through the stdlib loggers "LiteLLM", "LiteLLM Router" and "LiteLLM Proxy" with its
+own stream handler. When delegate first imports litellm it calls `route_litellm_logging()`, which
+replaces that handler with one that forwards each record, secrets masked, as a structlog event.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+__all__ = [
+    "LITELLM_LOGGERS",
+    "configure_logging",
+    "get_logger",
+    "redact_secrets",
+    "redact_text",
+    "route_litellm_logging",
+]
+
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
+"""The stdlib loggers litellm writes to."""
+
+MASK = "***"
+
+# The structlog logger forwarded records are sent to. It must not be one of LITELLM_LOGGERS: a
+# host that renders structlog through stdlib logging would send each record back to us forever.
+_FORWARDED_AS = "delegate.litellm"
+
+# Key names whose values are credentials. Anchored at the end so that token *counts*
+# ("input_tokens", "max_tokens", "token_count") are never masked.
+_SECRET_KEY = re.compile(
+    r"(?:^|[_\-. ])(?:api[_\-]?key|apikey|secret[_\-]?key|private[_\-]?key|access[_\-]?key"
+    r"|authorization|token|secret|password|passwd|credentials?)$",
+    re.IGNORECASE,
+)
+
+# Values that look like credentials wherever they appear in a string.
+_SECRET_TEXT = (
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), "sk-" + MASK),
+    (re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"), "AIza" + MASK),
+    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{6,}", re.IGNORECASE), r"\1 " + MASK),
+)
+
+
+def get_logger(name: str, **initial_values: Any) -> FilteringBoundLogger:
+    """A structlog logger for module `name`, following the host's structlog configuration.
+
+    Args:
+        name: the module's dotted name, e.g. "delegate.scheduler"; bound as `logger_name`.
+        **initial_values: more key-value pairs bound to every event (`run_id`, `model`, ...).
+    """
+    logger: FilteringBoundLogger = structlog.get_logger(name, logger_name=name, **initial_values)
+    return logger
+
+
+def is_secret_key(key: str) -> bool:
+    """True when a key named `key` (e.g. "api_key", "Authorization") holds a credential."""
+    return bool(_SECRET_KEY.search(key))
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with credential-looking substrings and each of `secrets` masked.
+
+    Args:
+        text: any text that may be logged or shown.
+        secrets: exact values to mask as well (e.g. the API key a model was built with).
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    for pattern, replacement in _SECRET_TEXT:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {
+            key: (
+                MASK
+                if isinstance(key, str) and is_secret_key(key) and item
+                else _redact_value(item)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_value(item) for item in value)
+    return value
+
+
+def redact_secrets(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask credentials in an event before it is rendered.
+
+    Values of keys named like credentials (`api_key`, `authorization`, `token`, `secret`, ...)
+    become "***" at any depth; strings anywhere that look like keys (`sk-...`, `Bearer ...`) are
+    masked in place.
+    """
+    for key, value in list(event_dict.items()):
+        if is_secret_key(key) and value:
+            event_dict[key] = MASK
+        else:
+            event_dict[key] = _redact_value(value)
+    return event_dict
+
+
+class _StructlogForwarder(logging.Handler):
+    """Forwards stdlib log records (litellm's) into structlog, secrets masked."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger_name": record.name}
+            if record.exc_info and record.exc_info[0] is not None:
+                fields["error"] = redact_text(
+                    f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+                )
+            structlog.get_logger(_FORWARDED_AS).log(
+                record.levelno, redact_text(record.getMessage()), **fields
+            )
+        except Exception:  # a logging failure must never break the call that logged
+            self.handleError(record)
+
+
+class _DropLoopChangeNotice(logging.Filter):
+    """Drops litellm's "LoggingWorker: event loop changed" warning.
+
+    litellm queues its success callbacks on the running event loop and warns when a new loop
+    starts with some still queued — which every `run_sync` call and every test does. delegate
+    registers no litellm callbacks, so nothing is lost.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            isinstance(record.msg, str)
+            and record.msg.startswith("LoggingWorker: event loop changed")
+        )
+
+
+def route_litellm_logging(level: int = logging.WARNING) -> None:
+    """Send litellm's log records to structlog instead of litellm's own stderr handler.
+
+    Idempotent. Records below `level` are dropped; records are not propagated to the root logger
+    (they would be printed twice by hosts that log the root).
+
+    Args:
+        level: the lowest stdlib level forwarded; WARNING by default (litellm's INFO and DEBUG
+            records include whole requests).
+    """
+    for name in LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if not isinstance(handler, _StructlogForwarder):
+                logger.removeHandler(handler)
+        if not logger.handlers:
+            forwarder = _StructlogForwarder()
+            forwarder.addFilter(_DropLoopChangeNotice())
+            logger.addHandler(forwarder)
+        logger.setLevel(level)
+        logger.propagate = False
+
+
+def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
+    """Configure structlog for an application (the `delegate` CLI); libraries should not call it.
+
+    Events go to stderr, with a timestamp and level, credentials masked, rendered for a console
+    or as one JSON object per line.
+
+    Args:
+        level: the lowest level shown: "DEBUG", "INFO", "WARNING", "ERROR" or "CRITICAL".
+        json: render JSON lines instead of a human-readable console format.
+    """
+    numeric = logging.getLevelNamesMapping().get(level.upper())
+    if numeric is None:
+        from delegate.errors import ConfigError
+
+        raise ConfigError(
+            f"log level {level!r} is not a level; use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if json:
+        # Render tracebacks to text first, so that redaction sees them too.
+        processors += [structlog.processors.format_exc_info, redact_secrets]
+        processors.append(structlog.processors.JSONRenderer())
+    else:
+        processors += [redact_secrets, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

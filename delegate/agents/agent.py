@@ -1,0 +1,520 @@
+"""Agent: a model with instructions, tools, an output type, and a fallback.
+
+`Agent.run(prompt)` is one unit of work: it sends the instructions and the prompt, runs the tools
+the model asks for (the calls of one round concurrently) for at most `max_tool_rounds` rounds, and,
+with an `output_type`, validates the answer — re-asking once with the validation error, then
+escalating to `fallback`::
+
+    class Verdict(BaseModel):
+        label: Literal["spam", "ham"]
+        confidence: float
+
+    strong = Agent("strong", "openai/gpt-4o", output_type=Verdict)
+    judge = Agent("judge", "openai/gpt-4o-mini", output_type=Verdict, fallback=strong)
+    result = await judge.run("Is 'WIN A FREE CRUISE' spam?")
+    result.output.label, result.usage.cost_usd, result.agent   # "spam", 0.0002, "judge"
+
+Every model call goes through a `ModelCaller` (by default straight to `model.request`); the
+orchestrator passes its own to reserve budget, rate-limit and account each call. Transient model
+errors are not handled here: they propagate to the scheduler, which owns retries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import pydantic
+import structlog
+
+from delegate._sync import run_sync
+from delegate.agents.models import (
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ReasoningEffort,
+    ToolCall,
+    Usage,
+)
+from delegate.agents.tools import Tool, validation_summary
+from delegate.errors import (
+    ConfigError,
+    ContextWindowExceededError,
+    OutputValidationError,
+    ToolLoopError,
+    did_you_mean,
+)
+
+__all__ = ["Agent", "AgentResult", "ModelCaller"]
+
+log = structlog.get_logger("delegate.agent")
+
+_AGENT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_EFFORTS: tuple[str, ...] = typing.get_args(ReasoningEffort)
+# What a fallback can fix: a stronger model may follow the schema, stop calling tools, or have a
+# larger context window. Transient errors are the scheduler's to retry; other permanent errors
+# (bad request, credentials) would fail the same way on any model.
+_ESCALATE = (OutputValidationError, ToolLoopError, ContextWindowExceededError)
+
+
+class ModelCaller(Protocol):
+    """How an agent sends each model call; the orchestrator's accounts usage and budgets.
+
+    Called as `await caller(agent, model, request)` for every call an agent makes, in order,
+    including tool rounds, re-asks, and the calls of its fallback (with the fallback as `agent`).
+    """
+
+    async def __call__(self, agent: Agent, model: Model, request: ModelRequest) -> ModelResponse:
+        """Send `request` to `model` on behalf of `agent` and return the response."""
+        ...
+
+
+async def _call_model(agent: Agent, model: Model, request: ModelRequest) -> ModelResponse:
+    """The default `ModelCaller`: send the request straight to the model."""
+    return await model.request(request)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResult:
+    """What an agent run produced.
+
+    Attributes:
+        output: the answer: the text, or an `output_type` instance for a structured agent.
+        text: the raw text of the final answer.
+        usage: tokens and cost summed over every call: tool rounds, re-asks, the fallback's calls.
+        calls: how many model calls the run made and got an answer to, the fallback's included
+            (a call that raised is not counted).
+        agent: the name of the agent that gave the final answer (the fallback's when escalated).
+        model: the name of the model that gave the final answer.
+    """
+
+    output: Any
+    text: str
+    usage: Usage
+    calls: int
+    agent: str
+    model: str
+
+
+@dataclass(slots=True)
+class _Run:
+    """The state of one `Agent.run`: the conversation so far and what it has spent."""
+
+    caller: ModelCaller
+    messages: list[Message]
+    usage: Usage = field(default_factory=Usage)
+    calls: int = 0
+    tool_rounds: int = 0
+
+
+class Agent:
+    """A model with instructions, tools, an optional structured output type, and a fallback.
+
+    Args:
+        name: identifies the agent in plans, logs and usage reports: letters, digits, `_`, `-`, `.`.
+        model: a litellm model string ("openai/gpt-4o-mini") or any `Model` (e.g. a fake from
+            `delegate.testing`).
+        instructions: the system message; none is sent when empty.
+        description: what the agent is for, shown to the planner.
+        tools: functions (sync or async, typed) or `Tool`s the model may call.
+        output_type: a pydantic model the answer must validate against (structured output); None
+            for plain text.
+        reasoning_effort: "minimal", "low", "medium" or "high", for reasoning models.
+        max_output_tokens: a hard cap on each answer, reasoning included.
+        fallback: the agent that takes over when this one's answer does not validate after a
+            re-ask, it calls tools past `max_tool_rounds`, or the prompt overflows its context
+            window. It must have the same `output_type`.
+        max_concurrency: at most this many runs of this agent at once (enforced by the scheduler).
+        max_tool_rounds: the model may ask for tools this many times in one run; the answer after
+            the last round must be final, so a run makes at most `max_tool_rounds + 1` calls
+            (plus one re-ask).
+        temperature: sampling temperature, for models that accept one.
+
+    Raises:
+        ConfigError: any argument is invalid; the message names the agent and the fix.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: str | Model,
+        *,
+        instructions: str = "",
+        description: str = "",
+        tools: Iterable[Tool | Callable[..., Any]] = (),
+        output_type: type[pydantic.BaseModel] | None = None,
+        reasoning_effort: ReasoningEffort | None = None,
+        max_output_tokens: int | None = None,
+        fallback: Agent | None = None,
+        max_concurrency: int | None = None,
+        max_tool_rounds: int = 10,
+        temperature: float | None = None,
+    ) -> None:
+        self.name = _check_name(name)
+        prefix = f"Agent {name!r}: "
+        _check_text(prefix, instructions=instructions, description=description)
+        self.instructions = instructions
+        self.description = description
+        self.output_type = _check_output_type(prefix, output_type)
+        self.reasoning_effort = _check_effort(prefix, reasoning_effort)
+        self.max_output_tokens = _check_limit(prefix, "max_output_tokens", max_output_tokens)
+        self.max_concurrency = _check_limit(prefix, "max_concurrency", max_concurrency)
+        self.max_tool_rounds = _check_count(prefix, "max_tool_rounds", max_tool_rounds)
+        self.temperature = _check_temperature(prefix, temperature)
+        self.fallback = _check_fallback(prefix, fallback, output_type)
+        self.tools = _check_tools(prefix, tools)
+        self._tools_by_name = {t.name: t for t in self.tools}
+        self._tool_definitions = tuple(t.definition for t in self.tools)
+        self._output_schema = _output_schema(prefix, output_type)
+        self.model: Model = _resolve(prefix, model)
+
+    def __repr__(self) -> str:
+        parts = [f"name={self.name!r}", f"model={self.model.name!r}"]
+        if self.tools:
+            parts.append(f"tools={[t.name for t in self.tools]!r}")
+        if self.output_type is not None:
+            parts.append(f"output_type={self.output_type.__name__}")
+        if self.fallback is not None:
+            parts.append(f"fallback={self.fallback.name!r}")
+        return f"Agent({', '.join(parts)})"
+
+    async def run(self, prompt: str, *, caller: ModelCaller | None = None) -> AgentResult:
+        """Answer `prompt`: run the tool loop, validate structured output, escalate if needed.
+
+        Args:
+            prompt: the user message.
+            caller: sends each model call; defaults to calling the model directly.
+
+        Raises:
+            OutputValidationError: the answer did not validate after one re-ask, and there is no
+                fallback.
+            ToolLoopError: the model still called tools after `max_tool_rounds`, and there is no
+                fallback.
+            ModelError: any other model failure, transient ones included (the scheduler retries).
+        """
+        if not isinstance(prompt, str):
+            raise ConfigError(
+                f"Agent {self.name!r}: the prompt must be a str, got {type(prompt).__name__}"
+            )
+        state = _Run(caller=caller or _call_model, messages=self._first_messages(prompt))
+        try:
+            output, text = await self._answer(state)
+        except _ESCALATE as exc:
+            if self.fallback is None:
+                raise
+            log.warning(
+                "agent_escalated",
+                agent=self.name,
+                fallback=self.fallback.name,
+                reason=type(exc).__name__,
+                error=str(exc),
+            )
+            result = await self.fallback.run(prompt, caller=state.caller)
+            return dataclasses.replace(
+                result, usage=state.usage + result.usage, calls=state.calls + result.calls
+            )
+        return AgentResult(
+            output=output,
+            text=text,
+            usage=state.usage,
+            calls=state.calls,
+            agent=self.name,
+            model=self.model.name,
+        )
+
+    def run_sync(self, prompt: str, *, caller: ModelCaller | None = None) -> AgentResult:
+        """Blocking twin of `run`, for scripts and notebooks without an event loop."""
+        return run_sync(self.run, prompt, caller=caller)
+
+    def _first_messages(self, prompt: str) -> list[Message]:
+        messages: list[Message] = []
+        if self.instructions:
+            messages.append({"role": "system", "content": self.instructions})
+        messages.append({"role": "user", "content": prompt})
+        return messages
+
+    async def _answer(self, state: _Run) -> tuple[Any, str]:
+        response = await self._until_final(state)
+        output_type = self.output_type
+        if output_type is None:
+            if response.finish_reason == "length":
+                log.warning(
+                    "agent_answer_truncated",
+                    agent=self.name,
+                    max_output_tokens=self.max_output_tokens,
+                )
+            return response.text, response.text
+        try:
+            return _validate(output_type, response), response.text
+        except pydantic.ValidationError as exc:
+            log.info("agent_reask", agent=self.name, error=validation_summary(exc))
+            state.messages.append({"role": "assistant", "content": response.text})
+            state.messages.append(
+                {"role": "user", "content": self._reask(output_type, response, exc)}
+            )
+        response = await self._until_final(state)
+        try:
+            return _validate(output_type, response), response.text
+        except pydantic.ValidationError as exc:
+            raise OutputValidationError(
+                f"Agent {self.name!r}: the answer did not validate as "
+                f"{output_type.__name__} even after a re-ask: {validation_summary(exc)}; "
+                "give the agent a fallback=Agent(...) with a stronger model, simplify the schema, "
+                "or raise max_output_tokens",
+                model=self.model.name,
+            ) from exc
+
+    async def _until_final(self, state: _Run) -> ModelResponse:
+        """Call the model, running the tools it asks for, until it answers without tool calls."""
+        while True:
+            response = await self._call(state)
+            if not response.tool_calls:
+                return response
+            if state.tool_rounds >= self.max_tool_rounds:
+                names = sorted({call.name for call in response.tool_calls})
+                raise ToolLoopError(
+                    f"Agent {self.name!r}: the model still called tools ({', '.join(names)}) after "
+                    f"max_tool_rounds={self.max_tool_rounds} rounds; raise max_tool_rounds "
+                    "(e.g. Agent(..., max_tool_rounds="
+                    f"{2 * self.max_tool_rounds})) or say in the instructions when to stop "
+                    "calling tools and answer",
+                    model=self.model.name,
+                )
+            state.tool_rounds += 1
+            state.messages.append(_assistant_tool_calls(response))
+            results = await self._run_tools(response.tool_calls)
+            state.messages.extend(
+                {"role": "tool", "tool_call_id": call.id, "content": result}
+                for call, result in zip(response.tool_calls, results, strict=True)
+            )
+
+    async def _call(self, state: _Run) -> ModelResponse:
+        request = ModelRequest(
+            messages=list(state.messages),
+            output_schema=self._output_schema,
+            output_name=self.output_type.__name__ if self.output_type is not None else "output",
+            tools=self._tool_definitions,
+            max_output_tokens=self.max_output_tokens,
+            reasoning_effort=self.reasoning_effort,
+            temperature=self.temperature,
+        )
+        response = await state.caller(self, self.model, request)
+        state.calls += 1
+        state.usage += response.usage
+        return response
+
+    async def _run_tools(self, calls: tuple[ToolCall, ...]) -> list[str]:
+        if len(calls) == 1:
+            return [await self._run_tool(calls[0])]
+        results = [""] * len(calls)
+
+        async def run_one(index: int, call: ToolCall) -> None:
+            results[index] = await self._run_tool(call)
+
+        async with anyio.create_task_group() as group:
+            for index, call in enumerate(calls):
+                group.start_soon(run_one, index, call)
+        return results
+
+    async def _run_tool(self, call: ToolCall) -> str:
+        found = self._tools_by_name.get(call.name)
+        if found is None:
+            if not self._tools_by_name:
+                return f"Error: unknown tool {call.name!r}; no tools are available, answer directly"
+            available = ", ".join(sorted(self._tools_by_name))
+            return (
+                f"Error: unknown tool {call.name!r}{did_you_mean(call.name, self._tools_by_name)}; "
+                f"available tools: {available}"
+            )
+        return await found.call(call.arguments)
+
+    def _reask(
+        self,
+        output_type: type[pydantic.BaseModel],
+        response: ModelResponse,
+        exc: pydantic.ValidationError,
+    ) -> str:
+        name = output_type.__name__
+        if response.finish_reason == "length":
+            return (
+                f"Your answer was cut off at max_output_tokens={self.max_output_tokens} before "
+                f"it was complete, so it did not validate as {name}: {validation_summary(exc)}. "
+                "Answer again with a shorter JSON object that matches the schema."
+            )
+        return (
+            f"Your answer did not validate as {name}: {validation_summary(exc)}. "
+            "Answer again with only a JSON object that matches the schema."
+        )
+
+
+def _validate(output_type: type[pydantic.BaseModel], response: ModelResponse) -> pydantic.BaseModel:
+    if response.output is not None:
+        return output_type.model_validate(response.output)
+    return output_type.model_validate_json(response.text)
+
+
+def _assistant_tool_calls(response: ModelResponse) -> Message:
+    return {
+        "role": "assistant",
+        "content": response.text,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in response.tool_calls
+        ],
+    }
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, type):
+        return value.__name__
+    return f"{type(value).__name__} {value!r}"
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not _AGENT_NAME.match(name):
+        raise ConfigError(
+            f"Agent name {name!r} is not valid; use a non-empty name of letters, digits, '_', "
+            "'-' or '.', e.g. Agent('researcher', ...)"
+        )
+    return name
+
+
+def _check_text(prefix: str, **values: object) -> None:
+    for key, value in values.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{prefix}{key} must be a str, got {_describe(value)}")
+
+
+def _check_output_type(prefix: str, output_type: object) -> type[pydantic.BaseModel] | None:
+    if output_type is None:
+        return None
+    if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
+        return output_type
+    raise ConfigError(
+        f"{prefix}output_type must be a pydantic BaseModel subclass, got "
+        f"{_describe(output_type)}; define class Answer(BaseModel): ... and pass "
+        "output_type=Answer"
+    )
+
+
+def _check_effort(prefix: str, effort: object) -> ReasoningEffort | None:
+    if effort is None or effort in _EFFORTS:
+        return typing.cast("ReasoningEffort | None", effort)
+    raise ConfigError(
+        f"{prefix}reasoning_effort must be one of {', '.join(map(repr, _EFFORTS))} or None, "
+        f"got {effort!r}"
+    )
+
+
+def _check_count(prefix: str, key: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigError(f"{prefix}{key} must be a positive int, got {value!r}; e.g. {key}=4")
+
+
+def _check_limit(prefix: str, key: str, value: object) -> int | None:
+    """A positive int, or None for no limit."""
+    return None if value is None else _check_count(prefix, key, value)
+
+
+def _check_temperature(prefix: str, temperature: object) -> float | None:
+    if temperature is None:
+        return None
+    if (
+        isinstance(temperature, int | float)
+        and not isinstance(temperature, bool)
+        and math.isfinite(temperature)
+        and temperature >= 0
+    ):
+        return float(temperature)
+    raise ConfigError(
+        f"{prefix}temperature must be a number ≥ 0 or None, got {temperature!r}; e.g. "
+        "temperature=0.2"
+    )
+
+
+def _check_fallback(
+    prefix: str, fallback: object, output_type: type[pydantic.BaseModel] | None
+) -> Agent | None:
+    if fallback is None:
+        return None
+    if not isinstance(fallback, Agent):
+        raise ConfigError(
+            f"{prefix}fallback must be an Agent, got {_describe(fallback)}; e.g. "
+            "fallback=Agent('strong', 'openai/gpt-4o', output_type=...)"
+        )
+    if fallback.output_type is not output_type:
+        theirs = fallback.output_type.__name__ if fallback.output_type else "None (text)"
+        ours = output_type.__name__ if output_type else "None (text)"
+        raise ConfigError(
+            f"{prefix}fallback {fallback.name!r} has output_type {theirs}, but this agent's is "
+            f"{ours}; give the fallback the same output_type so its answer can stand in"
+        )
+    return fallback
+
+
+def _check_tools(prefix: str, tools: object) -> tuple[Tool, ...]:
+    if isinstance(tools, str | bytes) or not isinstance(tools, Iterable):
+        raise ConfigError(
+            f"{prefix}tools must be a list of functions or Tools, got {_describe(tools)}"
+        )
+    checked: list[Tool] = []
+    for item in tools:
+        try:
+            checked.append(item if isinstance(item, Tool) else Tool(item))
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix}{exc}") from exc
+    names = [t.name for t in checked]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"{prefix}two tools are named {', '.join(map(repr, duplicates))}; tool names must be "
+            "unique, rename one with Tool(fn, name='...')"
+        )
+    return tuple(checked)
+
+
+def _output_schema(
+    prefix: str, output_type: type[pydantic.BaseModel] | None
+) -> dict[str, Any] | None:
+    if output_type is None:
+        return None
+    try:
+        return output_type.model_json_schema()
+    except (pydantic.PydanticUserError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{prefix}output_type {output_type.__name__} has no JSON Schema ({exc}); use "
+            "JSON-friendly field types"
+        ) from exc
+
+
+def _resolve(prefix: str, model: object) -> Model:
+    if isinstance(model, str):
+        if not model.strip():
+            raise ConfigError(
+                f"{prefix}model is empty; pass a litellm model string like 'openai/gpt-4o-mini' "
+                "or a Model"
+            )
+        from delegate.agents.models import resolve_model  # lazily: it may reach litellm's files
+
+        try:
+            return resolve_model(model)
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix}{exc}") from exc
+    if isinstance(model, Model):
+        return model
+    raise ConfigError(
+        f"{prefix}model must be a litellm model string like 'openai/gpt-4o-mini' or a Model "
+        f"(e.g. delegate.testing.FunctionModel), got {_describe(model)}"
+    )

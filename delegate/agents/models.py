@@ -1,0 +1,523 @@
+"""The one way to reach a model.
+
+A `Model` takes a `ModelRequest` and returns a `ModelResponse`. `LiteLLMModel` is the only real
+backend (every provider litellm knows); `delegate.testing` has fakes with the same behaviour for
+tests. Cross-cutting concerns (budgets, limits, caching) wrap a `Model`; they never branch inside
+one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import ipaddress
+import json
+import os
+import time
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, runtime_checkable
+
+import anyio
+import anyio.to_thread
+
+from delegate import _log
+from delegate._log import redact_text
+from delegate.agents import _costmap
+from delegate.errors import ConfigError, ModelError, ModelRequestsBlocked, from_litellm
+
+__all__ = [
+    "LiteLLMModel",
+    "Message",
+    "Model",
+    "ModelRequest",
+    "ModelResponse",
+    "Price",
+    "ReasoningEffort",
+    "ToolCall",
+    "ToolDefinition",
+    "Usage",
+    "resolve_model",
+]
+
+ALLOW_MODEL_REQUESTS = True
+"""When False, `LiteLLMModel` refuses to call any provider not on this machine.
+
+Set through `delegate.testing.block_model_requests()`; delegate's own test suite blocks for every
+test, so no test can reach (or pay) a real provider.
+"""
+
+ReasoningEffort = Literal["minimal", "low", "medium", "high"]
+
+
+class Message(TypedDict):
+    """One chat message, OpenAI style: `{"role": "user", "content": "..."}`.
+
+    Assistant messages that call tools carry `tool_calls`; tool results carry `tool_call_id`.
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    tool_calls: NotRequired[list[dict[str, Any]]]
+    tool_call_id: NotRequired[str]
+    name: NotRequired[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDefinition:
+    """A function the model may call: its name, what it does, and a JSON Schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI `tools=[...]` entry for this tool."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model asked for. `arguments` is the raw JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens and money spent by one or more model calls.
+
+    `output_tokens` includes `reasoning_tokens` (providers bill reasoning as output);
+    `cached_tokens` is the part of `input_tokens` the provider served from its prompt cache.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.cost_usd + other.cost_usd,
+            self.calls + other.calls,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens. `cached_input_per_mtok` defaults to the full input price."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+
+    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+        """The cost in USD of a call with these token counts."""
+        cached_price = (
+            self.input_per_mtok
+            if self.cached_input_per_mtok is None
+            else self.cached_input_per_mtok
+        )
+        uncached = max(input_tokens - cached_tokens, 0)
+        return (
+            uncached * self.input_per_mtok
+            + cached_tokens * cached_price
+            + output_tokens * self.output_per_mtok
+        ) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """Everything one model call needs.
+
+    Attributes:
+        messages: the conversation, OpenAI style.
+        output_schema: a JSON Schema the answer must follow (structured output), or None for text.
+        output_name: a short name for the schema (providers ask for one).
+        tools: functions the model may call.
+        max_output_tokens: a hard cap on the answer, reasoning included; None leaves the
+            provider's default.
+        reasoning_effort: for reasoning models that accept it; never sent to others.
+        timeout: seconds before the call is abandoned with `ModelTimeoutError`.
+        temperature: sampling temperature, when the model accepts one.
+    """
+
+    messages: Sequence[Message]
+    output_schema: dict[str, Any] | None = None
+    output_name: str = "output"
+    tools: Sequence[ToolDefinition] = ()
+    max_output_tokens: int | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    timeout: float | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponse:
+    """What a model answered.
+
+    Attributes:
+        text: the answer's text ("" when the model only called tools).
+        output: the parsed JSON of a structured answer (None for text or when it did not parse).
+        tool_calls: calls the model asked for, in order.
+        usage: tokens and cost of this one call.
+        latency: seconds from sending the request to the full answer.
+        finish_reason: "stop", "length" (hit `max_output_tokens`), "tool_calls", ...
+        model: the model that answered.
+        cached: True when served from delegate's call cache without a call.
+    """
+
+    text: str = ""
+    output: Any = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    latency: float = 0.0
+    finish_reason: str = "stop"
+    model: str = ""
+    cached: bool = False
+
+
+@runtime_checkable
+class Model(Protocol):
+    """Anything that answers a `ModelRequest`.
+
+    `name` identifies the model in usage reports ("openai/gpt-4o-mini"); `price` is its price, or
+    None when unknown (an unknown price is never taken as free).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def price(self) -> Price | None: ...
+
+    async def request(self, request: ModelRequest) -> ModelResponse: ...
+
+
+# --- the real backend ------------------------------------------------------------------------
+
+# Arguments LiteLLMModel sets itself; passing them as extra litellm kwargs would change how
+# delegate works (retries belong to the scheduler, streaming is not supported).
+_RESERVED_KWARGS = frozenset(
+    {
+        "api_base",
+        "api_key",
+        "max_tokens",
+        "messages",
+        "model",
+        "num_retries",
+        "reasoning_effort",
+        "response_format",
+        "stream",
+        "temperature",
+        "timeout",
+        "tools",
+    }
+)
+
+_WARM_UP_MODULES = ("litellm.main", "openai.resources.chat.completions")
+
+_litellm_module: Any = None
+
+
+def _litellm() -> Any:
+    """Import litellm once, configured for delegate: offline cost maps, quiet, params dropped."""
+    global _litellm_module
+    if _litellm_module is None:
+        # Without these, litellm downloads its cost map at import and Anthropic's beta-header
+        # table on the first Anthropic call; the user's own setting wins.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True
+        litellm.drop_params = True
+        _log.route_litellm_logging()
+        # litellm imports its completion code and the OpenAI SDK's types on the first call
+        # (about a second); do it here, off the event loop, so that call is not slowed.
+        for name in _WARM_UP_MODULES:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+        _litellm_module = litellm
+    return _litellm_module
+
+
+def _is_loopback(api_base: str | None) -> bool:
+    if not api_base:
+        return False
+    host = urllib.parse.urlsplit(api_base).hostname
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _supports_reasoning(litellm: Any, model: str) -> bool:
+    try:
+        return bool(litellm.supports_reasoning(model=model))
+    except Exception:  # an unmapped model: litellm cannot say, so do not send the parameter
+        return False
+
+
+def _field(obj: Any, name: str) -> Any:
+    """`obj.name` or `obj[name]`: litellm returns pydantic objects that sometimes hold dicts."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _int_field(obj: Any, name: str) -> int:
+    value = _field(obj, name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class LiteLLMModel:
+    """A model reached through litellm: OpenAI, Anthropic, Gemini, Ollama, vLLM, ...
+
+    litellm is imported on the first request, not before. Each request is sent exactly once
+    (`num_retries=0`: delegate's scheduler owns retries), with parameters the model does not accept
+    dropped, and every litellm error mapped onto `delegate.errors`.
+
+    Args:
+        model: a litellm model string, e.g. "openai/gpt-4o-mini" or "anthropic/claude-haiku-4-5".
+        api_base: the provider's base URL, for proxies and self-hosted servers.
+        api_key: the key to send; by default litellm reads the provider's environment variable.
+            Never shown in reprs, logs or error messages.
+        timeout: seconds before a call is abandoned, unless the request sets its own.
+        **litellm_kwargs: more arguments for `litellm.acompletion` (`extra_headers`, `seed`,
+            `api_version`, ...).
+
+    Example::
+
+        model = LiteLLMModel("openai/gpt-4o-mini", timeout=30)
+        answer = await model.request(ModelRequest([{"role": "user", "content": "Hi"}]))
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        **litellm_kwargs: Any,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(
+                f"model name {model!r} is not a litellm model string; pass one such as "
+                "'openai/gpt-4o-mini'"
+            )
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"model {model!r}: timeout must be > 0 seconds, got {timeout}")
+        reserved = sorted(_RESERVED_KWARGS.intersection(litellm_kwargs))
+        if reserved:
+            raise ConfigError(
+                f"model {model!r}: {', '.join(reserved)} cannot be passed as extra litellm "
+                "arguments; use LiteLLMModel's own parameters or the ModelRequest's fields "
+                "(retries belong to delegate's scheduler)"
+            )
+        self._name = model
+        self._api_base = api_base
+        self._api_key = api_key
+        self._timeout = timeout
+        self._kwargs = litellm_kwargs
+
+    @property
+    def name(self) -> str:
+        """The litellm model string, e.g. "openai/gpt-4o-mini"."""
+        return self._name
+
+    @property
+    def api_base(self) -> str | None:
+        """The provider base URL this model sends to, or None for the provider's default."""
+        return self._api_base
+
+    @property
+    def timeout(self) -> float | None:
+        """The default per-call timeout in seconds (None: litellm's default)."""
+        return self._timeout
+
+    @property
+    def price(self) -> Price | None:
+        """USD per million tokens from litellm's cost map, or None when unknown (never free)."""
+        return _costmap.price_for(self._name)
+
+    @property
+    def context_window(self) -> int | None:
+        """The most input tokens the model accepts, from litellm's cost map (None: unknown)."""
+        return _costmap.context_window_for(self._name)
+
+    def __repr__(self) -> str:
+        return f"LiteLLMModel({self._name!r}, api_base={self._api_base!r})"
+
+    def _arguments(self, litellm: Any, request: ModelRequest) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            **self._kwargs,
+            "model": self._name,
+            "messages": [dict(message) for message in request.messages],
+            "num_retries": 0,
+            "drop_params": True,
+        }
+        if request.max_output_tokens is not None:
+            arguments["max_tokens"] = request.max_output_tokens
+        timeout = request.timeout if request.timeout is not None else self._timeout
+        if timeout is not None:
+            arguments["timeout"] = timeout
+        if request.temperature is not None:
+            arguments["temperature"] = request.temperature
+        if request.tools:
+            arguments["tools"] = [tool.to_openai() for tool in request.tools]
+        if request.output_schema is not None:
+            arguments["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.output_name,
+                    "schema": request.output_schema,
+                    "strict": False,
+                },
+            }
+        if request.reasoning_effort is not None and _supports_reasoning(litellm, self._name):
+            arguments["reasoning_effort"] = request.reasoning_effort
+        if self._api_base is not None:
+            arguments["api_base"] = self._api_base
+        if self._api_key is not None:
+            arguments["api_key"] = self._api_key
+        return arguments
+
+    def _check_allowed(self) -> None:
+        if not ALLOW_MODEL_REQUESTS and not _is_loopback(self._api_base):
+            where = self._api_base or "the provider's default endpoint"
+            raise ModelRequestsBlocked(
+                f"model {self._name!r}: a real request to {where} was attempted while model "
+                "requests are blocked; tests must use delegate.testing's FunctionModel or "
+                "ScriptedModel (or a fake server on 127.0.0.1 as api_base)"
+            )
+
+    def _error(self, exc: Exception) -> ModelError:
+        mapped = from_litellm(exc, model=self._name)
+        if self._api_key and any(self._api_key in str(arg) for arg in mapped.args):
+            mapped.args = tuple(redact_text(str(arg), (self._api_key,)) for arg in mapped.args)
+        if self._api_key and self._api_key in f"{exc!s}{exc!r}":
+            # The provider echoed the key: keep it out of tracebacks too.
+            mapped.__cause__ = None
+            mapped.__suppress_context__ = True
+        return mapped
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        """Send `request` to the model once and return its answer.
+
+        Raises:
+            ModelRequestsBlocked: requests are blocked (tests) and the endpoint is not local.
+            ModelError: the call failed; a `TransientModelError` (rate limit, timeout, provider
+                unavailable) is worth retrying, a `PermanentModelError` is not.
+        """
+        self._check_allowed()
+        litellm = _litellm_module
+        if litellm is None:
+            # The first import takes seconds: keep the event loop running meanwhile.
+            litellm = await anyio.to_thread.run_sync(_litellm)
+        arguments = self._arguments(litellm, request)
+        started = time.perf_counter()
+        try:
+            raw = await litellm.acompletion(**arguments)
+        except Exception as exc:
+            error = self._error(exc)
+        else:
+            return self._response(raw, request, time.perf_counter() - started)
+        # Raised outside the except block, so litellm's exception is chained only as the
+        # explicit cause (and not at all when it holds the key).
+        raise error from error.__cause__
+
+    def _usage(self, raw: Any) -> Usage:
+        usage = _field(raw, "usage")
+        input_tokens = _int_field(usage, "prompt_tokens")
+        output_tokens = _int_field(usage, "completion_tokens")
+        cached_tokens = _int_field(_field(usage, "prompt_tokens_details"), "cached_tokens")
+        price = self.price
+        cost = 0.0 if price is None else price.cost(input_tokens, output_tokens, cached_tokens)
+        return Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            reasoning_tokens=_int_field(
+                _field(usage, "completion_tokens_details"), "reasoning_tokens"
+            ),
+            cached_tokens=cached_tokens,
+            cost_usd=cost,
+            calls=1,
+        )
+
+    def _response(self, raw: Any, request: ModelRequest, latency: float) -> ModelResponse:
+        choices = _field(raw, "choices") or []
+        choice = choices[0] if choices else None
+        message = _field(choice, "message")
+        text = _field(message, "content") or ""
+        tool_calls = tuple(
+            ToolCall(
+                id=str(_field(call, "id") or ""),
+                name=str(_field(_field(call, "function"), "name") or ""),
+                arguments=str(_field(_field(call, "function"), "arguments") or "{}"),
+            )
+            for call in _field(message, "tool_calls") or ()
+        )
+        output: Any = None
+        if request.output_schema is not None and text:
+            try:
+                output = json.loads(text)
+            except ValueError:
+                output = None
+        return ModelResponse(
+            text=text,
+            output=output,
+            tool_calls=tool_calls,
+            usage=self._usage(raw),
+            latency=latency,
+            finish_reason=str(_field(choice, "finish_reason") or "stop"),
+            model=self._name,
+        )
+
+
+def resolve_model(model: str | Model) -> Model:
+    """The `Model` for `model`: a litellm model string becomes a `LiteLLMModel`.
+
+    Args:
+        model: a litellm model string such as "openai/gpt-4o-mini", or any `Model`.
+
+    Raises:
+        ConfigError: `model` is neither.
+    """
+    if isinstance(model, str):
+        return LiteLLMModel(model)
+    if isinstance(model, Model):
+        return model
+    raise ConfigError(
+        f"model must be a litellm model string such as 'openai/gpt-4o-mini' or a "
+        f"delegate Model (with name, price and async request()), got {type(model).__name__}; "
+        "pass a string, a LiteLLMModel, or a delegate.testing fake"
+    )
