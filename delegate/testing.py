@@ -105,6 +105,10 @@ class _FakeModel(abc.ABC):
         """USD per million input/output tokens."""
         return self._price
 
+    def expected_latency(self, request: ModelRequest) -> float:
+        """The seconds a call takes (used by `Orchestrator.estimate`)."""
+        return self._latency(request) if callable(self._latency) else self._latency
+
     @property
     def calls(self) -> int:
         """How many requests this model received."""
@@ -121,7 +125,7 @@ class _FakeModel(abc.ABC):
         """Answer `request` like a provider would."""
         started = time.perf_counter()
         self.requests.append(request)
-        delay = self._latency(request) if callable(self._latency) else self._latency
+        delay = self.expected_latency(request)
         if delay > 0:
             await anyio.sleep(delay)
         answer = await self._answer(request)

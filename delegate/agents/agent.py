@@ -34,6 +34,7 @@ import pydantic
 import structlog
 
 from delegate._sync import run_sync
+from delegate.agents.limits import Budget
 from delegate.agents.models import (
     Message,
     Model,
@@ -136,6 +137,12 @@ class Agent:
             the last round must be final, so a run makes at most `max_tool_rounds + 1` calls
             (plus one re-ask).
         temperature: sampling temperature, for models that accept one.
+        budget: limits on everything this agent spends in one run (all its tasks together).
+        call_budget: limits on each single call of this agent.
+        cheaper: a model (or litellm model string) the call is sent to instead when it does not
+            fit the budgets on this agent's own model.
+        min_output_tokens: under a budget, a call's output may be shrunk to fit, but never below
+            this many tokens (then the call is refused instead).
 
     Raises:
         ConfigError: any argument is invalid; the message names the agent and the fix.
@@ -156,6 +163,10 @@ class Agent:
         max_concurrency: int | None = None,
         max_tool_rounds: int = 10,
         temperature: float | None = None,
+        budget: Budget | None = None,
+        call_budget: Budget | None = None,
+        cheaper: str | Model | None = None,
+        min_output_tokens: int = 256,
     ) -> None:
         self.name = _check_name(name)
         prefix = f"Agent {name!r}: "
@@ -174,6 +185,10 @@ class Agent:
         self._tool_definitions = tuple(t.definition for t in self.tools)
         self._output_schema = _output_schema(prefix, output_type)
         self.model: Model = _resolve(prefix, model)
+        self.budget = _check_budget(prefix, "budget", budget)
+        self.call_budget = _check_budget(prefix, "call_budget", call_budget)
+        self.cheaper: Model | None = None if cheaper is None else _resolve(prefix, cheaper)
+        self.min_output_tokens = _check_count(prefix, "min_output_tokens", min_output_tokens)
 
     def __repr__(self) -> str:
         parts = [f"name={self.name!r}", f"model={self.model.name!r}"]
@@ -426,6 +441,15 @@ def _check_count(prefix: str, key: str, value: object) -> int:
 def _check_limit(prefix: str, key: str, value: object) -> int | None:
     """A positive int, or None for no limit."""
     return None if value is None else _check_count(prefix, key, value)
+
+
+def _check_budget(prefix: str, key: str, value: object) -> Budget | None:
+    if value is None or isinstance(value, Budget):
+        return value
+    raise ConfigError(
+        f"{prefix}{key} must be a delegate.Budget, got {type(value).__name__}; "
+        f"write {key}=Budget(usd=0.10, tokens=20_000)"
+    )
 
 
 def _check_temperature(prefix: str, temperature: object) -> float | None:

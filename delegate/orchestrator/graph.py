@@ -25,6 +25,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
 
+from delegate.agents.limits import Budget
 from delegate.errors import GraphError, TemplateError, did_you_mean
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class Task:
         timeout: seconds per attempt, None for no limit.
         retries: transient failures retried at most this many times (None: the run's policy).
         weight: the expected relative duration, used to find the critical path.
+        budget: limits on this task's own calls (they count against the run's budget too).
     """
 
     id: str
@@ -93,6 +95,7 @@ class Task:
     timeout: float | None = None
     retries: int | None = None
     weight: float = 1.0
+    budget: Budget | None = None
     template: Template | None = field(default=None, repr=False)
     placeholders: frozenset[str] = field(default=frozenset(), repr=False)
 
@@ -115,6 +118,7 @@ class TaskSpec:
     timeout: float | None = None
     retries: int | None = None
     weight: float = 1.0
+    budget: Budget | None = None
 
 
 def _compile(task_id: str, prompt: str) -> tuple[Template | None, frozenset[str]]:
@@ -176,6 +180,7 @@ class TaskGraph:
         timeout: float | None = None,
         retries: int | None = None,
         weight: float = 1.0,
+        budget: Budget | None = None,
     ) -> Task:
         """Add a task and return its handle.
 
@@ -195,6 +200,8 @@ class TaskGraph:
                 `RetryPolicy`).
             weight: the task's expected duration relative to others (default 1), used to start the
                 longest remaining path first when slots are scarce.
+            budget: limits on this task's calls (tokens, usd, calls); they nest inside the run's
+                budget and the agent's, and the tightest applies.
 
         Raises:
             GraphError: a duplicate or malformed id, an unknown dependency, a bad argument.
@@ -212,6 +219,10 @@ class TaskGraph:
         if fn is not None and not callable(fn):
             raise GraphError(f"task {id!r}: fn must be callable, got {type(fn).__name__}")
         self._check_options(id, timeout, retries, weight)
+        if budget is not None and not isinstance(budget, Budget):
+            raise GraphError(
+                f"task {id!r}: budget must be a delegate.Budget, got {type(budget).__name__}"
+            )
         dep_ids = self._resolve_deps(id, deps)
         template, names = _compile(id, prompt)
         for name in names - _RESERVED - set(dep_ids):
@@ -220,7 +231,9 @@ class TaskGraph:
                     f"task {id!r}: prompt uses {{{{ {name} }}}}, the output of task {name!r}, but "
                     f"does not depend on it; add deps=[{name!r}]"
                 )
-        task = Task(id, agent, prompt, dep_ids, fn, timeout, retries, weight, template, names)
+        task = Task(
+            id, agent, prompt, dep_ids, fn, timeout, retries, weight, budget, template, names
+        )
         self._tasks[id] = task
         return task
 
@@ -304,6 +317,7 @@ class TaskGraph:
                 timeout=spec.timeout,
                 retries=spec.retries,
                 weight=spec.weight,
+                budget=spec.budget,
             )
         return graph
 

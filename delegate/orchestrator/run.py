@@ -10,6 +10,7 @@ failed, were skipped or were cancelled, and "failed" when none succeeded.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -17,19 +18,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from delegate._sync import run_sync
-from delegate.agents.models import Usage
-from delegate.errors import ConfigError, GraphError, did_you_mean
+from delegate.agents.limits import Budget
+from delegate.agents.models import Price, Usage
+from delegate.errors import ConfigError, GraphError, PriceUnknownError, did_you_mean
+from delegate.orchestrator.budget import BudgetLedger
+from delegate.orchestrator.calls import RunAccount, planner_only_usd
+from delegate.orchestrator.estimate import Estimate, estimate_tasks
 from delegate.orchestrator.events import EventBus, EventHandler, RunFinished, RunStarted
-from delegate.orchestrator.graph import TaskGraph
+from delegate.orchestrator.graph import Task, TaskGraph
 from delegate.orchestrator.scheduler import (
     Node,
     RetryPolicy,
     Scheduler,
     TaskStatus,
-    UsageBook,
     build_nodes,
 )
 
@@ -42,7 +47,14 @@ RunStatus = Literal["succeeded", "partial", "failed"]
 
 
 class RunUsage(BaseModel):
-    """Tokens, money and calls of a run, in total and broken down by model and by agent."""
+    """Tokens, money and calls of a run, in total and broken down by model, agent and role.
+
+    Attributes:
+        refused: calls a budget refused (never sent).
+        by_role: "planner" (the orchestrator's planner agent) and "workers" (everyone else).
+        planner_only_usd: what the same tokens would have cost on the planner's model — the
+            saving to quote; None without a planner or when its price is unknown.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -52,8 +64,11 @@ class RunUsage(BaseModel):
     cached_tokens: int = 0
     cost_usd: float = 0.0
     calls: int = 0
+    refused: int = 0
     by_model: dict[str, Usage] = Field(default_factory=dict)
     by_agent: dict[str, Usage] = Field(default_factory=dict)
+    by_role: dict[str, Usage] = Field(default_factory=dict)
+    planner_only_usd: float | None = None
 
 
 class TaskResult(BaseModel):
@@ -118,7 +133,14 @@ class Orchestrator:
     Args:
         workers: the agents tasks may name by string (`g.add(..., agent="scout")`); names must be
             unique.
+        planner: the reasoning model's agent. Its calls are reported as the planner's role, and
+            `RunUsage.planner_only_usd` prices every token of a run at its model's price.
         memory: None or ":memory:" — run state stays in this process.
+        budget: the default budget of every run (`execute(..., budget=)` replaces it for one run).
+        prices: USD per million input/output tokens by model name, `{"my/model": (0.2, 0.8)}`;
+            they override the models' own prices (litellm's cost map for real models).
+        max_calls: a guard against runaway loops: at most this many model calls per run
+            (None: no cap). Combined with the budget's `calls`, the tighter wins.
         max_concurrency: how many tasks run at once, across the whole run.
         retry: how transient failures are retried (default: 2 retries, 0.5 s base backoff).
         fail_fast: cancel the whole run at the first task that fails for good, instead of
@@ -131,7 +153,11 @@ class Orchestrator:
         self,
         *,
         workers: Sequence[Agent] = (),
+        planner: Agent | None = None,
         memory: str | None = None,
+        budget: Budget | None = None,
+        prices: Mapping[str, tuple[float, float] | Price] | None = None,
+        max_calls: int | None = 500,
         max_concurrency: int = 16,
         retry: RetryPolicy | None = None,
         fail_fast: bool = False,
@@ -163,6 +189,20 @@ class Orchestrator:
                     f"two workers are named {worker.name!r}; give each agent its own name"
                 )
             self.workers[worker.name] = worker
+        if planner is not None and not isinstance(planner, Agent):
+            raise ConfigError(f"planner must be an Agent, got {type(planner).__name__}")
+        if budget is not None and not isinstance(budget, Budget):
+            raise ConfigError(f"budget must be a delegate.Budget, got {type(budget).__name__}")
+        if max_calls is not None and (
+            not isinstance(max_calls, int) or isinstance(max_calls, bool) or max_calls < 1
+        ):
+            raise ConfigError(
+                f"max_calls must be an integer ≥ 1, or None for no cap; got {max_calls!r}"
+            )
+        self.planner = planner
+        self.budget = budget
+        self.prices = _prices(prices)
+        self.max_calls = max_calls
         self.max_concurrency = max_concurrency
         self.retry = retry if retry is not None else RetryPolicy()
         self.fail_fast = fail_fast
@@ -180,18 +220,25 @@ class Orchestrator:
         graph: TaskGraph,
         inputs: Mapping[str, Any] | None = None,
         *,
+        budget: Budget | None = None,
         run_id: str | None = None,
     ) -> RunResult:
         """Run every task of `graph` and return the result.
 
+        Budgets never raise: a call that does not fit is refused (its task fails with
+        `BudgetExceeded`), and when the time budget runs out the running tasks are cancelled
+        and the result, status "partial", holds everything that finished.
+
         Args:
             graph: the tasks to run.
             inputs: values for the prompts' `{{ name }}` placeholders.
+            budget: this run's budget, instead of the orchestrator's default.
             run_id: the run's id (default: a new random one).
 
         Raises:
             GraphError: an unknown agent name, or a placeholder that is neither an input nor a
-                dependency. Task failures do not raise: they are in the result.
+                dependency.
+            PriceUnknownError: a usd budget applies and a worker's model has no known price.
         """
         if not isinstance(graph, TaskGraph):
             raise ConfigError(f"execute() takes a TaskGraph, got {type(graph).__name__}")
@@ -201,7 +248,7 @@ class Orchestrator:
         agents = self._resolve_agents(tasks)
         _check_placeholders(tasks, inputs)
         nodes = build_nodes(tasks, agents)
-        book = UsageBook()
+        account = self._account(tasks, agents, budget)
         scheduler = Scheduler(
             nodes,
             run_id=run_id,
@@ -210,16 +257,24 @@ class Orchestrator:
             retry=self.retry,
             fail_fast=self.fail_fast,
             bus=self.events,
-            book=book,
+            account=account,
             rng=self._rng,
         )
         started = time.time()
         if self.events.active:
             self.events.emit(RunStarted(run_id=run_id, tasks=len(nodes)))
         await scheduler.run()
-        result = _result(run_id, nodes, book, started, time.time())
+        planner_price = None if self.planner is None else account.price(self.planner.model)
+        usage = _usage(
+            account,
+            None if self.planner is None else self.planner.name,
+            planner_only_usd(account.book, planner_price),
+        )
+        result = _result(run_id, nodes, usage, scheduler.deadline_passed, started, time.time())
         if self.events.active:
-            self.events.emit(RunFinished(run_id=run_id, status=result.status, usage=book.total))
+            self.events.emit(
+                RunFinished(run_id=run_id, status=result.status, usage=account.book.total)
+            )
         return result
 
     def execute_sync(
@@ -227,10 +282,59 @@ class Orchestrator:
         graph: TaskGraph,
         inputs: Mapping[str, Any] | None = None,
         *,
+        budget: Budget | None = None,
         run_id: str | None = None,
     ) -> RunResult:
         """Blocking twin of `execute`, for scripts and notebooks without an event loop."""
-        return run_sync(self.execute, graph, inputs, run_id=run_id)
+        return run_sync(self.execute, graph, inputs, budget=budget, run_id=run_id)
+
+    def estimate(self, graph: TaskGraph, inputs: Mapping[str, Any] | None = None) -> Estimate:
+        """Project the tokens, cost and latency of executing `graph`, without calling a model.
+
+        Each agent task counts as one call with its full output allowance (the worst case a
+        budget reserves); the projected time is the critical path with each model's expected
+        latency. See `delegate.orchestrator.estimate`.
+
+        Raises:
+            GraphError: as `execute` would, for an unknown agent or placeholder.
+        """
+        if not isinstance(graph, TaskGraph):
+            raise ConfigError(f"estimate() takes a TaskGraph, got {type(graph).__name__}")
+        inputs = dict(inputs or {})
+        tasks = list(graph)
+        agents = self._resolve_agents(tasks)
+        _check_placeholders(tasks, inputs)
+        return estimate_tasks(tasks, agents, inputs, self.prices)
+
+    def _account(
+        self, tasks: Sequence[Task], agents: Mapping[str, Agent], budget: Budget | None
+    ) -> RunAccount:
+        """The run's ledger and scopes: the run, each agent with a budget, each task with one."""
+        if budget is not None and not isinstance(budget, Budget):
+            raise ConfigError(f"budget must be a delegate.Budget, got {type(budget).__name__}")
+        run_budget = budget or self.budget or Budget()
+        if self.max_calls is not None:
+            run_budget = run_budget.tightest(Budget(calls=self.max_calls))
+        ledger = BudgetLedger()
+        limited = (run_budget.tokens, run_budget.usd, run_budget.calls) != (None, None, None)
+        account = RunAccount(
+            ledger, ledger.open("run", run_budget) if limited else None, self.prices
+        )
+        members = _with_fallbacks([*agents.values(), *([self.planner] if self.planner else [])])
+        for agent in members:
+            if agent.budget is not None:
+                account.agents[agent.name] = ledger.open(
+                    f"agent {agent.name!r}", agent.budget, account.run
+                )
+        for task in tasks:
+            if task.budget is not None:
+                account.tasks[task.id] = ledger.open(f"task {task.id!r}", task.budget, account.run)
+        _check_prices(account, agents.values(), tasks)
+        if run_budget.seconds is not None:
+            account.deadline = (
+                anyio.current_time() + run_budget.seconds - run_budget.reserve_seconds
+            )
+        return account
 
     def _resolve_agents(self, tasks: Iterable[Any]) -> dict[str, Agent]:
         agents: dict[str, Agent] = {}
@@ -273,15 +377,94 @@ def _check_placeholders(tasks: Iterable[Any], inputs: Mapping[str, Any]) -> None
         raise GraphError("; ".join(problems))
 
 
-def _status(nodes: Sequence[Node]) -> RunStatus:
+def _prices(prices: Mapping[str, tuple[float, float] | Price] | None) -> dict[str, Price]:
+    checked: dict[str, Price] = {}
+    for model, price in (prices or {}).items():
+        if isinstance(price, Price):
+            pair: tuple[Any, ...] = (price.input_per_mtok, price.output_per_mtok)
+        elif isinstance(price, tuple | list) and len(price) == 2:
+            pair = tuple(price)
+        else:
+            pair = ()
+        if len(pair) != 2 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            for v in pair
+        ):
+            raise ConfigError(
+                f"prices[{model!r}] must be (input_usd_per_million, output_usd_per_million) with "
+                f"two numbers ≥ 0, got {price!r}"
+            )
+        checked[model] = price if isinstance(price, Price) else Price(*pair)
+    return checked
+
+
+def _with_fallbacks(agents: Iterable[Agent]) -> list[Agent]:
+    found: dict[str, Agent] = {}
+    for agent in agents:
+        current: Agent | None = agent
+        while current is not None and current.name not in found:
+            found[current.name] = current
+            current = current.fallback
+    return list(found.values())
+
+
+def _check_prices(account: RunAccount, agents: Iterable[Agent], tasks: Sequence[Task]) -> None:
+    """Refuse to start a run whose usd budget covers a worker model with no known price."""
+    usd_tasks = {task.id for task in tasks if task.budget is not None and task.budget.usd}
+    for agent in agents:
+        chain = [s for s in (account.agents.get(agent.name), account.run) if s is not None]
+        usd_scope = next((s for s in chain if s.budget.usd is not None), None)
+        if usd_scope is None and not usd_tasks:
+            continue
+        if account.price(agent.model) is None:
+            model = agent.model.name
+            label = usd_scope.label if usd_scope is not None else "a task"
+            raise PriceUnknownError(
+                f"model {model!r} of agent {agent.name!r} has no known price, so its calls "
+                f"cannot be checked against the usd budget of {label} (an unknown price is never "
+                f'taken as free); give its price: Orchestrator(prices={{"{model}": '
+                "(input_usd_per_million, output_usd_per_million)})",
+                model=model,
+                scope=label,
+            )
+
+
+def _usage(account: RunAccount, planner: str | None, planner_only: float | None) -> RunUsage:
+    book = account.book
+    total = book.total
+    roles: dict[str, Usage] = {}
+    for (_, agent), usage in book.pairs.items():
+        role = "planner" if agent == planner else "workers"
+        roles[role] = roles[role] + usage if role in roles else usage
+    return RunUsage(
+        input_tokens=total.input_tokens,
+        output_tokens=total.output_tokens,
+        reasoning_tokens=total.reasoning_tokens,
+        cached_tokens=total.cached_tokens,
+        cost_usd=total.cost_usd,
+        calls=total.calls,
+        refused=account.ledger.refused,
+        by_model=book.by(0),
+        by_agent=book.by(1),
+        by_role=roles,
+        planner_only_usd=planner_only,
+    )
+
+
+def _status(nodes: Sequence[Node], deadline_passed: bool) -> RunStatus:
     succeeded = sum(node.status == "succeeded" for node in nodes)
     if succeeded == len(nodes):
         return "succeeded"
-    return "partial" if succeeded else "failed"
+    return "partial" if succeeded or deadline_passed else "failed"
 
 
 def _result(
-    run_id: str, nodes: Sequence[Node], book: UsageBook, started: float, finished: float
+    run_id: str,
+    nodes: Sequence[Node],
+    usage: RunUsage,
+    deadline_passed: bool,
+    started: float,
+    finished: float,
 ) -> RunResult:
     tasks = {
         node.task.id: TaskResult(
@@ -305,20 +488,9 @@ def _result(
     else:
         done = {n.task.id: n.output for n in sinks if n.status == "succeeded"}
         output = done or None
-    total = book.total
-    usage = RunUsage(
-        input_tokens=total.input_tokens,
-        output_tokens=total.output_tokens,
-        reasoning_tokens=total.reasoning_tokens,
-        cached_tokens=total.cached_tokens,
-        cost_usd=total.cost_usd,
-        calls=total.calls,
-        by_model=book.by(0),
-        by_agent=book.by(1),
-    )
     return RunResult(
         run_id=run_id,
-        status=_status(nodes),
+        status=_status(nodes, deadline_passed),
         output=output,
         tasks=tasks,
         usage=usage,

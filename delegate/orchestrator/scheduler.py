@@ -32,7 +32,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 from jinja2 import TemplateError as JinjaTemplateError
 
-from delegate.agents.models import Model, ModelRequest, ModelResponse, Usage
+from delegate.agents.models import Usage
 from delegate.errors import (
     ConfigError,
     DelegateError,
@@ -40,6 +40,7 @@ from delegate.errors import (
     TaskTimeoutError,
     TemplateError,
 )
+from delegate.orchestrator.calls import CallGate, RunAccount
 from delegate.orchestrator.events import (
     EventBus,
     TaskCancelled,
@@ -55,7 +56,7 @@ from delegate.orchestrator.graph import Task, TaskContext, format_output
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
 
-__all__ = ["Node", "RetryPolicy", "Scheduler", "TaskStatus", "UsageBook"]
+__all__ = ["Node", "RetryPolicy", "Scheduler", "TaskStatus"]
 
 TaskStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 _TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
@@ -107,32 +108,6 @@ class RetryPolicy:
         return max(backoff, float(retry_after or 0.0))
 
 
-@dataclass(slots=True)
-class UsageBook:
-    """A run's model usage, kept per (model, agent) pair; totals are summed when asked for."""
-
-    pairs: dict[tuple[str, str], Usage] = field(default_factory=dict)
-
-    def add(self, model: str, agent: str, usage: Usage) -> None:
-        """Count one call's usage."""
-        key = (model, agent)
-        previous = self.pairs.get(key)
-        self.pairs[key] = usage if previous is None else previous + usage
-
-    @property
-    def total(self) -> Usage:
-        """All calls of the run."""
-        return sum(self.pairs.values(), Usage())
-
-    def by(self, index: int) -> dict[str, Usage]:
-        """Usage by model (`index` 0) or by agent (`index` 1)."""
-        grouped: dict[str, Usage] = {}
-        for key, usage in self.pairs.items():
-            name = key[index]
-            grouped[name] = grouped[name] + usage if name in grouped else usage
-        return grouped
-
-
 @dataclass(slots=True, eq=False)
 class Node:
     """The scheduler's mutable state of one task."""
@@ -154,23 +129,6 @@ class Node:
     finished_at: float | None = None
 
 
-class _Recorder:
-    """The `ModelCaller` a task's agent calls through: every call's usage lands on the task."""
-
-    __slots__ = ("book", "node")
-
-    def __init__(self, node: Node, book: UsageBook) -> None:
-        self.node = node
-        self.book = book
-
-    async def __call__(self, agent: Agent, model: Model, request: ModelRequest) -> ModelResponse:
-        response = await model.request(request)
-        usage = response.usage
-        self.node.usage += usage
-        self.book.add(response.model or model.name, agent.name, usage)
-        return response
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, DelegateError):
         return str(exc)
@@ -190,7 +148,7 @@ class Scheduler:
         retry: RetryPolicy,
         fail_fast: bool,
         bus: EventBus,
-        book: UsageBook,
+        account: RunAccount,
         rng: random.Random,
     ) -> None:
         self.nodes = nodes
@@ -201,7 +159,8 @@ class Scheduler:
         self.retry = retry
         self.fail_fast = fail_fast
         self.bus = bus
-        self.book = book
+        self.account = account
+        self.deadline_passed = False
         self.rng = rng
         self.runners = max(1, min(max_concurrency, len(nodes)))
         # Heap entries: the longest remaining path first, then the order tasks were added.
@@ -214,7 +173,7 @@ class Scheduler:
         self._scope: anyio.CancelScope | None = None
         self._group: TaskGroup | None = None
         self._spawned = 0
-        self.cancel_reason = "the run was cancelled"
+        self._reason: str | None = None
         for node in nodes:
             limit = node.agent.max_concurrency if node.agent is not None else None
             if limit is not None:
@@ -222,21 +181,38 @@ class Scheduler:
 
     async def run(self) -> None:
         """Run every node; returns when all are succeeded, failed, skipped or cancelled."""
+        deadline = self.account.deadline
         try:
-            async with anyio.create_task_group() as group:
-                self._scope = group.cancel_scope
-                self._group = group
-                for node in self.nodes:
-                    if node.pending == 0 and node.status == "pending":
-                        self._push(node)
+            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as limit:
+                async with anyio.create_task_group() as group:
+                    self._scope = group.cancel_scope
+                    self._group = group
+                    for node in self.nodes:
+                        if node.pending == 0 and node.status == "pending":
+                            self._push(node)
+            self.deadline_passed = limit.cancelled_caught
         finally:
             self._cancel_unfinished(self.cancel_reason)
 
+    @property
+    def cancel_reason(self) -> str:
+        """Why running tasks are being cancelled: fail-fast, the deadline, or the caller."""
+        if self._reason is not None:
+            return self._reason
+        deadline = self.account.deadline
+        if deadline is not None and anyio.current_time() >= deadline:
+            return "the run's time budget ran out"
+        return "the run was cancelled"
+
     def cancel(self, reason: str) -> None:
         """Stop the run: running tasks are cancelled, waiting ones never start."""
-        self.cancel_reason = reason
+        self._reason = reason
         if self._scope is not None:
             self._scope.cancel()
+
+    def _past_deadline(self) -> bool:
+        deadline = self.account.deadline
+        return deadline is not None and anyio.current_time() >= deadline
 
     # -- the ready queue -------------------------------------------------------------------
 
@@ -281,7 +257,7 @@ class Scheduler:
 
     async def _runner(self) -> None:
         while True:
-            if self._scope is not None and self._scope.cancel_called:
+            if self._scope is not None and (self._scope.cancel_called or self._past_deadline()):
                 return  # fail-fast or a deadline: start nothing more
             node = self._pop()
             if node is None:
@@ -346,11 +322,10 @@ class Scheduler:
                 self._fail(node, _describe(error))
                 return
         except anyio.get_cancelled_exc_class():
-            self._finish(node, "cancelled", self.cancel_reason)
+            reason = self.cancel_reason
+            self._finish(node, "cancelled", reason)
             if self.bus.active:
-                self.bus.emit(
-                    TaskCancelled(run_id=self.run_id, task_id=task.id, reason=self.cancel_reason)
-                )
+                self.bus.emit(TaskCancelled(run_id=self.run_id, task_id=task.id, reason=reason))
             raise
 
     async def _attempt(self, node: Node) -> Any:
@@ -360,7 +335,7 @@ class Scheduler:
         agent = node.agent
         if agent is None:  # resolved by the orchestrator before the run starts
             raise ConfigError(f"task {task.id!r} has no agent")
-        result = await agent.run(self._prompt(node), caller=_Recorder(node, self.book))
+        result = await agent.run(self._prompt(node), caller=CallGate(self.account, node))
         node.model = result.model
         node.answered_by = result.agent
         return result.output

@@ -1,0 +1,295 @@
+"""The gate every model call of a run passes: reserve before, settle after, record usage.
+
+An agent sends each call through a `ModelCaller`; during a run that caller is a `CallGate`. For a
+call under a token or dollar budget it counts the request's input tokens, decides the output
+allowance and reserves the worst case in every enclosing budget (task, agent, run, per call) before
+anything is sent:
+
+1. the allowance is the request's `max_output_tokens`, or a default for the reasoning effort;
+2. if that does not fit what the budgets can ever give, the reasoning effort is lowered first
+   (high → medium → low → minimal), then the output is shrunk, down to the agent's
+   `min_output_tokens`;
+3. if even that does not fit, the agent's `cheaper` model is tried; else the call is refused with
+   `BudgetExceeded` and never sent;
+4. if it fits only once calls in flight have settled, the gate waits for them rather than
+   shrinking the call or failing it.
+
+After the call the real usage (reasoning tokens are output tokens) replaces the reservation; a
+call cancelled in flight is settled at its reservation, since the provider may bill it anyway.
+Calls under a calls-only budget (the default 500-call guard) skip the token counting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+
+from delegate.agents.models import Model, ModelRequest, ModelResponse, Price, ReasoningEffort, Usage
+from delegate.agents.tokens import count_messages
+from delegate.errors import BudgetExceeded
+from delegate.orchestrator.budget import BudgetLedger, BudgetScope, Reservation
+
+if TYPE_CHECKING:
+    from delegate.agents.agent import Agent
+    from delegate.orchestrator.scheduler import Node
+
+__all__ = ["DEFAULT_OUTPUT_TOKENS", "EFFORT_OUTPUT_TOKENS", "CallGate", "RunAccount", "UsageBook"]
+
+DEFAULT_OUTPUT_TOKENS = 4096
+"""Output reserved for a call with neither `max_output_tokens` nor a reasoning effort."""
+
+EFFORT_OUTPUT_TOKENS: Mapping[str, int] = {
+    "minimal": 2048,
+    "low": 8192,
+    "medium": 16384,
+    "high": 32768,
+}
+"""Output (reasoning included) reserved for a reasoning call without `max_output_tokens`."""
+
+_LOWER_EFFORT: Mapping[str, ReasoningEffort] = {
+    "high": "medium",
+    "medium": "low",
+    "low": "minimal",
+}
+
+
+@dataclass(slots=True)
+class UsageBook:
+    """A run's model usage, kept per (model, agent) pair; totals are summed when asked for."""
+
+    pairs: dict[tuple[str, str], Usage] = field(default_factory=dict)
+
+    def add(self, model: str, agent: str, usage: Usage) -> None:
+        """Count one call's usage."""
+        key = (model, agent)
+        previous = self.pairs.get(key)
+        self.pairs[key] = usage if previous is None else previous + usage
+
+    @property
+    def total(self) -> Usage:
+        """All calls of the run."""
+        return sum(self.pairs.values(), Usage())
+
+    def by(self, index: int) -> dict[str, Usage]:
+        """Usage by model (`index` 0) or by agent (`index` 1)."""
+        grouped: dict[str, Usage] = {}
+        for key, usage in self.pairs.items():
+            name = key[index]
+            grouped[name] = grouped[name] + usage if name in grouped else usage
+        return grouped
+
+
+@dataclass(slots=True, eq=False)
+class RunAccount:
+    """What the calls of one run share: the ledger and its scopes, prices, usage, the deadline."""
+
+    ledger: BudgetLedger
+    run: BudgetScope | None
+    prices: Mapping[str, Price]
+    book: UsageBook = field(default_factory=UsageBook)
+    agents: dict[str, BudgetScope] = field(default_factory=dict)
+    tasks: dict[str, BudgetScope] = field(default_factory=dict)
+    deadline: float | None = None
+    changed: anyio.Event = field(default_factory=anyio.Event)
+
+    def price(self, model: Model) -> Price | None:
+        """The model's price: the orchestrator's override, else its own; None when unknown."""
+        override = self.prices.get(model.name)
+        return override if override is not None else model.price
+
+    def notify(self) -> None:
+        """Wake the calls waiting for budget: something settled or was released."""
+        self.changed.set()
+        self.changed = anyio.Event()
+
+
+@dataclass(slots=True)
+class _Ticket:
+    model: Model
+    request: ModelRequest
+    reservation: Reservation
+    sized: bool = True  # False under calls-only budgets: only the call itself is accounted
+
+
+class CallGate:
+    """The `ModelCaller` of one task: its calls are budgeted and their usage lands on the task."""
+
+    __slots__ = ("account", "node")
+
+    def __init__(self, account: RunAccount, node: Node) -> None:
+        self.account = account
+        self.node = node
+
+    async def __call__(self, agent: Agent, model: Model, request: ModelRequest) -> ModelResponse:
+        account = self.account
+        request = self._clip_timeout(request)
+        scopes = self._scopes(agent)
+        ticket = await self._admit(agent, model, request, scopes) if scopes else None
+        if ticket is not None:
+            model, request = ticket.model, ticket.request
+        try:
+            response = await model.request(request)
+        except BaseException as exc:
+            if ticket is not None:
+                self._close_failed(ticket, exc)
+            raise
+        price = account.price(model)
+        usage = response.usage
+        if price is not None:
+            cost = price.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+            usage = dataclasses.replace(usage, cost_usd=cost)
+            response = dataclasses.replace(response, usage=usage)
+        if ticket is not None:
+            account.ledger.settle(ticket.reservation, usage if ticket.sized else _ONE_CALL)
+            account.notify()
+        self.node.usage += usage
+        account.book.add(response.model or model.name, agent.name, usage)
+        return response
+
+    def _clip_timeout(self, request: ModelRequest) -> ModelRequest:
+        deadline = self.account.deadline
+        if deadline is None:
+            return request
+        left = max(deadline - anyio.current_time(), 0.001)
+        if request.timeout is not None and request.timeout <= left:
+            return request
+        return dataclasses.replace(request, timeout=left)
+
+    def _scopes(self, agent: Agent) -> list[BudgetScope]:
+        account = self.account
+        scopes: list[BudgetScope] = []
+        task_scope = account.tasks.get(self.node.task.id)
+        if task_scope is not None:
+            scopes.append(task_scope)
+        agent_scope = account.agents.get(agent.name)
+        if agent_scope is not None:
+            scopes.append(agent_scope)
+        if not scopes and account.run is not None:
+            scopes.append(account.run)
+        if agent.call_budget is not None:
+            # A per-call cap: a scope of its own for this one call, outside the ledger's list.
+            scopes.append(BudgetScope(f"one call of agent {agent.name!r}", agent.call_budget))
+        return scopes
+
+    async def _admit(
+        self, agent: Agent, model: Model, request: ModelRequest, scopes: Sequence[BudgetScope]
+    ) -> _Ticket:
+        """Reserve the call in every scope, lowering effort, shrinking, downgrading or waiting."""
+        ledger = self.account.ledger
+        sized = any(
+            member.budget.tokens is not None or member.budget.usd is not None
+            for scope in scopes
+            for member in scope.chain
+        )
+        if not sized:  # calls-only budgets: no need to count tokens or size the output
+            while True:
+                reservation = ledger.try_reserve(
+                    scopes, input_tokens=0, output_tokens=0, price=None, model=model.name
+                )
+                if reservation is not None:
+                    return _Ticket(model, request, reservation, sized=False)
+                # Raises when no call is left even after those in flight: else wait for one.
+                ledger.plan(
+                    scopes,
+                    input_tokens=0,
+                    output_tokens=0,
+                    price=None,
+                    model=model.name,
+                    held=False,
+                )
+                await self.account.changed.wait()
+        candidates = [model] if agent.cheaper is None else [model, agent.cheaper]
+        while True:
+            refusal: BudgetExceeded | None = None
+            for candidate in candidates:
+                try:
+                    ticket = self._try_admit(agent, candidate, request, scopes)
+                except BudgetExceeded as exc:
+                    refusal = refusal or exc
+                    continue
+                if ticket is not None:
+                    return ticket
+                break  # fits once calls in flight settle: wait, then plan again
+            else:
+                if refusal is not None:
+                    raise refusal
+            await self.account.changed.wait()
+
+    def _try_admit(
+        self, agent: Agent, model: Model, request: ModelRequest, scopes: Sequence[BudgetScope]
+    ) -> _Ticket | None:
+        """A reservation for `model`, None to wait, or `BudgetExceeded` when it can never fit."""
+        ledger = self.account.ledger
+        price = self.account.price(model)
+        input_tokens = count_messages(
+            request.messages, model.name, request.tools, request.output_schema
+        )
+        effort = request.reasoning_effort
+        explicit = request.max_output_tokens
+        wanted = explicit if explicit is not None else _default_output(effort)
+        floor = min(agent.min_output_tokens, wanted)
+        while True:
+            # What fits once every call in flight has settled: the most this call can ever get.
+            best = ledger.plan(
+                scopes,
+                input_tokens=input_tokens,
+                output_tokens=wanted,
+                price=price,
+                model=model.name,
+                floor=floor,
+                held=False,
+            )
+            if best >= wanted or effort is None or effort not in _LOWER_EFFORT:
+                break
+            effort = _LOWER_EFFORT[effort]
+            if explicit is None:
+                wanted = min(wanted, _default_output(effort))
+                floor = min(floor, wanted)
+        reservation = ledger.try_reserve(
+            scopes, input_tokens=input_tokens, output_tokens=best, price=price, model=model.name
+        )
+        if reservation is None:
+            return None
+        if best != explicit or effort != request.reasoning_effort:
+            request = dataclasses.replace(request, max_output_tokens=best, reasoning_effort=effort)
+        return _Ticket(model, request, reservation)
+
+    def _close_failed(self, ticket: _Ticket, exc: BaseException) -> None:
+        ledger = self.account.ledger
+        reservation = ticket.reservation
+        if isinstance(exc, anyio.get_cancelled_exc_class()) and ticket.sized:
+            # Cancelled in flight: the provider may bill it, so count it at its reservation.
+            ledger.settle(
+                reservation,
+                Usage(
+                    input_tokens=reservation.input_tokens,
+                    output_tokens=reservation.output_tokens,
+                    cost_usd=reservation.usd,
+                    calls=1,
+                ),
+            )
+        else:
+            ledger.release(reservation)
+        self.account.notify()
+
+
+_ONE_CALL = Usage(calls=1)
+
+
+def _default_output(effort: ReasoningEffort | None) -> int:
+    return DEFAULT_OUTPUT_TOKENS if effort is None else EFFORT_OUTPUT_TOKENS[effort]
+
+
+def planner_only_usd(book: UsageBook, planner_price: Price | None) -> float | None:
+    """What every token of the run would have cost at the planner's price (None: price unknown)."""
+    if planner_price is None:
+        return None
+    total = 0.0
+    for usage in book.pairs.values():
+        total += planner_price.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+    return total if math.isfinite(total) else None
