@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from delegate.agents.agent import Agent, AgentResult, ModelCaller
+from delegate.agents.limits import Budget
 from delegate.agents.models import (
     LiteLLMModel,
     Message,
@@ -29,6 +30,7 @@ from delegate.agents.tools import Tool, tool
 from delegate.errors import (
     AuthenticationError,
     BadRequestError,
+    BudgetExceeded,
     ConfigError,
     ContentPolicyError,
     ContextWindowExceededError,
@@ -39,6 +41,7 @@ from delegate.errors import (
     ModelTimeoutError,
     OutputValidationError,
     PermanentModelError,
+    PriceUnknownError,
     ProviderUnavailableError,
     RateLimitError,
     TaskTimeoutError,
@@ -46,6 +49,7 @@ from delegate.errors import (
     ToolLoopError,
     TransientModelError,
 )
+from delegate.orchestrator.estimate import Estimate, TaskEstimate
 from delegate.orchestrator.events import (
     Event,
     EventBus,
@@ -73,10 +77,13 @@ __all__ = [
     "AgentResult",
     "AuthenticationError",
     "BadRequestError",
+    "Budget",
+    "BudgetExceeded",
     "ConfigError",
     "ContentPolicyError",
     "ContextWindowExceededError",
     "DelegateError",
+    "Estimate",
     "Event",
     "EventBus",
     "GraphError",
@@ -93,6 +100,7 @@ __all__ = [
     "OutputValidationError",
     "PermanentModelError",
     "Price",
+    "PriceUnknownError",
     "ProviderUnavailableError",
     "RateLimitError",
     "RetryPolicy",
@@ -104,6 +112,7 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "TaskContext",
+    "TaskEstimate",
     "TaskFailed",
     "TaskGraph",
     "TaskQueued",

@@ -54,15 +54,59 @@ _SECRET_TEXT = (
 )
 
 
-def get_logger(name: str, **initial_values: Any) -> FilteringBoundLogger:
-    """A structlog logger for module `name`, following the host's structlog configuration.
+class Logger:
+    """delegate's logger: structlog events when the host configured structlog, else stdlib logging.
 
-    Args:
-        name: the module's dotted name, e.g. "delegate.scheduler"; bound as `logger_name`.
-        **initial_values: more key-value pairs bound to every event (`run_id`, `model`, ...).
+    A library must stay quiet unless its host asks: unconfigured structlog prints every event to
+    stdout, so until the host calls `structlog.configure` (or the CLI calls
+    `configure_logging`) events go to the stdlib logger of the same name — silent below WARNING,
+    and warnings reach stderr through logging's last-resort handler.
     """
-    logger: FilteringBoundLogger = structlog.get_logger(name, logger_name=name, **initial_values)
-    return logger
+
+    __slots__ = ("_name", "_values")
+
+    def __init__(self, name: str, values: Mapping[str, Any]) -> None:
+        self._name = name
+        self._values = dict(values)
+
+    def bind(self, **values: Any) -> Logger:
+        """A logger that adds `values` to every event."""
+        return Logger(self._name, {**self._values, **values})
+
+    def debug(self, event: str, **values: Any) -> None:
+        """Log `event` at DEBUG."""
+        self._log(logging.DEBUG, "debug", event, values)
+
+    def info(self, event: str, **values: Any) -> None:
+        """Log `event` at INFO."""
+        self._log(logging.INFO, "info", event, values)
+
+    def warning(self, event: str, **values: Any) -> None:
+        """Log `event` at WARNING."""
+        self._log(logging.WARNING, "warning", event, values)
+
+    def error(self, event: str, **values: Any) -> None:
+        """Log `event` at ERROR."""
+        self._log(logging.ERROR, "error", event, values)
+
+    def _log(self, level: int, method: str, event: str, values: dict[str, Any]) -> None:
+        values = {**self._values, **values}
+        if structlog.is_configured():
+            bound: FilteringBoundLogger = structlog.get_logger(self._name, logger_name=self._name)
+            getattr(bound, method)(event, **values)
+            return
+        logger = logging.getLogger(self._name)
+        if logger.isEnabledFor(level):
+            masked = {
+                key: MASK if is_secret_key(key) else _redact_value(v) for key, v in values.items()
+            }
+            detail = " ".join(f"{key}={value!r}" for key, value in masked.items())
+            logger.log(level, "%s %s", event, detail)
+
+
+def get_logger(name: str, **initial_values: Any) -> Logger:
+    """The logger for module `name` (e.g. "delegate.scheduler"), with `initial_values` bound."""
+    return Logger(name, initial_values)
 
 
 def is_secret_key(key: str) -> bool:

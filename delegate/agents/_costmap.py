@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
+from delegate._log import get_logger
 
 if TYPE_CHECKING:
     from delegate.agents.models import Price
@@ -28,7 +28,7 @@ __all__ = ["context_window_for", "model_info", "price_for"]
 _COST_MAP_FILE = "model_prices_and_context_window_backup.json"
 _PER_MILLION = 1_000_000
 
-log = structlog.get_logger("delegate.costmap")
+log = get_logger("delegate.costmap")
 
 
 @functools.cache

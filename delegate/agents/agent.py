@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 import anyio
 import pydantic
-import structlog
 
+from delegate._log import get_logger
 from delegate._sync import run_sync
 from delegate.agents.limits import Budget
 from delegate.agents.models import (
@@ -55,7 +55,7 @@ from delegate.errors import (
 
 __all__ = ["Agent", "AgentResult", "ModelCaller"]
 
-log = structlog.get_logger("delegate.agent")
+log = get_logger("delegate.agent")
 
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _EFFORTS: tuple[str, ...] = typing.get_args(ReasoningEffort)
@@ -113,6 +113,7 @@ class _Run:
     usage: Usage = field(default_factory=Usage)
     calls: int = 0
     tool_rounds: int = 0
+    answered_by: str = ""  # the model that gave the latest answer (a budget may reroute)
 
 
 class Agent:
@@ -241,7 +242,7 @@ class Agent:
             usage=state.usage,
             calls=state.calls,
             agent=self.name,
-            model=self.model.name,
+            model=state.answered_by or self.model.name,
         )
 
     def run_sync(self, prompt: str, *, caller: ModelCaller | None = None) -> AgentResult:
@@ -323,6 +324,7 @@ class Agent:
         response = await state.caller(self, self.model, request)
         state.calls += 1
         state.usage += response.usage
+        state.answered_by = response.model or self.model.name
         return response
 
     async def _run_tools(self, calls: tuple[ToolCall, ...]) -> list[str]:

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from unittest import mock
 
-import structlog
-
+from delegate._log import get_logger
 from delegate.agents.models import Message, ToolDefinition
 
 __all__ = [
@@ -38,7 +37,7 @@ __all__ = [
     "truncate_text",
 ]
 
-log = structlog.get_logger("delegate.tokens")
+log = get_logger("delegate.tokens")
 
 # OpenAI's accounting for chat messages: a few tokens of framing per message and for the reply.
 _TOKENS_PER_MESSAGE = 3

@@ -38,15 +38,15 @@ from typing import Any, overload
 import anyio.to_thread
 import pydantic
 import pydantic_core
-import structlog
 from pydantic.fields import FieldInfo
 
+from delegate._log import get_logger
 from delegate.agents.models import ToolDefinition
 from delegate.errors import ConfigError
 
 __all__ = ["Tool", "tool"]
 
-log = structlog.get_logger("delegate.tools")
+log = get_logger("delegate.tools")
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SECTION = re.compile(

@@ -102,6 +102,7 @@ class BudgetScope:
     budget: Budget
     parent: BudgetScope | None = field(default=None, repr=False)
     ledger: BudgetLedger | None = field(default=None, repr=False)
+    remedy: str | None = field(default=None, repr=False)
     chain: tuple[BudgetScope, ...] = field(init=False, repr=False)
     usd_limit_nanos: int | None = field(init=False)
     spent_tokens: int = field(default=0, init=False)
@@ -283,6 +284,12 @@ def _amount(unit: BudgetUnit, amount: float) -> str:
     return format_usd(amount) if unit == "usd" else f"{int(amount):,}"
 
 
+def _remedy(unit: BudgetUnit, remedy: str, *, used_up: bool) -> str:
+    if used_up and unit != "calls":
+        return f"the budget is used up: raise budget.{unit}"
+    return f"raise budget.{unit} or {remedy}"
+
+
 def _refusal(
     scope: BudgetScope,
     unit: BudgetUnit,
@@ -318,7 +325,7 @@ def _refusal(
         f"budget of {what} for {scope.label} would be exceeded: spent {_amount(unit, spent)}, "
         f"reserved {_amount(unit, reserved)}, this call to {model} needs "
         f"{'at least ' if at_least else ''}{_amount(unit, requested)}{detail}; "
-        f"raise budget.{unit} or {remedy}"
+        + (scope.remedy or _remedy(unit, remedy, used_up=spent + reserved >= limit))
     )
     return BudgetExceeded(
         message,
@@ -362,13 +369,22 @@ class BudgetLedger:
         self.overshoots: list[Overshoot] = []
         self._lock = threading.Lock()
 
-    def open(self, label: str, budget: Budget, parent: BudgetScope | None = None) -> BudgetScope:
+    def open(
+        self,
+        label: str,
+        budget: Budget,
+        parent: BudgetScope | None = None,
+        *,
+        remedy: str | None = None,
+    ) -> BudgetScope:
         """A new scope with `budget`'s limits, nested in `parent` (whose limits apply as well).
 
         Args:
             label: how messages name it: "run", "agent 'scout'", "task 'search'".
             budget: its limits.
             parent: the enclosing scope, of this ledger, or None.
+            remedy: what a refusal message tells the user to do, instead of the default
+                "raise budget.<unit> or …" (for limits that are not set through a Budget).
 
         Raises:
             ConfigError: `parent` belongs to another ledger.
@@ -378,7 +394,7 @@ class BudgetLedger:
                 f"budget scope {label!r}: its parent {parent.label!r} belongs to another "
                 "BudgetLedger; open both scopes on the same ledger"
             )
-        scope = BudgetScope(label, budget, parent, self)
+        scope = BudgetScope(label, budget, parent, self, remedy)
         with self._lock:
             self.scopes.append(scope)
         return scope
@@ -393,6 +409,7 @@ class BudgetLedger:
         model: str,
         floor: int = 256,
         held: bool = True,
+        count: bool = True,
     ) -> int:
         """The largest output-token allowance ≤ `output_tokens` that fits every scope now.
 
@@ -409,6 +426,8 @@ class BudgetLedger:
             held: False to leave out the reservations of calls in flight, asking what would fit
                 once they settle — a refusal then is final, while one with `held=True` may pass
                 after in-flight calls finish.
+            count: False for a check that is not the final word on the call (it may yet go to
+                another model): a refusal then is not counted in `refused`.
 
         Raises:
             BudgetExceeded: not even `floor` output tokens fit, or no call is left.
@@ -426,7 +445,8 @@ class BudgetLedger:
                     allowed, binding, unit = allowance, scope, scope_unit
             if binding is None or allowed >= floor:
                 return allowed
-            self._count_refusal(binding)
+            if count:
+                self._count_refusal(binding)
         sizes = (input_tokens, floor)
         raise _refusal(binding, unit, model, sizes, price, at_least=floor < output_tokens)
 

@@ -96,6 +96,7 @@ class RunAccount:
     tasks: dict[str, BudgetScope] = field(default_factory=dict)
     deadline: float | None = None
     changed: anyio.Event = field(default_factory=anyio.Event)
+    waiting: int = 0
 
     def price(self, model: Model) -> Price | None:
         """The model's price: the orchestrator's override, else its own; None when unknown."""
@@ -104,8 +105,17 @@ class RunAccount:
 
     def notify(self) -> None:
         """Wake the calls waiting for budget: something settled or was released."""
-        self.changed.set()
-        self.changed = anyio.Event()
+        if self.waiting:
+            self.changed.set()
+            self.changed = anyio.Event()
+
+    async def wait(self) -> None:
+        """Until the next settle or release."""
+        self.waiting += 1
+        try:
+            await self.changed.wait()
+        finally:
+            self.waiting -= 1
 
 
 @dataclass(slots=True)
@@ -141,9 +151,11 @@ class CallGate:
         price = account.price(model)
         usage = response.usage
         if price is not None:
+            # An override price (or a model that did not price itself) re-prices the usage.
             cost = price.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
-            usage = dataclasses.replace(usage, cost_usd=cost)
-            response = dataclasses.replace(response, usage=usage)
+            if cost != usage.cost_usd:
+                usage = dataclasses.replace(usage, cost_usd=cost)
+                response = dataclasses.replace(response, usage=usage)
         if ticket is not None:
             account.ledger.settle(ticket.reservation, usage if ticket.sized else _ONE_CALL)
             account.notify()
@@ -202,26 +214,33 @@ class CallGate:
                     model=model.name,
                     held=False,
                 )
-                await self.account.changed.wait()
+                await self.account.wait()
         candidates = [model] if agent.cheaper is None else [model, agent.cheaper]
         while True:
-            refusal: BudgetExceeded | None = None
             for candidate in candidates:
                 try:
-                    ticket = self._try_admit(agent, candidate, request, scopes)
-                except BudgetExceeded as exc:
-                    refusal = refusal or exc
+                    ticket = self._try_admit(agent, candidate, request, scopes, count=False)
+                except BudgetExceeded:
                     continue
                 if ticket is not None:
                     return ticket
                 break  # fits once calls in flight settle: wait, then plan again
             else:
-                if refusal is not None:
-                    raise refusal
-            await self.account.changed.wait()
+                # No model fits, now or later: the refusal, counted once, is about the agent's own.
+                # (Nothing awaited since the check above, so this raises just the same.)
+                ticket = self._try_admit(agent, model, request, scopes, count=True)
+                if ticket is not None:
+                    return ticket
+            await self.account.wait()
 
     def _try_admit(
-        self, agent: Agent, model: Model, request: ModelRequest, scopes: Sequence[BudgetScope]
+        self,
+        agent: Agent,
+        model: Model,
+        request: ModelRequest,
+        scopes: Sequence[BudgetScope],
+        *,
+        count: bool,
     ) -> _Ticket | None:
         """A reservation for `model`, None to wait, or `BudgetExceeded` when it can never fit."""
         ledger = self.account.ledger
@@ -243,6 +262,7 @@ class CallGate:
                 model=model.name,
                 floor=floor,
                 held=False,
+                count=count,
             )
             if best >= wanted or effort is None or effort not in _LOWER_EFFORT:
                 break

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import structlog
-
+from delegate._log import get_logger
 from delegate.agents.models import Usage
 
 __all__ = [
@@ -31,7 +30,7 @@ __all__ = [
     "TaskSucceeded",
 ]
 
-log = structlog.get_logger("delegate.events")
+log = get_logger("delegate.events")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

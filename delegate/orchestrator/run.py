@@ -313,13 +313,19 @@ class Orchestrator:
         if budget is not None and not isinstance(budget, Budget):
             raise ConfigError(f"budget must be a delegate.Budget, got {type(budget).__name__}")
         run_budget = budget or self.budget or Budget()
-        if self.max_calls is not None:
-            run_budget = run_budget.tightest(Budget(calls=self.max_calls))
         ledger = BudgetLedger()
+        guard = None
+        if self.max_calls is not None:
+            # The runaway guard is a scope of its own, so its refusal names its own remedy.
+            guard = ledger.open(
+                f"run (Orchestrator(max_calls={self.max_calls}))",
+                Budget(calls=self.max_calls),
+                remedy="raise Orchestrator(max_calls=...), or pass max_calls=None to remove "
+                "the guard against runaway loops",
+            )
         limited = (run_budget.tokens, run_budget.usd, run_budget.calls) != (None, None, None)
-        account = RunAccount(
-            ledger, ledger.open("run", run_budget) if limited else None, self.prices
-        )
+        run_scope = ledger.open("run", run_budget, guard) if limited else guard
+        account = RunAccount(ledger, run_scope, self.prices)
         members = _with_fallbacks([*agents.values(), *([self.planner] if self.planner else [])])
         for agent in members:
             if agent.budget is not None:
@@ -408,25 +414,45 @@ def _with_fallbacks(agents: Iterable[Agent]) -> list[Agent]:
     return list(found.values())
 
 
+def _usd_label(account: RunAccount, agent: Agent, tasks: Sequence[Task]) -> str | None:
+    """The label of a usd budget `agent`'s calls fall under (the run, its own, a task's)."""
+    for scope in (account.agents.get(agent.name), account.run):
+        for member in scope.chain if scope is not None else ():
+            if member.budget.usd is not None:
+                return member.label
+    for task in tasks:
+        if (
+            task.agent_name == agent.name
+            and task.budget is not None
+            and task.budget.usd is not None
+        ):
+            return f"task {task.id!r}"
+    return None
+
+
 def _check_prices(account: RunAccount, agents: Iterable[Agent], tasks: Sequence[Task]) -> None:
-    """Refuse to start a run whose usd budget covers a worker model with no known price."""
-    usd_tasks = {task.id for task in tasks if task.budget is not None and task.budget.usd}
+    """Refuse to start a run whose usd budget covers a model with no known price.
+
+    Every model a task's calls may reach is checked: its agent's, the agent's `cheaper` one, and
+    those of its fallbacks (which inherit the usd budgets of the agent they stand in for).
+    """
     for agent in agents:
-        chain = [s for s in (account.agents.get(agent.name), account.run) if s is not None]
-        usd_scope = next((s for s in chain if s.budget.usd is not None), None)
-        if usd_scope is None and not usd_tasks:
-            continue
-        if account.price(agent.model) is None:
-            model = agent.model.name
-            label = usd_scope.label if usd_scope is not None else "a task"
-            raise PriceUnknownError(
-                f"model {model!r} of agent {agent.name!r} has no known price, so its calls "
-                f"cannot be checked against the usd budget of {label} (an unknown price is never "
-                f'taken as free); give its price: Orchestrator(prices={{"{model}": '
-                "(input_usd_per_million, output_usd_per_million)})",
-                model=model,
-                scope=label,
-            )
+        label = _usd_label(account, agent, tasks)
+        current: Agent | None = agent
+        while current is not None:
+            label = label or _usd_label(account, current, ())
+            for model in (current.model, current.cheaper):
+                if label is not None and model is not None and account.price(model) is None:
+                    raise PriceUnknownError(
+                        f"model {model.name!r} of agent {current.name!r} has no known price, so "
+                        f"its calls cannot be checked against the usd budget of {label} (an "
+                        "unknown price is never taken as free); give its price: "
+                        f'Orchestrator(prices={{"{model.name}": (input_usd_per_million, '
+                        "output_usd_per_million)})",
+                        model=model.name,
+                        scope=label,
+                    )
+            current = current.fallback
 
 
 def _usage(account: RunAccount, planner: str | None, planner_only: float | None) -> RunUsage:
