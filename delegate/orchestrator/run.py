@@ -45,6 +45,11 @@ __all__ = ["Orchestrator", "RunResult", "RunStatus", "RunUsage", "TaskResult"]
 
 RunStatus = Literal["succeeded", "partial", "failed"]
 
+# max_calls="auto": enough for every task's call, its retries and a short tool loop, however large
+# the graph, while a task that loops without end is still stopped.
+_AUTO_CALLS = 500
+_AUTO_CALLS_PER_TASK = 4
+
 
 class RunUsage(BaseModel):
     """Tokens, money and calls of a run, in total and broken down by model, agent and role.
@@ -139,8 +144,10 @@ class Orchestrator:
         budget: the default budget of every run (`execute(..., budget=)` replaces it for one run).
         prices: USD per million input/output tokens by model name, `{"my/model": (0.2, 0.8)}`;
             they override the models' own prices (litellm's cost map for real models).
-        max_calls: a guard against runaway loops: at most this many model calls per run
-            (None: no cap). Combined with the budget's `calls`, the tighter wins.
+        max_calls: a guard against runaway loops: at most this many model calls per run.
+            "auto" (the default) allows 500, or 4 per model task for graphs of more than 125
+            of them; an int is an exact cap; None removes the guard. A budget's `calls`
+            applies as well, and the tighter wins.
         max_concurrency: how many tasks run at once, across the whole run.
         retry: how transient failures are retried (default: 2 retries, 0.5 s base backoff).
         fail_fast: cancel the whole run at the first task that fails for good, instead of
@@ -157,7 +164,7 @@ class Orchestrator:
         memory: str | None = None,
         budget: Budget | None = None,
         prices: Mapping[str, tuple[float, float] | Price] | None = None,
-        max_calls: int | None = 500,
+        max_calls: int | Literal["auto"] | None = "auto",
         max_concurrency: int = 16,
         retry: RetryPolicy | None = None,
         fail_fast: bool = False,
@@ -193,11 +200,11 @@ class Orchestrator:
             raise ConfigError(f"planner must be an Agent, got {type(planner).__name__}")
         if budget is not None and not isinstance(budget, Budget):
             raise ConfigError(f"budget must be a delegate.Budget, got {type(budget).__name__}")
-        if max_calls is not None and (
+        if max_calls not in (None, "auto") and (
             not isinstance(max_calls, int) or isinstance(max_calls, bool) or max_calls < 1
         ):
             raise ConfigError(
-                f"max_calls must be an integer ≥ 1, or None for no cap; got {max_calls!r}"
+                f'max_calls must be an integer ≥ 1, "auto", or None for no cap; got {max_calls!r}'
             )
         self.planner = planner
         self.budget = budget
@@ -240,13 +247,8 @@ class Orchestrator:
                 dependency.
             PriceUnknownError: a usd budget applies and a worker's model has no known price.
         """
-        if not isinstance(graph, TaskGraph):
-            raise ConfigError(f"execute() takes a TaskGraph, got {type(graph).__name__}")
-        inputs = dict(inputs or {})
+        inputs, tasks, agents = self._prepare("execute", graph, inputs)
         run_id = run_id or uuid.uuid4().hex
-        tasks = list(graph)
-        agents = self._resolve_agents(tasks)
-        _check_placeholders(tasks, inputs)
         nodes = build_nodes(tasks, agents)
         account = self._account(tasks, agents, budget)
         scheduler = Scheduler(
@@ -298,13 +300,20 @@ class Orchestrator:
         Raises:
             GraphError: as `execute` would, for an unknown agent or placeholder.
         """
+        inputs, tasks, agents = self._prepare("estimate", graph, inputs)
+        return estimate_tasks(tasks, agents, inputs, self.prices)
+
+    def _prepare(
+        self, method: str, graph: TaskGraph, inputs: Mapping[str, Any] | None
+    ) -> tuple[dict[str, Any], list[Task], dict[str, Agent]]:
+        """Check `graph` against the workers and `inputs` before anything runs."""
         if not isinstance(graph, TaskGraph):
-            raise ConfigError(f"estimate() takes a TaskGraph, got {type(graph).__name__}")
-        inputs = dict(inputs or {})
+            raise ConfigError(f"{method}() takes a TaskGraph, got {type(graph).__name__}")
+        checked = dict(inputs or {})
         tasks = list(graph)
         agents = self._resolve_agents(tasks)
-        _check_placeholders(tasks, inputs)
-        return estimate_tasks(tasks, agents, inputs, self.prices)
+        _check_placeholders(tasks, checked)
+        return checked, tasks, agents
 
     def _account(
         self, tasks: Sequence[Task], agents: Mapping[str, Agent], budget: Budget | None
@@ -315,11 +324,14 @@ class Orchestrator:
         run_budget = budget or self.budget or Budget()
         ledger = BudgetLedger()
         guard = None
-        if self.max_calls is not None:
+        cap = self.max_calls
+        if cap == "auto":
+            cap = max(_AUTO_CALLS, _AUTO_CALLS_PER_TASK * sum(t.agent is not None for t in tasks))
+        if cap is not None:
             # The runaway guard is a scope of its own, so its refusal names its own remedy.
             guard = ledger.open(
-                f"run (Orchestrator(max_calls={self.max_calls}))",
-                Budget(calls=self.max_calls),
+                f"run (Orchestrator(max_calls={cap}))",
+                Budget(calls=cap),
                 remedy="raise Orchestrator(max_calls=...), or pass max_calls=None to remove "
                 "the guard against runaway loops",
             )
@@ -342,7 +354,7 @@ class Orchestrator:
             )
         return account
 
-    def _resolve_agents(self, tasks: Iterable[Any]) -> dict[str, Agent]:
+    def _resolve_agents(self, tasks: Iterable[Task]) -> dict[str, Agent]:
         agents: dict[str, Agent] = {}
         for task in tasks:
             if task.agent is None:
@@ -368,7 +380,7 @@ class Orchestrator:
         return agents
 
 
-def _check_placeholders(tasks: Iterable[Any], inputs: Mapping[str, Any]) -> None:
+def _check_placeholders(tasks: Iterable[Task], inputs: Mapping[str, Any]) -> None:
     problems: list[str] = []
     for task in tasks:
         unknown = task.placeholders - {"inputs", "deps"} - set(task.deps) - set(inputs)
