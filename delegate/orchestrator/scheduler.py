@@ -263,6 +263,11 @@ class Scheduler:
             if node is None:
                 if self._remaining == 0:
                     return
+                if self._idle:
+                    # One idle runner is enough to wait for work; more would all have to be woken
+                    # at the end. `_wake` starts a new runner when work outnumbers the idle ones.
+                    self._spawned -= 1
+                    return
                 wake = anyio.Event()
                 self._idle.append(wake)
                 await wake.wait()
