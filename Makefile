@@ -41,6 +41,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/scheduler.py
+	$(PY) benchmarks/ledger.py
+	$(PY) benchmarks/budget_runs.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
