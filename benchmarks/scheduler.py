@@ -27,6 +27,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -334,7 +335,7 @@ async def measure_makespans(repeats: int) -> list[MakespanResult]:
     results = []
     for name, build in builders.items():
         graph, latency = build()
-        orch = Orchestrator(max_concurrency=MAKESPAN_CONCURRENCY)
+        orch = Orchestrator(max_concurrency=MAKESPAN_CONCURRENCY, memory=MEMORY)
         await _timed(orch, graph)  # warm-up run, not counted
         runs = [await _timed(orch, graph) for _ in range(repeats)]
         floor = [await _timed_floor(anyio_floor, graph, latency) for _ in range(repeats)]
@@ -411,7 +412,7 @@ async def measure_overheads(repeats: int) -> list[OverheadResult]:
     results = []
     for label, (shape, worker) in OVERHEAD_SCENARIOS.items():
         graph = overhead_graph(shape, worker)
-        orch = Orchestrator(max_concurrency=OVERHEAD_CONCURRENCY)
+        orch = Orchestrator(max_concurrency=OVERHEAD_CONCURRENCY, memory=MEMORY)
         await _timed(orch, graph)  # warm-up run, not counted
         runs = [await _timed_cpu(orch, graph) for _ in range(repeats)]
         us, cpu_us = _per_task_us(runs, len(graph))
@@ -606,13 +607,43 @@ def markdown_report(
     return "\n".join(lines)
 
 
+MEMORY: str | None = None
+"""Where runs are persisted (`--memory`); None keeps runs in memory only."""
+
+
+def _memory_url(choice: str | None) -> str | None:
+    if choice is None:
+        return None
+    if choice == "sqlite":
+        return f"sqlite:///{tempfile.mkdtemp(prefix='delegate-bench-')}/runs.db"
+    if choice == "postgres":
+        url = os.environ.get("DELEGATE_TEST_PG_URL")
+        if not url:
+            raise SystemExit("--memory postgres needs DELEGATE_TEST_PG_URL (a PostgreSQL URL)")
+        return url
+    return choice
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="one repeat instead of three")
     parser.add_argument("--json", metavar="PATH", type=Path, help="write the results as JSON")
     parser.add_argument("--markdown", action="store_true", help="also print markdown tables")
     parser.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory",
+        metavar="STORE",
+        help="persist runs: 'sqlite' (a temporary file), 'postgres' ($DELEGATE_TEST_PG_URL) or a "
+        "database URL; timings then include durable writes",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("makespan", "overhead"),
+        help="run only these timings (and skip the memory scenarios)",
+    )
     args = parser.parse_args(argv)
+    global MEMORY
+    MEMORY = _memory_url(args.memory)
     if args.child:
         run_child(args.child)
         return 0
@@ -622,8 +653,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         await _warm_up()
         return await measure_makespans(repeats), await measure_overheads(repeats)
 
-    spans, overheads = anyio.run(timings)
-    memory = measure_memory()
+    async def selected() -> tuple[list[MakespanResult], list[OverheadResult]]:
+        await _warm_up()
+        spans = await measure_makespans(repeats) if args.only != "overhead" else []
+        overheads = await measure_overheads(repeats) if args.only != "makespan" else []
+        return spans, overheads
+
+    spans, overheads = anyio.run(selected if args.only else timings)
+    memory = [] if args.only else measure_memory()
     print(text_report(spans, overheads, memory))
     if args.markdown:
         print()

@@ -7,6 +7,9 @@ DelegateError                      base of everything raised on purpose
 │   ├── TemplateError              a prompt template that does not render
 │   └── PriceUnknownError          a model with no known price under a usd budget
 ├── BudgetExceeded                 a call does not fit a budget (.scope .unit .limit .spent)
+├── StoreError                     the database cannot be opened, migrated, read or written
+│   ├── RunExistsError             execute() with a run id the store already has (→ resume)
+│   └── CorruptRecordError         a row whose JSON does not parse (.table .row .column)
 ├── ModelRequestsBlocked           a real provider call while requests are blocked (tests)
 ├── ModelError                     a model call failed            (.model, .retryable)
 │   ├── TransientModelError        worth retrying with backoff
@@ -43,6 +46,7 @@ __all__ = [
     "ConfigError",
     "ContentPolicyError",
     "ContextWindowExceededError",
+    "CorruptRecordError",
     "DelegateError",
     "GraphError",
     "ModelError",
@@ -53,6 +57,8 @@ __all__ = [
     "PriceUnknownError",
     "ProviderUnavailableError",
     "RateLimitError",
+    "RunExistsError",
+    "StoreError",
     "TaskTimeoutError",
     "TemplateError",
     "ToolLoopError",
@@ -120,6 +126,39 @@ class BudgetExceeded(DelegateError):
         super().__init__(message)
         self.scope, self.unit, self.limit = scope, unit, limit
         self.spent, self.reserved, self.requested = spent, reserved, requested
+
+
+class StoreError(DelegateError):
+    """The database cannot be opened, migrated, read or written."""
+
+
+class RunExistsError(StoreError):
+    """`create_run` with an id that is already in the store.
+
+    Attributes:
+        run_id: the id that exists.
+    """
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class CorruptRecordError(StoreError):
+    """A row whose JSON payload does not parse: it was changed outside delegate.
+
+    Attributes:
+        table: the table holding the row.
+        row: which row ("run 'r1'", "namespace='n' key='k' version=2", ...).
+        column: the column that does not parse.
+    """
+
+    def __init__(self, message: str, *, table: str = "", row: str = "", column: str = "") -> None:
+        super().__init__(message)
+        self.table, self.row, self.column = table, row, column
+
+
+# -- validation and JSON ------------------------------------------------------------------------
 
 
 class ModelRequestsBlocked(DelegateError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,22 @@ from delegate.testing import block_model_requests
 def anyio_backend() -> str:
     # litellm runs only on asyncio, and so does delegate.
     return "asyncio"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_delegate_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # Runs persist to $DELEGATE_HOME/delegate.db by default: keep the suite's runs out of ~.
+    saved = {name: os.environ.get(name) for name in ("DELEGATE_HOME", "DELEGATE_DB_URL")}
+    os.environ["DELEGATE_HOME"] = str(tmp_path_factory.mktemp("delegate-home"))
+    os.environ.pop("DELEGATE_DB_URL", None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

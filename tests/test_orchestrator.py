@@ -686,14 +686,13 @@ def test_workers_must_be_agents() -> None:
     )
 
 
-@pytest.mark.parametrize("memory", ["sqlite:///x", "postgresql://db/x", ""])
-def test_unsupported_memory(memory: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        Orchestrator(memory=memory)
-    assert str(info.value) == (
-        f"memory={memory!r} is not supported: use None or ':memory:' to keep run state in this "
-        "process"
-    )
+def test_memory_must_be_a_url_a_store_or_none() -> None:
+    with pytest.raises(ConfigError, match="memory must be a database URL"):
+        Orchestrator(memory=42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="memory must be a database URL"):
+        Orchestrator(memory="  ")
+    with pytest.raises(ConfigError, match="cache=True needs a store"):
+        Orchestrator(memory=None, cache=True)
 
 
 async def test_in_process_memory_runs() -> None:

@@ -25,7 +25,7 @@ import dataclasses
 import math
 import re
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from delegate.agents.models import (
     ModelResponse,
     ReasoningEffort,
     ToolCall,
+    ToolDefinition,
     Usage,
 )
 from delegate.agents.tools import Tool, validation_summary
@@ -113,6 +114,8 @@ class _Run:
     usage: Usage = field(default_factory=Usage)
     calls: int = 0
     tool_rounds: int = 0
+    tools: dict[str, Tool] = field(default_factory=dict)
+    definitions: tuple[ToolDefinition, ...] = ()
     answered_by: str = ""  # the model that gave the latest answer (a budget may reroute)
 
 
@@ -144,6 +147,8 @@ class Agent:
             fit the budgets on this agent's own model.
         min_output_tokens: under a budget, a call's output may be shrunk to fit, but never below
             this many tokens (then the call is refused instead).
+        memory: give the agent the tools `remember`, `recall` and `search_memory` on the shared
+            memory of its run (needs an orchestrator with a store).
 
     Raises:
         ConfigError: any argument is invalid; the message names the agent and the fix.
@@ -168,6 +173,7 @@ class Agent:
         call_budget: Budget | None = None,
         cheaper: str | Model | None = None,
         min_output_tokens: int = 256,
+        memory: bool = False,
     ) -> None:
         self.name = _check_name(name)
         prefix = f"Agent {name!r}: "
@@ -190,6 +196,9 @@ class Agent:
         self.call_budget = _check_budget(prefix, "call_budget", call_budget)
         self.cheaper: Model | None = None if cheaper is None else _resolve(prefix, cheaper)
         self.min_output_tokens = _check_count(prefix, "min_output_tokens", min_output_tokens)
+        if not isinstance(memory, bool):
+            raise ConfigError(f"{prefix}memory must be True or False, got {memory!r}")
+        self.memory = memory
 
     def __repr__(self) -> str:
         parts = [f"name={self.name!r}", f"model={self.model.name!r}"]
@@ -201,12 +210,20 @@ class Agent:
             parts.append(f"fallback={self.fallback.name!r}")
         return f"Agent({', '.join(parts)})"
 
-    async def run(self, prompt: str, *, caller: ModelCaller | None = None) -> AgentResult:
+    async def run(
+        self,
+        prompt: str,
+        *,
+        caller: ModelCaller | None = None,
+        tools: Sequence[Tool] = (),
+    ) -> AgentResult:
         """Answer `prompt`: run the tool loop, validate structured output, escalate if needed.
 
         Args:
             prompt: the user message.
             caller: sends each model call; defaults to calling the model directly.
+            tools: more tools for this run only, besides the agent's own (the orchestrator
+                passes the memory tools of `memory=True` agents this way).
 
         Raises:
             OutputValidationError: the answer did not validate after one re-ask, and there is no
@@ -220,6 +237,18 @@ class Agent:
                 f"Agent {self.name!r}: the prompt must be a str, got {type(prompt).__name__}"
             )
         state = _Run(caller=caller or _call_model, messages=self._first_messages(prompt))
+        state.tools = dict(self._tools_by_name)
+        for extra in tools:
+            if extra.name in state.tools:
+                raise ConfigError(
+                    f"Agent {self.name!r}: a tool named {extra.name!r} is given twice; rename one"
+                )
+            state.tools[extra.name] = extra
+        state.definitions = (
+            self._tool_definitions
+            if not tools
+            else (*self._tool_definitions, *(t.definition for t in tools))
+        )
         try:
             output, text = await self._answer(state)
         except _ESCALATE as exc:
@@ -232,7 +261,7 @@ class Agent:
                 reason=type(exc).__name__,
                 error=str(exc),
             )
-            result = await self.fallback.run(prompt, caller=state.caller)
+            result = await self.fallback.run(prompt, caller=state.caller, tools=tools)
             return dataclasses.replace(
                 result, usage=state.usage + result.usage, calls=state.calls + result.calls
             )
@@ -305,7 +334,7 @@ class Agent:
                 )
             state.tool_rounds += 1
             state.messages.append(_assistant_tool_calls(response))
-            results = await self._run_tools(response.tool_calls)
+            results = await self._run_tools(state.tools, response.tool_calls)
             state.messages.extend(
                 {"role": "tool", "tool_call_id": call.id, "content": result}
                 for call, result in zip(response.tool_calls, results, strict=True)
@@ -316,7 +345,7 @@ class Agent:
             messages=list(state.messages),
             output_schema=self._output_schema,
             output_name=self.output_type.__name__ if self.output_type is not None else "output",
-            tools=self._tool_definitions,
+            tools=state.definitions,
             max_output_tokens=self.max_output_tokens,
             reasoning_effort=self.reasoning_effort,
             temperature=self.temperature,
@@ -327,30 +356,18 @@ class Agent:
         state.answered_by = response.model or self.model.name
         return response
 
-    async def _run_tools(self, calls: tuple[ToolCall, ...]) -> list[str]:
+    async def _run_tools(self, tools: Mapping[str, Tool], calls: tuple[ToolCall, ...]) -> list[str]:
         if len(calls) == 1:
-            return [await self._run_tool(calls[0])]
+            return [await _run_tool(tools, calls[0])]
         results = [""] * len(calls)
 
         async def run_one(index: int, call: ToolCall) -> None:
-            results[index] = await self._run_tool(call)
+            results[index] = await _run_tool(tools, call)
 
         async with anyio.create_task_group() as group:
             for index, call in enumerate(calls):
                 group.start_soon(run_one, index, call)
         return results
-
-    async def _run_tool(self, call: ToolCall) -> str:
-        found = self._tools_by_name.get(call.name)
-        if found is None:
-            if not self._tools_by_name:
-                return f"Error: unknown tool {call.name!r}; no tools are available, answer directly"
-            available = ", ".join(sorted(self._tools_by_name))
-            return (
-                f"Error: unknown tool {call.name!r}{did_you_mean(call.name, self._tools_by_name)}; "
-                f"available tools: {available}"
-            )
-        return await found.call(call.arguments)
 
     def _reask(
         self,
@@ -369,6 +386,19 @@ class Agent:
             f"Your answer did not validate as {name}: {validation_summary(exc)}. "
             "Answer again with only a JSON object that matches the schema."
         )
+
+
+async def _run_tool(tools: Mapping[str, Tool], call: ToolCall) -> str:
+    found = tools.get(call.name)
+    if found is None:
+        if not tools:
+            return f"Error: unknown tool {call.name!r}; no tools are available, answer directly"
+        available = ", ".join(sorted(tools))
+        return (
+            f"Error: unknown tool {call.name!r}{did_you_mean(call.name, tools)}; "
+            f"available tools: {available}"
+        )
+    return await found.call(call.arguments)
 
 
 def _validate(output_type: type[pydantic.BaseModel], response: ModelResponse) -> pydantic.BaseModel:

@@ -36,6 +36,8 @@ from delegate.orchestrator.budget import BudgetLedger, BudgetScope, Reservation
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
+    from delegate.memory.blackboard import Memory
+    from delegate.memory.store import Store
     from delegate.orchestrator.scheduler import Node
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "EFFORT_OUTPUT_TOKENS", "CallGate", "RunAccount", "UsageBook"]
@@ -97,6 +99,21 @@ class RunAccount:
     deadline: float | None = None
     changed: anyio.Event = field(default_factory=anyio.Event)
     waiting: int = 0
+    memory: Memory | None = None
+    cache: Store | None = None
+    cached_models: dict[str, Model] = field(default_factory=dict)
+    cache_hits: int = 0
+
+    def cached(self, model: Model) -> Model:
+        """`model` behind the call cache, when the run has one."""
+        if self.cache is None:
+            return model
+        wrapper = self.cached_models.get(model.name)
+        if wrapper is None:
+            from delegate.memory.cache import CachedModel
+
+            wrapper = self.cached_models[model.name] = CachedModel(model, self.cache)
+        return wrapper
 
     def price(self, model: Model) -> Price | None:
         """The model's price: the orchestrator's override, else its own; None when unknown."""
@@ -137,6 +154,7 @@ class CallGate:
 
     async def __call__(self, agent: Agent, model: Model, request: ModelRequest) -> ModelResponse:
         account = self.account
+        model = account.cached(model)
         request = self._clip_timeout(request)
         scopes = self._scopes(agent)
         ticket = await self._admit(agent, model, request, scopes) if scopes else None
@@ -159,6 +177,8 @@ class CallGate:
         if ticket is not None:
             account.ledger.settle(ticket.reservation, usage if ticket.sized else _ONE_CALL)
             account.notify()
+        if response.cached:
+            account.cache_hits += 1
         self.node.usage += usage
         account.book.add(response.model or model.name, agent.name, usage)
         return response

@@ -10,8 +10,10 @@ failed, were skipped or were cancelled, and "failed" when none succeeded.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
 
 from delegate._sync import run_sync
@@ -30,6 +33,15 @@ from delegate.orchestrator.calls import RunAccount, planner_only_usd
 from delegate.orchestrator.estimate import Estimate, estimate_tasks
 from delegate.orchestrator.events import EventBus, EventHandler, RunFinished, RunStarted
 from delegate.orchestrator.graph import Task, TaskGraph
+from delegate.orchestrator.persist import (
+    RunRecorder,
+    graph_from_spec,
+    graph_spec,
+    restorable,
+    restore_output,
+    to_json,
+    usage_from,
+)
 from delegate.orchestrator.scheduler import (
     Node,
     RetryPolicy,
@@ -40,6 +52,8 @@ from delegate.orchestrator.scheduler import (
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
+    from delegate.memory.records import RunRecord, TaskRecord
+    from delegate.memory.store import Store
 
 __all__ = ["Orchestrator", "RunResult", "RunStatus", "RunUsage", "TaskResult"]
 
@@ -56,6 +70,7 @@ class RunUsage(BaseModel):
 
     Attributes:
         refused: calls a budget refused (never sent).
+        cache_hits: calls answered from the call cache (no cost).
         by_role: "planner" (the orchestrator's planner agent) and "workers" (everyone else).
         planner_only_usd: what the same tokens would have cost on the planner's model — the
             saving to quote; None without a planner or when its price is unknown.
@@ -70,6 +85,7 @@ class RunUsage(BaseModel):
     cost_usd: float = 0.0
     calls: int = 0
     refused: int = 0
+    cache_hits: int = 0
     by_model: dict[str, Usage] = Field(default_factory=dict)
     by_agent: dict[str, Usage] = Field(default_factory=dict)
     by_role: dict[str, Usage] = Field(default_factory=dict)
@@ -140,7 +156,13 @@ class Orchestrator:
             unique.
         planner: the reasoning model's agent. Its calls are reported as the planner's role, and
             `RunUsage.planner_only_usd` prices every token of a run at its model's price.
-        memory: None or ":memory:" — run state stays in this process.
+        memory: where runs and the agents' shared memory are kept, so they survive the process.
+            "default": `$DELEGATE_DB_URL`, else the SQLite file `$DELEGATE_HOME/delegate.db`
+            (`DELEGATE_HOME` defaults to `~/.delegate`; the `delegate` command uses the same).
+            Or a database URL ("sqlite:///path/runs.db", "postgresql+psycopg://…"), a `Store`,
+            or ":memory:" (a store inside this process). None keeps nothing: no resume.
+        cache: answer a request that was answered before (same model, same messages and
+            settings) from the store's call cache, at no cost. Needs `memory`.
         budget: the default budget of every run (`execute(..., budget=)` replaces it for one run).
         prices: USD per million input/output tokens by model name, `{"my/model": (0.2, 0.8)}`;
             they override the models' own prices (litellm's cost map for real models).
@@ -161,7 +183,8 @@ class Orchestrator:
         *,
         workers: Sequence[Agent] = (),
         planner: Agent | None = None,
-        memory: str | None = None,
+        memory: str | Store | None = "default",
+        cache: bool = False,
         budget: Budget | None = None,
         prices: Mapping[str, tuple[float, float] | Price] | None = None,
         max_calls: int | Literal["auto"] | None = "auto",
@@ -179,10 +202,12 @@ class Orchestrator:
             or max_concurrency < 1
         ):
             raise ConfigError(f"max_concurrency must be an integer ≥ 1, got {max_concurrency!r}")
-        if memory not in (None, ":memory:"):
+        if (memory is not None and not isinstance(memory, str) and not _is_store(memory)) or (
+            isinstance(memory, str) and not memory.strip()
+        ):
             raise ConfigError(
-                f"memory={memory!r} is not supported: use None or ':memory:' to keep run state "
-                "in this process"
+                f"memory must be a database URL, ':memory:', a Store or None; got "
+                f"{type(memory).__name__}"
             )
         self.workers: dict[str, Agent] = {}
         for worker in workers:
@@ -207,6 +232,11 @@ class Orchestrator:
                 f'max_calls must be an integer ≥ 1, "auto", or None for no cap; got {max_calls!r}'
             )
         self.planner = planner
+        if cache and memory is None:
+            raise ConfigError("cache=True needs a store to keep answers in: pass memory=<URL>")
+        self.memory = memory
+        self.cache = bool(cache)
+        self._store: Store | None = None
         self.budget = budget
         self.prices = _prices(prices)
         self.max_calls = max_calls
@@ -229,6 +259,7 @@ class Orchestrator:
         *,
         budget: Budget | None = None,
         run_id: str | None = None,
+        workflow: str | None = None,
     ) -> RunResult:
         """Run every task of `graph` and return the result.
 
@@ -241,6 +272,8 @@ class Orchestrator:
             inputs: values for the prompts' `{{ name }}` placeholders.
             budget: this run's budget, instead of the orchestrator's default.
             run_id: the run's id (default: a new random one).
+            workflow: the name of the workflow this run belongs to: its runs share the
+                "workflow" memory namespace, and the store records it.
 
         Raises:
             GraphError: an unknown agent name, or a placeholder that is neither an input nor a
@@ -249,8 +282,87 @@ class Orchestrator:
         """
         inputs, tasks, agents = self._prepare("execute", graph, inputs)
         run_id = run_id or uuid.uuid4().hex
+        store = await anyio.to_thread.run_sync(self._open_store)
+        if store is not None:
+            record = _run_record(run_id, graph_spec(tasks), inputs, budget, workflow)
+            await anyio.to_thread.run_sync(store.create_run, record)
+        return await self._run(
+            run_id, tasks, agents, inputs, budget, store, restored={}, workflow=workflow
+        )
+
+    async def resume(self, run_id: str) -> RunResult:
+        """Finish a run that stopped (a crash, a kill, a deadline), from the store.
+
+        The graph, inputs and budget are read back; tasks that succeeded keep their outputs and
+        are not run again; the rest run now. Agents are found by name among this orchestrator's
+        `workers` (and its planner), so resume with an orchestrator that has the same workers.
+
+        Raises:
+            ConfigError: the orchestrator has no store (`memory=None`), or the run is unknown.
+            GraphError: the stored graph names an agent this orchestrator does not have.
+        """
+        store = await anyio.to_thread.run_sync(self._open_store)
+        if store is None:
+            raise ConfigError(
+                "resume() needs a store: create the Orchestrator with memory=<database URL> "
+                "(the same database the run was written to)"
+            )
+        record = await anyio.to_thread.run_sync(store.get_run, run_id)
+        if record is None:
+            raise ConfigError(f"no run {run_id!r} in the store {store.url}; check the run id")
+        graph = graph_from_spec(record.graph)
+        inputs, tasks, agents = self._prepare("resume", graph, record.inputs)
+        rows = await anyio.to_thread.run_sync(store.get_tasks, run_id)
+        restored = {row.task_id: row for row in rows if row.status == "succeeded"}
+        budget = Budget(**record.budget) if record.budget else None
+        return await self._run(
+            run_id,
+            tasks,
+            agents,
+            inputs,
+            budget,
+            store,
+            restored=restored,
+            workflow=record.workflow,
+        )
+
+    def _open_store(self) -> Store | None:
+        if self.memory is None:
+            return None
+        if self._store is None:
+            from delegate.memory.store import Store, default_url
+
+            if isinstance(self.memory, Store):
+                self._store = self.memory
+            else:
+                url = default_url() if self.memory == "default" else self.memory
+                self._store = _shared_store(url)
+        return self._store
+
+    def resume_sync(self, run_id: str) -> RunResult:
+        """Blocking twin of `resume`."""
+        return run_sync(self.resume, run_id)
+
+    async def _run(
+        self,
+        run_id: str,
+        tasks: list[Task],
+        agents: dict[str, Agent],
+        inputs: dict[str, Any],
+        budget: Budget | None,
+        store: Store | None,
+        *,
+        restored: Mapping[str, TaskRecord],
+        workflow: str | None,
+    ) -> RunResult:
         nodes = build_nodes(tasks, agents)
         account = self._account(tasks, agents, budget)
+        if store is not None:
+            from delegate.memory.blackboard import Memory
+
+            account.memory = Memory(store, run_id=run_id, workflow=workflow)
+            account.cache = store if self.cache else None
+        _restore(nodes, restored, account)
         scheduler = Scheduler(
             nodes,
             run_id=run_id,
@@ -263,9 +375,22 @@ class Orchestrator:
             rng=self._rng,
         )
         started = time.time()
-        if self.events.active:
-            self.events.emit(RunStarted(run_id=run_id, tasks=len(nodes)))
-        await scheduler.run()
+        recorder = None if store is None else RunRecorder(store, run_id, nodes)
+        unsubscribe = None if recorder is None else self.events.subscribe(recorder)
+        try:
+            async with anyio.create_task_group() as group:
+                if recorder is not None:
+                    group.start_soon(recorder.run)
+                if self.events.active:
+                    self.events.emit(RunStarted(run_id=run_id, tasks=len(nodes)))
+                try:
+                    await scheduler.run()
+                finally:
+                    if recorder is not None:
+                        recorder.close()
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
         planner_price = None if self.planner is None else account.price(self.planner.model)
         usage = _usage(
             account,
@@ -273,6 +398,8 @@ class Orchestrator:
             planner_only_usd(account.book, planner_price),
         )
         result = _result(run_id, nodes, usage, scheduler.deadline_passed, started, time.time())
+        if store is not None:
+            await anyio.to_thread.run_sync(_finish_run, store, result)
         if self.events.active:
             self.events.emit(
                 RunFinished(run_id=run_id, status=result.status, usage=account.book.total)
@@ -286,9 +413,12 @@ class Orchestrator:
         *,
         budget: Budget | None = None,
         run_id: str | None = None,
+        workflow: str | None = None,
     ) -> RunResult:
         """Blocking twin of `execute`, for scripts and notebooks without an event loop."""
-        return run_sync(self.execute, graph, inputs, budget=budget, run_id=run_id)
+        return run_sync(
+            self.execute, graph, inputs, budget=budget, run_id=run_id, workflow=workflow
+        )
 
     def estimate(self, graph: TaskGraph, inputs: Mapping[str, Any] | None = None) -> Estimate:
         """Project the tokens, cost and latency of executing `graph`, without calling a model.
@@ -312,6 +442,13 @@ class Orchestrator:
         checked = dict(inputs or {})
         tasks = list(graph)
         agents = self._resolve_agents(tasks)
+        if self.memory is None:
+            for agent in _with_fallbacks(agents.values()):
+                if agent.memory:
+                    raise ConfigError(
+                        f"agent {agent.name!r} has memory=True, but the orchestrator keeps no "
+                        "memory; pass Orchestrator(memory=<database URL or ':memory:'>)"
+                    )
         _check_placeholders(tasks, checked)
         return checked, tasks, agents
 
@@ -393,6 +530,86 @@ def _check_placeholders(tasks: Iterable[Task], inputs: Mapping[str, Any]) -> Non
         )
     if problems:
         raise GraphError("; ".join(problems))
+
+
+_STORES: dict[str, Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _shared_store(url: str) -> Store:
+    """One open `Store` per URL in this process: orchestrators on one database share it."""
+    from delegate.memory.store import Store
+
+    with _STORES_LOCK:
+        store = _STORES.get(url)
+        if store is None:
+            store = _STORES[url] = Store.open(url)
+        return store
+
+
+def _is_store(value: object) -> bool:
+    from delegate.memory.store import Store
+
+    return isinstance(value, Store)
+
+
+def _run_record(
+    run_id: str,
+    spec: dict[str, Any],
+    inputs: Mapping[str, Any],
+    budget: Budget | None,
+    workflow: str | None,
+) -> RunRecord:
+    from delegate.memory.records import RunRecord
+
+    return RunRecord(
+        id=run_id,
+        workflow=workflow,
+        goal=None,
+        inputs={key: to_json(value) for key, value in inputs.items()},
+        graph=spec,
+        status="running",
+        budget=None if budget is None else dataclasses.asdict(budget),
+        usage=None,
+        output=None,
+        error=None,
+        created_at=datetime.now(UTC),
+        finished_at=None,
+    )
+
+
+def _finish_run(store: Store, result: RunResult) -> None:
+    failed = [f"{t.id}: {t.error}" for t in result.tasks.values() if t.error]
+    store.finish_run(
+        result.run_id,
+        status=result.status,
+        output=to_json(result.output),
+        usage=result.usage.model_dump(mode="json"),
+        error="; ".join(failed)[:2000] or None,
+    )
+
+
+def _restore(
+    nodes: Sequence[Node], restored: Mapping[str, TaskRecord], account: RunAccount
+) -> None:
+    """Mark the tasks a store says succeeded as done, with their outputs and usage."""
+    for node in nodes:
+        row = restored.get(node.task.id)
+        if row is None or not restorable(row.output):
+            continue
+        output_type = node.agent.output_type if node.agent is not None else None
+        node.status = "succeeded"
+        node.output = restore_output(row.output, output_type)
+        node.attempts = row.attempts
+        node.usage = usage_from(row.usage)
+        node.model = row.model
+        node.answered_by = row.agent
+        node.started_at = row.started_at.timestamp() if row.started_at else None
+        node.finished_at = row.finished_at.timestamp() if row.finished_at else None
+        if node.usage.calls:
+            account.book.add(row.model or "unknown", row.agent or "unknown", node.usage)
+        for child in node.children:
+            child.pending -= 1
 
 
 def _prices(prices: Mapping[str, tuple[float, float] | Price] | None) -> dict[str, Price]:
@@ -482,6 +699,7 @@ def _usage(account: RunAccount, planner: str | None, planner_only: float | None)
         cost_usd=total.cost_usd,
         calls=total.calls,
         refused=account.ledger.refused,
+        cache_hits=account.cache_hits,
         by_model=book.by(0),
         by_agent=book.by(1),
         by_role=roles,

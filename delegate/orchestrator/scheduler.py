@@ -55,6 +55,7 @@ from delegate.orchestrator.graph import Task, TaskContext, format_output
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
+    from delegate.agents.tools import Tool
 
 __all__ = ["Node", "RetryPolicy", "Scheduler", "TaskStatus"]
 
@@ -166,7 +167,7 @@ class Scheduler:
         # Heap entries: the longest remaining path first, then the order tasks were added.
         self._ready: list[tuple[float, int, Node]] = []
         self._idle: list[anyio.Event] = []
-        self._remaining = len(nodes)
+        self._remaining = sum(node.status not in _TERMINAL for node in nodes)
         self._limits: dict[str, int] = {}
         self._running: dict[str, int] = {}
         self._parked: dict[str, list[tuple[float, int, Node]]] = {}
@@ -190,6 +191,8 @@ class Scheduler:
                     for node in self.nodes:
                         if node.pending == 0 and node.status == "pending":
                             self._push(node)
+                    if self._remaining == 0:
+                        return  # everything was restored from the store: nothing to run
             self.deadline_passed = limit.cancelled_caught
         finally:
             self._cancel_unfinished(self.cancel_reason)
@@ -340,7 +343,14 @@ class Scheduler:
         agent = node.agent
         if agent is None:  # resolved by the orchestrator before the run starts
             raise ConfigError(f"task {task.id!r} has no agent")
-        result = await agent.run(self._prompt(node), caller=CallGate(self.account, node))
+        tools: tuple[Tool, ...] = ()
+        if agent.memory and self.account.memory is not None:
+            from delegate.memory.blackboard import memory_tools
+
+            tools = tuple(memory_tools(self.account.memory, task_id=task.id))
+        result = await agent.run(
+            self._prompt(node), caller=CallGate(self.account, node), tools=tools
+        )
         node.model = result.model
         node.answered_by = result.agent
         return result.output

@@ -1,0 +1,181 @@
+"""The store's tables, as SQLAlchemy 2 typed declarative models.
+
+JSON payloads are TEXT columns holding `json.dumps` output on both backends, so what is read
+back is exactly what was written and a row that does not parse is caught by the store.
+Full-text search lives outside these models, created by the migration: an FTS5 table kept in
+sync by triggers on SQLite, a generated `tsvector` column with a GIN index on PostgreSQL.
+
+`SCHEMA_REVISION` is the Alembic head this code writes; the store compares it with the
+database's `alembic_version` to skip the migration machinery when there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "SCHEMA_REVISION",
+    "Base",
+    "CacheRow",
+    "EventRow",
+    "MemoryRow",
+    "MemoryTagRow",
+    "RunRow",
+    "TaskRow",
+    "UTCDateTime",
+]
+
+SCHEMA_REVISION = "0001"
+
+# SQLite only aliases the rowid for a column declared exactly INTEGER PRIMARY KEY.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime.datetime]):
+    """A timezone-aware UTC datetime on both backends (SQLite stores it naive, in UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime.datetime | None, dialect: Dialect
+    ) -> datetime.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        value = value.astimezone(datetime.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime.datetime | None:
+        if not isinstance(value, datetime.datetime):
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=datetime.UTC)
+        return value.astimezone(datetime.UTC)
+
+
+class Base(DeclarativeBase):
+    """The declarative base of every table of the store."""
+
+
+class RunRow(Base):
+    """A run: its request, graph, status and result."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    workflow: Mapped[str | None] = mapped_column(Text)
+    goal: Mapped[str | None] = mapped_column(Text)
+    inputs: Mapped[str] = mapped_column(Text)
+    graph: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32))
+    budget: Mapped[str | None] = mapped_column(Text)
+    usage: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime(), index=True)
+    finished_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
+
+
+class TaskRow(Base):
+    """The latest state of one task of a run; `position` keeps the order of first write."""
+
+    __tablename__ = "tasks"
+
+    run_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    task_id: Mapped[str] = mapped_column(String(500), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer)
+    agent: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    usage: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_tasks_run_position", "run_id", "position"),)
+
+
+class EventRow(Base):
+    """One event of a run's append-only log, numbered from 1 without gaps."""
+
+    __tablename__ = "events"
+
+    run_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(100))
+    at: Mapped[float] = mapped_column(Float)
+    data: Mapped[str] = mapped_column(Text)
+
+
+class MemoryRow(Base):
+    """One version of a memory entry; rows are only ever inserted.
+
+    `id` is a surrogate key because SQLite's FTS5 external-content table needs a stable
+    integer rowid; (namespace, key, version) is unique and is what callers address.
+    """
+
+    __tablename__ = "memories"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(500))
+    version: Mapped[int] = mapped_column(Integer)
+    value: Mapped[str] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[str | None] = mapped_column(String(200))
+    task_id: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("namespace", "key", "version", name="uq_memories_namespace_key_version"),
+    )
+
+
+class MemoryTagRow(Base):
+    """One tag of one memory version, so tag filters are plain indexed SQL on both backends."""
+
+    __tablename__ = "memory_tags"
+
+    memory_id: Mapped[int] = mapped_column(
+        _ID, ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+    __table_args__ = (Index("ix_memory_tags_tag", "tag", "memory_id"),)
+
+
+class CacheRow(Base):
+    """A cached model response, by request key."""
+
+    __tablename__ = "cache"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(Text)
+    response: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())

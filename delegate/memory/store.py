@@ -1,0 +1,783 @@
+"""`Store`: the one gateway to delegate's database (SQLite by default, PostgreSQL to share).
+
+```
+DelegateError
+└── StoreError                 the database cannot be opened, migrated, read or written
+    ├── RunExistsError         create_run with an id already in the store (.run_id)
+    └── CorruptRecordError     a row whose JSON payload does not parse (.table .row .column)
+```
+
+Every method is synchronous and thread-safe; async code calls them through
+`anyio.to_thread.run_sync`. Each call is one transaction. On SQLite every write transaction is
+`BEGIN IMMEDIATE` (WAL, busy_timeout): a read-then-write transaction takes the write lock
+before it reads, so writers in several processes queue up instead of losing updates. On
+PostgreSQL, writers that read before they write serialise on a lock of their own (the run's
+row, or a transaction-level advisory lock per memory key).
+
+JSON only, never pickle: payloads are TEXT holding `json.dumps` output; a payload that does
+not parse when read back raises `CorruptRecordError`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+from delegate.errors import ConfigError, CorruptRecordError, RunExistsError, StoreError
+from delegate.memory import migrations
+from delegate.memory._search import is_latest, pg_search, sqlite_search
+from delegate.memory.records import EventRecord, MemoryRecord, RunRecord, TaskRecord
+from delegate.memory.schema import (
+    SCHEMA_REVISION,
+    CacheRow,
+    EventRow,
+    MemoryRow,
+    MemoryTagRow,
+    RunRow,
+    TaskRow,
+)
+
+__all__ = [
+    "CorruptRecordError",
+    "RunExistsError",
+    "Store",
+    "StoreError",
+    "default_url",
+    "validate_key",
+    "validate_namespace",
+]
+
+BUSY_TIMEOUT_S = 30.0
+MAX_SEARCH_TERMS = 32
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+_WORD = re.compile(r"[^\W_]+")
+# Key of the PostgreSQL advisory lock held while migrating ("delegate" in ASCII).
+_MIGRATION_LOCK = 0x64656C6567617465
+_WRITE = "delegate_write"
+
+
+def validate_namespace(namespace: str) -> str:
+    """Return `namespace` if it is 1–200 of `A-Z a-z 0-9 _ . : -`, else raise ConfigError."""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise ConfigError(
+            f"memory namespace {namespace!r} is not valid: use 1-200 characters from "
+            "A-Z a-z 0-9 _ . : - (e.g. 'run:r1', 'workflow:triage', 'global')"
+        )
+    return namespace
+
+
+def validate_key(key: str) -> str:
+    """Return `key` if it is 1–500 printable characters, else raise ConfigError."""
+    if not isinstance(key, str) or not 1 <= len(key) <= 500 or not key.isprintable():
+        raise ConfigError(
+            f"memory key {key!r} is not valid: use 1-500 printable characters "
+            "(no newlines, tabs or control characters)"
+        )
+    return key
+
+
+def _validate_tags(tags: Sequence[str]) -> list[str]:
+    if isinstance(tags, str):
+        raise ConfigError(f"tags must be a list of strings, not the string {tags!r}")
+    for tag in tags:
+        if not isinstance(tag, str) or not 1 <= len(tag) <= 200 or not tag.isprintable():
+            raise ConfigError(f"memory tag {tag!r} is not valid: use 1-200 printable characters")
+    return list(dict.fromkeys(tags))
+
+
+def _json_default(obj: object) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{what} cannot be stored: {exc}; store JSON values only (dict, list, str, int, "
+            "float, bool, None, or a pydantic model)"
+        ) from None
+
+
+def _loads(raw: str | None, *, table: str, row: str, column: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        raise CorruptRecordError(
+            f"table '{table}', {row}: column '{column}' does not hold valid JSON ({exc}); "
+            "the row was changed outside delegate: restore it from a backup or delete it",
+            table=table,
+            row=row,
+            column=column,
+        ) from None
+
+
+def _loads_dict(raw: str | None, *, table: str, row: str, column: str) -> dict[str, Any] | None:
+    value = _loads(raw, table=table, row=row, column=column)
+    if value is not None and not isinstance(value, dict):
+        raise CorruptRecordError(
+            f"table '{table}', {row}: column '{column}' holds a JSON {type(value).__name__}, "
+            "not an object; the row was changed outside delegate: restore it or delete it",
+            table=table,
+            row=row,
+            column=column,
+        )
+    return value
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+# -- rows → records -----------------------------------------------------------------------------
+
+
+def _run_record(row: RunRow) -> RunRecord:
+    where = f"run {row.id!r}"
+
+    def load(column: str, raw: str | None) -> Any:
+        return _loads(raw, table="runs", row=where, column=column)
+
+    def load_dict(column: str, raw: str | None) -> dict[str, Any] | None:
+        return _loads_dict(raw, table="runs", row=where, column=column)
+
+    return RunRecord(
+        id=row.id,
+        workflow=row.workflow,
+        goal=row.goal,
+        inputs=load_dict("inputs", row.inputs) or {},
+        graph=load_dict("graph", row.graph) or {},
+        status=row.status,
+        budget=load_dict("budget", row.budget),
+        usage=load_dict("usage", row.usage),
+        output=load("output", row.output),
+        error=row.error,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _task_record(row: TaskRow) -> TaskRecord:
+    where = f"run {row.run_id!r} task {row.task_id!r}"
+    return TaskRecord(
+        run_id=row.run_id,
+        task_id=row.task_id,
+        spec=_loads_dict(row.spec, table="tasks", row=where, column="spec") or {},
+        status=row.status,
+        attempts=row.attempts,
+        agent=row.agent,
+        model=row.model,
+        output=_loads(row.output, table="tasks", row=where, column="output"),
+        error=row.error,
+        usage=_loads_dict(row.usage, table="tasks", row=where, column="usage"),
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _event_record(row: EventRow) -> EventRecord:
+    where = f"run {row.run_id!r} seq {row.seq}"
+    return EventRecord(
+        run_id=row.run_id,
+        seq=row.seq,
+        kind=row.kind,
+        at=row.at,
+        data=_loads_dict(row.data, table="events", row=where, column="data") or {},
+    )
+
+
+def _memory_record(row: MemoryRow) -> MemoryRecord:
+    where = f"namespace={row.namespace!r} key={row.key!r} version={row.version}"
+    tags = _loads(row.tags, table="memories", row=where, column="tags")
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise CorruptRecordError(
+            f"table 'memories', {where}: column 'tags' is not a JSON list of strings; "
+            "the row was changed outside delegate: restore it or delete it",
+            table="memories",
+            row=where,
+            column="tags",
+        )
+    return MemoryRecord(
+        namespace=row.namespace,
+        key=row.key,
+        version=row.version,
+        value=_loads(row.value, table="memories", row=where, column="value"),
+        text=row.text,
+        tags=tags,
+        run_id=row.run_id,
+        task_id=row.task_id,
+        created_at=row.created_at,
+    )
+
+
+def _task_values(task: TaskRecord, position: int) -> dict[str, Any]:
+    what = f"task {task.task_id!r} of run {task.run_id!r}"
+    return {
+        "run_id": task.run_id,
+        "task_id": task.task_id,
+        "position": position,
+        "spec": _dumps(task.spec, f"{what}: spec"),
+        "status": task.status,
+        "attempts": task.attempts,
+        "agent": task.agent,
+        "model": task.model,
+        "output": _dumps(task.output, f"{what}: output"),
+        "error": task.error,
+        "usage": None if task.usage is None else _dumps(task.usage, f"{what}: usage"),
+        "started_at": task.started_at,
+        "finished_at": task.finished_at,
+    }
+
+
+# Columns an upsert overwrites; a task keeps its key and its first position.
+_TASK_UPDATED = tuple(
+    c.name for c in TaskRow.__table__.columns if c.name not in ("run_id", "task_id", "position")
+)
+
+
+# -- URLs and engines ---------------------------------------------------------------------------
+
+
+def default_url() -> str:
+    """The store's URL when none is given.
+
+    `$DELEGATE_DB_URL` if set, else the SQLite file `$DELEGATE_HOME/delegate.db`, with
+    `DELEGATE_HOME` defaulting to `~/.delegate` (created when missing).
+    """
+    env_url = os.environ.get("DELEGATE_DB_URL")
+    if env_url:
+        return env_url
+    home = Path(os.environ.get("DELEGATE_HOME") or "~/.delegate").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'delegate.db'}"
+
+
+def _normalize_url(url: str) -> str:
+    if url == ":memory:":
+        return "sqlite://"
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().absolute()}"
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg://{rest}"
+    return url
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's `begin` event below emit BEGIN itself (pysqlite's own is deferred).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    write = conn.get_execution_options().get(_WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _create_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"database URL is not valid: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            engine = create_engine(
+                "sqlite://",
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False},
+            )
+        else:
+            engine = create_engine(
+                parsed,
+                pool_size=4,
+                max_overflow=16,
+                connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S},
+            )
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if backend == "postgresql":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                'PostgreSQL needs psycopg 3: pip install "delegate[postgres]"'
+            ) from None
+        return create_engine(parsed, pool_size=4, max_overflow=16, pool_pre_ping=True)
+    raise ConfigError(
+        f"database URL scheme {parsed.drivername!r} is not supported; use a SQLite path, "
+        "'sqlite:///path/to/delegate.db', ':memory:' or 'postgresql+psycopg://user@host/db'"
+    )
+
+
+class Store:
+    """The one gateway to delegate's database: runs, tasks, events, memories and the cache.
+
+    Open it with `Store.open(url)`; use it from any thread; `close()` it (or use it as a
+    context manager) when done.
+
+    Attributes:
+        url: the database URL, password masked.
+        dialect: "sqlite" or "postgresql".
+    """
+
+    url: str
+    dialect: Literal["sqlite", "postgresql"]
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        """Wrap an engine; use `Store.open`, which also creates and migrates the schema."""
+        self._engine = engine
+        self.url = url
+        self.dialect = "sqlite" if engine.dialect.name == "sqlite" else "postgresql"
+        memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "")
+        # One shared in-memory connection: every call holds the lock. A SQLite file: writers in
+        # this process queue on the lock instead of polling SQLite's busy handler.
+        self._all_lock: threading.RLock | None = threading.RLock() if memory else None
+        self._write_lock: threading.Lock | None = (
+            threading.Lock() if self.dialect == "sqlite" and not memory else None
+        )
+
+    @classmethod
+    def open(cls, url: str | None = None) -> Store:
+        """Open (creating and migrating as needed) the database at `url`.
+
+        Args:
+            url: None for `default_url()`; ":memory:" for an in-process SQLite database; a
+                path or "sqlite:///path" for a SQLite file; "postgresql+psycopg://..." for
+                PostgreSQL.
+
+        Raises:
+            ConfigError: the URL is not one delegate supports.
+            StoreError: the database cannot be reached, or was written by a newer delegate.
+        """
+        raw = url if url is not None else default_url()
+        engine = _create_engine(_normalize_url(raw))
+        masked = engine.url.render_as_string(hide_password=True)
+        store = cls(engine, masked)
+        try:
+            store._migrate()
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Close every pooled connection. The store must not be used afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    __str__ = __repr__
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Session]:
+        lock: AbstractContextManager[Any] = nullcontext()
+        if self._all_lock is not None:
+            lock = self._all_lock
+        elif write and self._write_lock is not None:
+            lock = self._write_lock
+        try:
+            with lock, self._engine.connect() as conn:
+                conn.execution_options(**{_WRITE: write})
+                with conn.begin(), Session(bind=conn, autoflush=False) as session:
+                    yield session
+        except OperationalError as exc:
+            raise StoreError(
+                f"database {self.url}: {exc.orig or exc}; check that it is reachable and "
+                "that no other program holds a long write lock on it"
+            ) from exc
+
+    def _write(self) -> AbstractContextManager[Session]:
+        """A session in a write transaction (BEGIN IMMEDIATE on SQLite), committed on exit."""
+        return self._transaction(write=True)
+
+    def _read(self) -> AbstractContextManager[Session]:
+        """A session in a read transaction: one consistent snapshot."""
+        return self._transaction(write=False)
+
+    def _migrate(self) -> None:
+        with self._write() as session:
+            conn = session.connection()
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            current = migrations.current_revisions(conn)
+            if current == [SCHEMA_REVISION]:
+                return
+            unknown, head = migrations.unknown_revisions(current)
+            if unknown:
+                raise StoreError(
+                    f"the database {self.url} is at schema revision {unknown[0]!r}, which this "
+                    f"delegate does not know (it knows up to {head!r}): it was written by a "
+                    "newer delegate; upgrade delegate"
+                )
+            migrations.upgrade(conn)
+
+    # -- runs and tasks -------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> None:
+        """Store a new run.
+
+        Raises:
+            RunExistsError: a run with this id is already in the store.
+        """
+        what = f"run {run.id!r}"
+        row = {
+            "id": run.id,
+            "workflow": run.workflow,
+            "goal": run.goal,
+            "inputs": _dumps(run.inputs, f"{what}: inputs"),
+            "graph": _dumps(run.graph, f"{what}: graph"),
+            "status": run.status,
+            "budget": None if run.budget is None else _dumps(run.budget, f"{what}: budget"),
+            "usage": None if run.usage is None else _dumps(run.usage, f"{what}: usage"),
+            "output": _dumps(run.output, f"{what}: output"),
+            "error": run.error,
+            "created_at": run.created_at,
+            "finished_at": run.finished_at,
+        }
+        try:
+            with self._write() as session:
+                session.connection().execute(self._insert(RunRow), row)
+        except IntegrityError:
+            raise RunExistsError(
+                f"run {run.id!r} already exists in {self.url}; resume it with "
+                f"`await orch.resume({run.id!r})` (or orch.resume_sync), or pick another run_id",
+                run_id=run.id,
+            ) from None
+
+    def finish_run(
+        self, run_id: str, *, status: str, output: Any, usage: dict[str, Any], error: str | None
+    ) -> None:
+        """Record how a run ended, and when.
+
+        Raises:
+            StoreError: there is no run with this id.
+        """
+        values = {
+            "status": status,
+            "output": _dumps(output, f"run {run_id!r}: output"),
+            "usage": _dumps(usage, f"run {run_id!r}: usage"),
+            "error": error,
+            "finished_at": _now(),
+        }
+        with self._write() as session:
+            result = session.connection().execute(
+                update(RunRow).where(RunRow.id == run_id).values(**values)
+            )
+            if result.rowcount == 0:
+                raise self._no_run(run_id)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with this id, or None."""
+        with self._read() as session:
+            row = session.get(RunRow, run_id)
+            return None if row is None else _run_record(row)
+
+    def list_runs(self, *, limit: int = 20) -> list[RunRecord]:
+        """The `limit` most recent runs, newest first."""
+        query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(limit)
+        with self._read() as session:
+            return [_run_record(row) for row in session.scalars(query)]
+
+    def write_batch(
+        self, run_id: str, tasks: Sequence[TaskRecord], events: Sequence[EventRecord]
+    ) -> None:
+        """In one write transaction, upsert `tasks` and append `events` to the run's log.
+
+        Tasks are upserted by (run_id, task_id); the last record of a task in the batch wins.
+        Events get the numbers following the run's last event (their own `seq` is ignored).
+
+        Raises:
+            ConfigError: a record belongs to another run.
+            StoreError: there is no run with this id.
+        """
+        for other in {r.run_id for r in tasks} | {e.run_id for e in events}:
+            if other != run_id:
+                raise ConfigError(
+                    f"write_batch for run {run_id!r} got a record of run {other!r}; "
+                    "batch each run's records separately"
+                )
+        latest: dict[str, TaskRecord] = {}
+        for task in tasks:
+            latest[task.task_id] = task
+        with self._write() as session:
+            conn = session.connection()
+            lock = select(RunRow.id).where(RunRow.id == run_id)
+            if self.dialect == "postgresql":
+                lock = lock.with_for_update()
+            if conn.execute(lock).first() is None:
+                raise self._no_run(run_id)
+            if latest:
+                self._upsert_tasks(conn, run_id, list(latest.values()))
+            if events:
+                last = conn.execute(
+                    select(func.coalesce(func.max(EventRow.seq), 0)).where(
+                        EventRow.run_id == run_id
+                    )
+                ).scalar_one()
+                rows = [
+                    {
+                        "run_id": run_id,
+                        "seq": last + i,
+                        "kind": ev.kind,
+                        "at": ev.at,
+                        "data": _dumps(ev.data, f"event {ev.kind!r} of run {run_id!r}: data"),
+                    }
+                    for i, ev in enumerate(events, start=1)
+                ]
+                conn.execute(self._insert(EventRow), rows)
+
+    def _upsert_tasks(self, conn: Connection, run_id: str, tasks: list[TaskRecord]) -> None:
+        last = conn.execute(
+            select(func.coalesce(func.max(TaskRow.position), 0)).where(TaskRow.run_id == run_id)
+        ).scalar_one()
+        rows = [_task_values(task, last + i) for i, task in enumerate(tasks, start=1)]
+        stmt = sqlite_insert(TaskRow) if self.dialect == "sqlite" else pg_insert(TaskRow)
+        # On conflict the task keeps its first position, so get_tasks lists first-write order.
+        upsert = stmt.on_conflict_do_update(
+            index_elements=[TaskRow.run_id, TaskRow.task_id],
+            set_={name: stmt.excluded[name] for name in _TASK_UPDATED},
+        )
+        conn.execute(upsert, rows)
+
+    def get_tasks(self, run_id: str) -> list[TaskRecord]:
+        """The run's tasks, in the order each was first written."""
+        query = select(TaskRow).where(TaskRow.run_id == run_id).order_by(TaskRow.position)
+        with self._read() as session:
+            return [_task_record(row) for row in session.scalars(query)]
+
+    def get_events(self, run_id: str, *, after: int = 0) -> list[EventRecord]:
+        """The run's events numbered above `after`, in order."""
+        query = (
+            select(EventRow)
+            .where(EventRow.run_id == run_id, EventRow.seq > after)
+            .order_by(EventRow.seq)
+        )
+        with self._read() as session:
+            return [_event_record(row) for row in session.scalars(query)]
+
+    # -- memories -------------------------------------------------------------------------------
+
+    def put_memory(
+        self,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        text: str | None = None,
+        tags: Sequence[str] = (),
+        run_id: str | None = None,
+        task_id: str | None = None,
+    ) -> MemoryRecord:
+        """Write a new version of (namespace, key): the previous version + 1, or 1.
+
+        Raises:
+            ConfigError: the namespace, key or tags are not valid, or the value is not JSON.
+        """
+        validate_namespace(namespace)
+        validate_key(key)
+        tag_list = _validate_tags(tags)
+        if text is not None and "\x00" in text:
+            raise ConfigError(f"memory {key!r}: text contains a NUL character; remove it")
+        row: dict[str, Any] = {
+            "namespace": namespace,
+            "key": key,
+            "value": _dumps(value, f"memory {key!r} in namespace {namespace!r}"),
+            "text": text,
+            "tags": json.dumps(tag_list, ensure_ascii=False),
+            "run_id": run_id,
+            "task_id": task_id,
+            "created_at": _now(),
+        }
+        with self._write() as session:
+            conn = session.connection()
+            if self.dialect == "postgresql":
+                # Writers of one key queue here; the namespace has no spaces, so the lock's
+                # name is unambiguous.
+                conn.execute(_PG_KEY_LOCK, {"name": f"delegate.memory {namespace} {key}"})
+            version = conn.execute(
+                select(func.coalesce(func.max(MemoryRow.version), 0)).where(
+                    MemoryRow.namespace == namespace, MemoryRow.key == key
+                )
+            ).scalar_one()
+            row["version"] = version + 1
+            result = conn.execute(self._insert(MemoryRow), row)
+            memory_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+            if tag_list:
+                conn.execute(
+                    self._insert(MemoryTagRow),
+                    [{"memory_id": memory_id, "tag": tag} for tag in tag_list],
+                )
+        return MemoryRecord(
+            namespace=namespace,
+            key=key,
+            version=row["version"],
+            value=json.loads(row["value"]),
+            text=text,
+            tags=tag_list,
+            run_id=run_id,
+            task_id=task_id,
+            created_at=row["created_at"],
+        )
+
+    def get_memory(self, namespace: str, key: str) -> MemoryRecord | None:
+        """The latest version of (namespace, key), or None."""
+        validate_namespace(namespace)
+        validate_key(key)
+        query = (
+            select(MemoryRow)
+            .where(MemoryRow.namespace == namespace, MemoryRow.key == key)
+            .order_by(MemoryRow.version.desc())
+            .limit(1)
+        )
+        with self._read() as session:
+            row = session.scalars(query).first()
+            return None if row is None else _memory_record(row)
+
+    def memory_history(self, namespace: str, key: str) -> list[MemoryRecord]:
+        """Every version of (namespace, key), oldest first."""
+        validate_namespace(namespace)
+        validate_key(key)
+        query = (
+            select(MemoryRow)
+            .where(MemoryRow.namespace == namespace, MemoryRow.key == key)
+            .order_by(MemoryRow.version)
+        )
+        with self._read() as session:
+            return [_memory_record(row) for row in session.scalars(query)]
+
+    def list_memories(self, namespace: str, prefix: str = "") -> list[MemoryRecord]:
+        """The latest version of every key in `namespace` starting with `prefix`, by key."""
+        validate_namespace(namespace)
+        query = (
+            select(MemoryRow)
+            .where(MemoryRow.namespace == namespace, is_latest())
+            .order_by(MemoryRow.key)
+        )
+        if prefix:
+            # substr, not LIKE: LIKE is case-insensitive on SQLite and needs escaping.
+            query = query.where(func.substr(MemoryRow.key, 1, len(prefix)) == prefix)
+        with self._read() as session:
+            return [_memory_record(row) for row in session.scalars(query)]
+
+    def search_memories(
+        self,
+        query: str,
+        *,
+        namespaces: Sequence[str],
+        tags: Sequence[str] | None = None,
+        limit: int = 10,
+    ) -> list[MemoryRecord]:
+        """Full-text search over the latest versions in `namespaces`, best match first.
+
+        The query is split into words (letters and digits); an entry matches when it contains
+        any of them in its key, text or value, and entries with more and rarer matches rank
+        higher. Operators and punctuation in the query are plain separators, never syntax.
+
+        Args:
+            query: the words to look for.
+            namespaces: where to look; at least one (an empty list is an error, not "all").
+            tags: when given, only entries carrying every one of these tags.
+            limit: the most entries to return.
+
+        Raises:
+            ConfigError: no namespace, or a namespace or tag that is not valid.
+        """
+        if isinstance(namespaces, str):
+            namespaces = [namespaces]
+        if not namespaces:
+            raise ConfigError(
+                "search_memories needs at least one namespace; pass namespaces=[...] "
+                "(the run's, the workflow's, 'global') — there is no search over everything"
+            )
+        for namespace in namespaces:
+            validate_namespace(namespace)
+        tag_list = _validate_tags(tags or ())
+        words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:MAX_SEARCH_TERMS]
+        if not words or limit <= 0:
+            return []
+        search = sqlite_search if self.dialect == "sqlite" else pg_search
+        with self._read() as session:
+            ids = search(session.connection(), words, list(namespaces), tag_list, limit)
+            if not ids:
+                return []
+            rows = {
+                r.id: r for r in session.scalars(select(MemoryRow).where(MemoryRow.id.in_(ids)))
+            }
+            return [_memory_record(rows[i]) for i in ids if i in rows]
+
+    # -- model-call cache -----------------------------------------------------------------------
+
+    def get_cached(self, key: str) -> dict[str, Any] | None:
+        """The cached response stored under `key`, or None."""
+        with self._read() as session:
+            row = session.get(CacheRow, key)
+            if row is None:
+                return None
+            return _loads_dict(row.response, table="cache", row=f"key {key!r}", column="response")
+
+    def put_cached(self, key: str, model: str, response: dict[str, Any]) -> None:
+        """Store (or replace) the response cached under `key`."""
+        if not 1 <= len(key) <= 200:
+            raise ConfigError(f"cache key must be 1-200 characters, got {len(key)}")
+        values = {
+            "key": key,
+            "model": model,
+            "response": _dumps(response, f"cached response {key!r}"),
+            "created_at": _now(),
+        }
+        stmt = sqlite_insert(CacheRow) if self.dialect == "sqlite" else pg_insert(CacheRow)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=[CacheRow.key],
+            set_={c: stmt.excluded[c] for c in ("model", "response", "created_at")},
+        )
+        with self._write() as session:
+            session.connection().execute(upsert, values)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _insert(self, table: type[Any]) -> Any:
+        return sqlite_insert(table) if self.dialect == "sqlite" else pg_insert(table)
+
+    def _no_run(self, run_id: str) -> StoreError:
+        return StoreError(f"run {run_id!r} is not in {self.url}; create_run it first")
+
+
+_PG_KEY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))")

@@ -1,0 +1,300 @@
+"""Durable runs: a run's graph, task results and events written to the `Store` as it goes.
+
+When a run starts, its graph (as a spec of names: agents by name, function tasks by import path),
+inputs and budget are stored; every scheduler event is appended to the run's log and every task that
+finishes has its result written. Writes are batched — a group commit every few milliseconds, in a
+worker thread — so persistence costs little per task, and the run is reported finished only after
+its last batch is durable. `Orchestrator.resume(run_id)` rebuilds the graph from the spec, restores
+every task that succeeded, and runs only the rest.
+
+Outputs are stored as JSON: strings, numbers, lists and dicts as they are, pydantic models through
+`model_dump(mode="json")` (re-validated into the agent's `output_type` on resume). A function task's
+output that JSON cannot hold is stored as not restorable, and the task runs again on resume.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, fields, is_dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+from pydantic import BaseModel
+
+from delegate.agents.limits import Budget
+from delegate.agents.models import Usage
+from delegate.errors import GraphError
+from delegate.orchestrator.events import (
+    Event,
+    TaskCancelled,
+    TaskFailed,
+    TaskSkipped,
+    TaskSucceeded,
+)
+from delegate.orchestrator.graph import Task, TaskFunction, TaskGraph
+
+if TYPE_CHECKING:
+    from delegate.memory.records import EventRecord, TaskRecord
+    from delegate.memory.store import Store
+    from delegate.orchestrator.scheduler import Node
+
+__all__ = ["RunRecorder", "graph_from_spec", "graph_spec", "restore_output", "to_json"]
+
+FLUSH_INTERVAL = 0.004
+"""Seconds a group commit waits for more writes to join it."""
+
+_NOT_RESTORABLE = "__delegate_not_restorable__"
+_TERMINAL_EVENTS = (TaskSucceeded, TaskFailed, TaskSkipped, TaskCancelled)
+
+
+_PLAIN = (str, int, bool, type(None))
+
+
+def to_json(value: Any) -> Any:
+    """`value` as plain JSON data; a marker dict when JSON cannot hold it.
+
+    Runs for every event of a durable run, so the common shapes (strings, numbers, usage, small
+    dicts and lists) take a fast path; anything else makes a round trip through `json`.
+    """
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _not_restorable(value)
+    if isinstance(value, Usage):
+        return usage_dict(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        items = [to_json(item) for item in value]
+        return _not_restorable(value) if any(map(_is_marker, items)) else items
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        converted = {key: to_json(item) for key, item in value.items()}
+        return _not_restorable(value) if any(map(_is_marker, converted.values())) else converted
+    if is_dataclass(value) and not isinstance(value, type):
+        return to_json({f.name: getattr(value, f.name) for f in fields(value)})
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError):
+        return _not_restorable(value)
+
+
+def _not_restorable(value: Any) -> dict[str, str]:
+    return {_NOT_RESTORABLE: f"{type(value).__name__}: {value!r}"[:500]}
+
+
+def _is_marker(value: Any) -> bool:
+    return isinstance(value, dict) and _NOT_RESTORABLE in value
+
+
+def restorable(value: Any) -> bool:
+    """False for an output stored as the not-restorable marker."""
+    return not _is_marker(value)
+
+
+def restore_output(value: Any, output_type: type[BaseModel] | None) -> Any:
+    """A stored output as the task produced it: re-validated into `output_type` when it has one."""
+    if output_type is not None and isinstance(value, dict):
+        return output_type.model_validate(value)
+    return value
+
+
+_NOT_IMPORTABLE = "<not importable>:"
+
+
+def _function_path(task: Task) -> str | None:
+    """A function task's import path; a marker for one that has none (a lambda, a closure)."""
+    fn = task.fn
+    if fn is None:
+        return None
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", "")
+    if module is None or not qualname or "<" in qualname:
+        return f"{_NOT_IMPORTABLE}{fn!r}"[:300]
+    return f"{module}:{qualname}"
+
+
+def _load_function(path: str, task_id: str) -> TaskFunction:
+    if path.startswith(_NOT_IMPORTABLE):
+        # Resume can still restore this task's output; only running it again is impossible.
+        def not_importable(ctx: Any) -> Any:
+            raise GraphError(
+                f"task {task_id!r} must run again to resume the run, but its function "
+                f"({path.removeprefix(_NOT_IMPORTABLE)}) is a lambda or a nested function, which "
+                "a stored run cannot import; make it a module-level function"
+            )
+
+        return not_importable
+    module_name, _, qualname = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise GraphError(
+            f"task {task_id!r}: its function {path!r} cannot be imported to resume the run "
+            f"({exc}); resume from a process that can import it"
+        ) from None
+    if not callable(target):
+        raise GraphError(f"task {task_id!r}: {path!r} is not callable")
+    fn: TaskFunction = target
+    return fn
+
+
+def graph_spec(tasks: Sequence[Task]) -> dict[str, Any]:
+    """The graph as JSON data: tasks in order, agents by name, functions by import path."""
+    specs = [
+        {
+            "id": task.id,
+            "agent": task.agent_name,
+            "fn": _function_path(task),
+            "prompt": task.prompt,
+            "deps": list(task.deps),
+            "timeout": task.timeout,
+            "retries": task.retries,
+            "weight": task.weight,
+            "budget": None if task.budget is None else asdict(task.budget),
+        }
+        for task in tasks
+    ]
+    return {"version": 1, "tasks": specs}
+
+
+def graph_from_spec(spec: Mapping[str, Any]) -> TaskGraph:
+    """Rebuild a stored graph; agents stay names, resolved against the orchestrator's workers."""
+    graph = TaskGraph()
+    for item in spec.get("tasks", ()):
+        budget = item.get("budget")
+        fn_path = item.get("fn")
+        graph.add(
+            item["id"],
+            agent=item.get("agent") if fn_path is None else None,
+            fn=None if fn_path is None else _load_function(fn_path, item["id"]),
+            prompt=item.get("prompt", ""),
+            deps=item.get("deps", ()),
+            timeout=item.get("timeout"),
+            retries=item.get("retries"),
+            weight=item.get("weight", 1.0),
+            budget=None if budget is None else Budget(**budget),
+        )
+    return graph
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    """A `Usage` as JSON data."""
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "cost_usd": usage.cost_usd,
+        "calls": usage.calls,
+    }
+
+
+def usage_from(data: Mapping[str, Any] | None) -> Usage:
+    """A `Usage` from JSON data (zeros when missing)."""
+    return Usage(**data) if data else Usage()
+
+
+def _timestamp(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _event_data(event: Event) -> dict[str, Any]:
+    return {
+        name: to_json(getattr(event, name))
+        for name in _event_fields(type(event))
+        if name not in ("run_id", "at")
+    }
+
+
+_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _event_fields(kind: type[Event]) -> tuple[str, ...]:
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = _FIELDS[kind] = tuple(f.name for f in fields(kind))
+    return names
+
+
+class RunRecorder:
+    """Subscribes to one run's events and writes them, and finished tasks, in group commits."""
+
+    def __init__(self, store: Store, run_id: str, nodes: Sequence[Node]) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.by_id = {node.task.id: node for node in nodes}
+        self._tasks: dict[str, TaskRecord] = {}
+        self._events: list[EventRecord] = []
+        self._wake = anyio.Event()
+        self._closing = False
+
+    def __call__(self, event: Event) -> None:
+        """The event handler: queue the event (and the task's result when it finished)."""
+        from delegate.memory.records import EventRecord
+
+        if getattr(event, "run_id", None) != self.run_id:
+            return
+        # model_construct: the values are ours and already JSON data; validation would cost
+        # more than the write itself.
+        self._events.append(
+            EventRecord.model_construct(
+                run_id=self.run_id, seq=0, kind=event.kind, at=event.at, data=_event_data(event)
+            )
+        )
+        if isinstance(event, _TERMINAL_EVENTS):
+            node = self.by_id.get(event.task_id)
+            if node is not None:
+                self._tasks[node.task.id] = self.task_record(node)
+        self._wake.set()
+
+    def task_record(self, node: Node) -> TaskRecord:
+        """The stored form of a task's current state."""
+        from delegate.memory.records import TaskRecord
+
+        task = node.task
+        return TaskRecord.model_construct(
+            run_id=self.run_id,
+            task_id=task.id,
+            spec={"agent": task.agent_name, "deps": list(task.deps)},
+            status=node.status,
+            attempts=node.attempts,
+            agent=node.answered_by or task.agent_name,
+            model=node.model,
+            output=to_json(node.output) if node.status == "succeeded" else None,
+            error=node.error,
+            usage=usage_dict(node.usage),
+            started_at=_timestamp(node.started_at),
+            finished_at=_timestamp(node.finished_at),
+        )
+
+    async def run(self) -> None:
+        """Flush batches until `close` is called and everything queued is written."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            if not self._closing:
+                await anyio.sleep(FLUSH_INTERVAL)  # let more writes join this commit
+            await self.flush()
+            if self._closing and not self._events and not self._tasks:
+                return
+
+    async def flush(self) -> None:
+        """Write everything queued so far in one transaction."""
+        if not self._events and not self._tasks:
+            return
+        tasks, self._tasks = list(self._tasks.values()), {}
+        events, self._events = self._events, []
+        with anyio.CancelScope(shield=True):  # a cancelled run still keeps what it finished
+            await anyio.to_thread.run_sync(self.store.write_batch, self.run_id, tasks, events)
+
+    def close(self) -> None:
+        """Ask `run` to write what is left and stop."""
+        self._closing = True
+        self._wake.set()
