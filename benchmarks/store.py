@@ -7,7 +7,9 @@
 
 Concurrency (issue 4 target): 2 processes on one SQLite file, 4 on one PostgreSQL database,
 each writing 2,000 memories, half to one key all processes share and half to keys of its own.
-Lost = writes that returned but whose version is missing; locked = "database is locked" errors.
+Each process also runs a durable graph of 200 tasks (FunctionModel, 0 ms) on the same database
+while it writes. Lost = writes that returned but whose version is missing, or task results of a
+finished run missing from the store; locked = "database is locked" errors.
 Target: 0 lost, 0 locked.
 
 Throughput: `write_batch` as the orchestrator's group commit uses it: batches of 50 task
@@ -23,6 +25,7 @@ import argparse
 import multiprocessing
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,9 +39,32 @@ from sqlalchemy.engine import make_url
 from delegate.memory.records import EventRecord, RunRecord, TaskRecord
 from delegate.memory.store import Store, StoreError
 
+GRAPH_TASKS = 200
+
+
+def _run_graph(url: str, worker: int, outcome: dict[str, int]) -> None:
+    """Run a durable graph of GRAPH_TASKS tasks; record how many results reached the store."""
+    from delegate import Agent, Orchestrator, TaskGraph
+    from delegate.testing import FunctionModel
+
+    agent = Agent("worker", FunctionModel(lambda request: "done"))
+    graph = TaskGraph()
+    for n in range(GRAPH_TASKS):
+        graph.add(f"t{n}", agent=agent, prompt=f"Item {n}.")
+    run_id = f"bench-graph-{worker}-{uuid.uuid4().hex[:8]}"
+    result = Orchestrator(memory=url, max_calls=None).execute_sync(graph, run_id=run_id)
+    with Store.open(url) as store:
+        stored = [t for t in store.get_tasks(run_id) if t.status == "succeeded"]
+    outcome["graph_succeeded"] = sum(t.status == "succeeded" for t in result.tasks.values())
+    outcome["graph_stored"] = len(stored)
+
 
 def _writer(url: str, worker: int, count: int) -> dict[str, int]:
     written = locked = 0
+    outcome: dict[str, int] = {}
+    # The process runs a durable graph while it writes its memories, as a real worker would.
+    runner = threading.Thread(target=_run_graph, args=(url, worker, outcome))
+    runner.start()
     with Store.open(url) as store:
         for i in range(count):
             key = "shared" if i % 2 == 0 else f"own-{worker}-{i % 20}"
@@ -50,7 +76,8 @@ def _writer(url: str, worker: int, count: int) -> dict[str, int]:
                 locked += 1
             else:
                 written += 1
-    return {"written": written, "locked": locked}
+    runner.join()
+    return {"written": written, "locked": locked, **outcome}
 
 
 def concurrency(url: str, processes: int, count: int) -> dict[str, Any]:
@@ -72,6 +99,8 @@ def concurrency(url: str, processes: int, count: int) -> dict[str, Any]:
         "written": written,
         "lost": written - stored,
         "locked": sum(r["locked"] for r in results),
+        "graph_tasks_lost": sum(r["graph_succeeded"] - r["graph_stored"] for r in results),
+        "graph_tasks": sum(r["graph_succeeded"] for r in results),
         "seconds": elapsed,
         "writes_per_s": written / elapsed,
     }
@@ -146,12 +175,14 @@ def fresh_pg_database(admin_url: str) -> Iterator[str]:
 
 
 def report(backend: str, conc: dict[str, Any], thr: dict[str, Any], target_us: float) -> None:
-    ok = conc["lost"] == 0 and conc["locked"] == 0
+    ok = conc["lost"] == 0 and conc["locked"] == 0 and conc["graph_tasks_lost"] == 0
     print(f"== {backend}")
     print(
         f"concurrency: {conc['processes']} processes x {conc['memories_per_process']} memories: "
         f"lost {conc['lost']}, locked {conc['locked']}, {conc['seconds']:.2f} s "
-        f"({conc['writes_per_s']:.0f} writes/s)  target 0 lost, 0 locked: "
+        f"({conc['writes_per_s']:.0f} writes/s); each also ran a durable graph: "
+        f"{conc['graph_tasks']} tasks, {conc['graph_tasks_lost']} results lost;  "
+        "target 0 lost, 0 locked: "
         f"{'OK' if ok else 'MISSED'}"
     )
     print(

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _backends import store_url  # noqa: F401 - the backend matrix fixture
 from pydantic import BaseModel
 
 from delegate import Agent, ConfigError, DelegateError, Orchestrator, TaskContext, TaskGraph
@@ -45,8 +46,10 @@ def _agents() -> tuple[Agent, Agent, FunctionModel, FunctionModel]:
     return Agent("writer", plain), Agent("fact", typed, output_type=Fact), plain, typed
 
 
-async def test_a_finished_run_is_stored_and_resumes_without_calls(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
+async def test_a_finished_run_is_stored_and_resumes_without_calls(
+    store_url: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    url = store_url
     writer, fact, plain, typed = _agents()
     orchestrator = Orchestrator(workers=[writer, fact], memory=url)
     first = await orchestrator.execute(_graph(writer, fact), run_id="r1")
@@ -68,9 +71,11 @@ async def test_a_finished_run_is_stored_and_resumes_without_calls(tmp_path: Path
     }
 
 
-async def test_executing_an_existing_run_id_points_at_resume(tmp_path: Path) -> None:
+async def test_executing_an_existing_run_id_points_at_resume(
+    store_url: str,  # noqa: F811 - the fixture imported above
+) -> None:
     writer, fact, _, _ = _agents()
-    orchestrator = Orchestrator(workers=[writer, fact], memory=f"sqlite:///{tmp_path / 'r.db'}")
+    orchestrator = Orchestrator(workers=[writer, fact], memory=store_url)
     await orchestrator.execute(_graph(writer, fact), run_id="same")
     with pytest.raises(DelegateError, match="resume"):
         await orchestrator.execute(_graph(writer, fact), run_id="same")

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RunRecorder", "graph_from_spec", "graph_spec", "restore_output", "to_json"]
 
-FLUSH_INTERVAL = 0.004
+FLUSH_INTERVAL = 0.01
 """Seconds a group commit waits for more writes to join it."""
 
 _NOT_RESTORABLE = "__delegate_not_restorable__"
