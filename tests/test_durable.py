@@ -201,3 +201,20 @@ def test_kill_9_mid_run_then_resume_in_another_process(tmp_path: Path) -> None:
     for task in finished:
         assert calls.count(task) == 1, task
     assert len(calls) - len(everything) <= len(set(before) - finished)
+
+
+async def test_an_unwritable_default_home_is_a_clear_store_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DELEGATE_HOME", str(blocker / "home"))
+    graph = TaskGraph()
+    graph.add("a", fn=double_of_two)
+    with pytest.raises(DelegateError, match="DELEGATE_HOME"):
+        await Orchestrator().execute(graph)
+    assert (await Orchestrator(memory=None).execute(graph)).output == 4
+
+
+def double_of_two(ctx: TaskContext) -> int:
+    return 4

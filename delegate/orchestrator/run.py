@@ -27,7 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from delegate._sync import run_sync
 from delegate.agents.limits import Budget
 from delegate.agents.models import Price, Usage
-from delegate.errors import ConfigError, GraphError, PriceUnknownError, did_you_mean
+from delegate.errors import (
+    ConfigError,
+    GraphError,
+    PriceUnknownError,
+    StoreError,
+    did_you_mean,
+)
 from delegate.orchestrator.budget import BudgetLedger
 from delegate.orchestrator.calls import RunAccount, planner_only_usd
 from delegate.orchestrator.estimate import Estimate, estimate_tasks
@@ -334,9 +340,18 @@ class Orchestrator:
 
             if isinstance(self.memory, Store):
                 self._store = self.memory
-            else:
-                url = default_url() if self.memory == "default" else self.memory
+            elif self.memory == "default":
+                try:
+                    url = default_url()
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot create the default store's folder ({exc}); set DELEGATE_HOME to "
+                        "a writable folder or DELEGATE_DB_URL to a database, or pass "
+                        "Orchestrator(memory=None) to keep runs in memory only"
+                    ) from None
                 self._store = _shared_store(url)
+            else:
+                self._store = _shared_store(self.memory)
         return self._store
 
     def resume_sync(self, run_id: str) -> RunResult:
