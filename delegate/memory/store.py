@@ -250,9 +250,20 @@ def _task_values(task: TaskRecord, position: int) -> dict[str, Any]:
 
 
 # Columns an upsert overwrites; a task keeps its key and its first position.
-_TASK_UPDATED = tuple(
-    c.name for c in TaskRow.__table__.columns if c.name not in ("run_id", "task_id", "position")
-)
+_TASK_COLUMNS = tuple(c.name for c in TaskRow.__table__.columns)
+_TASK_UPDATED = tuple(c for c in _TASK_COLUMNS if c not in ("run_id", "task_id", "position"))
+
+
+def _utc(value: datetime.datetime | None) -> datetime.datetime | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=datetime.UTC)).astimezone(datetime.UTC)
+
+
+def _sqlite_time(value: datetime.datetime | None) -> str | None:
+    """A datetime as `UTCDateTime` stores it in SQLite: naive UTC, SQLAlchemy's text format."""
+    utc = _utc(value)
+    return None if utc is None else utc.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 # -- URLs and engines ---------------------------------------------------------------------------
@@ -361,6 +372,12 @@ class Store:
         self._events_insert = (
             f"INSERT INTO events (run_id, seq, kind, at, data) "
             f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark})"
+        )
+        self._tasks_upsert = (
+            f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) "
+            f"VALUES ({', '.join(mark for _ in _TASK_COLUMNS)}) "
+            "ON CONFLICT (run_id, task_id) DO UPDATE SET "
+            + ", ".join(f"{name} = excluded.{name}" for name in _TASK_UPDATED)
         )
         memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "")
         # One shared in-memory connection: every call holds the lock. A SQLite file: writers in
@@ -576,14 +593,17 @@ class Store:
         last = conn.execute(
             select(func.coalesce(func.max(TaskRow.position), 0)).where(TaskRow.run_id == run_id)
         ).scalar_one()
-        rows = [_task_values(task, last + i) for i, task in enumerate(tasks, start=1)]
-        stmt = sqlite_insert(TaskRow) if self.dialect == "sqlite" else pg_insert(TaskRow)
-        # On conflict the task keeps its first position, so get_tasks lists first-write order.
-        upsert = stmt.on_conflict_do_update(
-            index_elements=[TaskRow.run_id, TaskRow.task_id],
-            set_={name: stmt.excluded[name] for name in _TASK_UPDATED},
-        )
-        conn.execute(upsert, rows)
+        when = _sqlite_time if self.dialect == "sqlite" else _utc
+        rows = []
+        for i, task in enumerate(tasks, start=1):
+            values = _task_values(task, last + i)
+            values["started_at"] = when(task.started_at)
+            values["finished_at"] = when(task.finished_at)
+            rows.append(tuple(values[name] for name in _TASK_COLUMNS))
+        # The other hot write of a durable run: the driver's executemany with bound parameters
+        # (`ON CONFLICT ... DO UPDATE` reads the same on SQLite and PostgreSQL). On conflict the
+        # task keeps its first position, so get_tasks lists first-write order.
+        conn.exec_driver_sql(self._tasks_upsert, rows)
 
     def get_tasks(self, run_id: str) -> list[TaskRecord]:
         """The run's tasks, in the order each was first written."""
