@@ -15,10 +15,11 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import structlog
-from structlog.typing import FilteringBoundLogger
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger, Processor
+
 
 __all__ = [
     "LITELLM_LOGGERS",
@@ -91,6 +92,8 @@ class Logger:
 
     def _log(self, level: int, method: str, event: str, values: dict[str, Any]) -> None:
         values = {**self._values, **values}
+        import structlog  # imported at the first event, not with delegate (it takes ~0.1 s)
+
         if structlog.is_configured():
             bound: FilteringBoundLogger = structlog.get_logger(self._name, logger_name=self._name)
             getattr(bound, method)(event, **values)
@@ -173,6 +176,8 @@ class _StructlogForwarder(logging.Handler):
                 fields["error"] = redact_text(
                     f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
                 )
+            import structlog
+
             structlog.get_logger(_FORWARDED_AS).log(
                 record.levelno, redact_text(record.getMessage()), **fields
             )
@@ -235,7 +240,9 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
         raise ConfigError(
             f"log level {level!r} is not a level; use DEBUG, INFO, WARNING, ERROR or CRITICAL"
         )
-    processors: list[structlog.typing.Processor] = [
+    import structlog
+
+    processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
