@@ -7,6 +7,7 @@ DelegateError                      base of everything raised on purpose
 │   ├── TemplateError              a prompt template that does not render
 │   └── PriceUnknownError          a model with no known price under a usd budget
 ├── BudgetExceeded                 a call does not fit a budget (.scope .unit .limit .spent)
+├── PlanInvalid                    the planner's plan was still invalid after its last attempt
 ├── StoreError                     the database cannot be opened, migrated, read or written
 │   ├── RunExistsError             execute() with a run id the store already has (→ resume)
 │   └── CorruptRecordError         a row whose JSON does not parse (.table .row .column)
@@ -54,6 +55,7 @@ __all__ = [
     "ModelTimeoutError",
     "OutputValidationError",
     "PermanentModelError",
+    "PlanInvalid",
     "PriceUnknownError",
     "ProviderUnavailableError",
     "RateLimitError",
@@ -159,6 +161,20 @@ class CorruptRecordError(StoreError):
 
 
 # -- validation and JSON ------------------------------------------------------------------------
+
+
+class PlanInvalid(DelegateError):
+    """The planner's plan was still invalid after its last attempt.
+
+    Attributes:
+        errors: every problem of the last attempt.
+        attempts: how many plans were asked for.
+    """
+
+    def __init__(self, message: str, *, errors: Iterable[str], attempts: int) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+        self.attempts = attempts
 
 
 class ModelRequestsBlocked(DelegateError):

@@ -1,0 +1,582 @@
+"""The planner: a reasoning model turns a goal into a `Plan` of tasks for cheaper workers.
+
+    planner = Planner(Agent("planner", "openai/o4-mini", reasoning_effort="medium"))
+    result = await planner.plan(
+        "Compare the three papers", inputs={"urls": urls}, workers=workers,
+        budget_text=describe_budget(usd=0.40, seconds=120),
+    )
+    add_plan(graph, result.plan)
+
+The planner sees the goal, the inputs, the catalogue of workers (model, price, context window,
+tools, reasoning effort), the budget left and relevant memory; on a replan also the finished
+tasks and the failures. Its answer is checked by `validate_plan`, which gathers every problem at
+once (duplicate or malformed ids, unknown agents, missing or misordered dependencies, cycles, too
+many tasks, a projected cost over the budget); an invalid plan, or an answer that is not a plan at
+all, is sent back with the problems quoted verbatim, at most `max_attempts` times in all, and then
+`PlanInvalid` is raised with every problem of the last attempt.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from jinja2 import TemplateError as JinjaTemplateError
+from pydantic import BaseModel, Field
+
+from delegate.agents.agent import Agent, ModelCaller
+from delegate.agents.models import Usage
+from delegate.errors import (
+    ConfigError,
+    OutputValidationError,
+    PlanInvalid,
+    TemplateError,
+    did_you_mean,
+)
+from delegate.orchestrator.graph import _ID, _RESERVED, TaskSpec, _compile, _env, format_output
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+
+    from delegate.orchestrator.graph import Task, TaskGraph
+
+__all__ = [
+    "Plan",
+    "PlanInvalid",
+    "PlanResult",
+    "PlanTask",
+    "Planner",
+    "add_plan",
+    "describe_budget",
+    "plan_to_specs",
+    "validate_plan",
+]
+
+# The same sandbox as task prompts; block tags drop their own line so the prompt reads cleanly.
+_prompt_env = _env.overlay(trim_blocks=True, lstrip_blocks=True)
+
+
+class PlanTask(BaseModel):
+    """One task of a plan, done by one worker."""
+
+    id: str = Field(
+        description="Unique short snake_case id, e.g. 'search_papers'; other tasks depend on it."
+    )
+    agent: str = Field(description="The name of the worker that does the task.")
+    instructions: str = Field(
+        description="What the worker must do, complete on its own: the worker sees only these "
+        "instructions and the outputs of the tasks this one depends on."
+    )
+    deps: list[str] = Field(
+        default_factory=list,
+        description="Ids of the tasks whose outputs this task needs: tasks listed earlier in "
+        "this plan, or finished tasks. Empty when it needs none, so it starts at once.",
+    )
+    expected_output: str = Field(
+        default="", description="What the task must return (content and form), briefly."
+    )
+    effort: Literal["low", "medium", "high"] | None = Field(
+        default=None, description="How hard the task is, as a hint for the worker's effort."
+    )
+    max_output_tokens: int | None = Field(
+        default=None, ge=1, description="A cap on the length of the task's answer, in tokens."
+    )
+
+
+class Plan(BaseModel):
+    """A plan: tasks in dependency order, and a note for the final synthesis."""
+
+    tasks: list[PlanTask] = Field(
+        description="The tasks, in dependency order: each depends only on tasks listed before it "
+        "(or on finished tasks)."
+    )
+    synthesis_note: str = Field(
+        default="",
+        description="What the final answer must contain and how to combine the task outputs.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PlanResult:
+    """A valid plan and how it was reached.
+
+    Attributes:
+        plan: the plan that passed validation.
+        attempts: how many plans were asked for (1 when the first was valid).
+        errors: the problems of each failed attempt, in order (empty when the first was valid).
+        usage: tokens and cost of the planner's answered attempts (an answer that was not a plan
+            at all raises inside the agent, so its calls are counted only by the `caller`).
+    """
+
+    plan: Plan
+    attempts: int
+    errors: list[list[str]] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _usd(value: float) -> str:
+    return f"${value:.2f}" if value >= 0.1 else f"${value:.4f}"
+
+
+def _check_ids(plan: Plan, finished: Collection[str]) -> list[str]:
+    errors: list[str] = []
+    counts: dict[str, int] = {}
+    for task in plan.tasks:
+        counts[task.id] = counts.get(task.id, 0) + 1
+    for task_id, count in counts.items():
+        if not _ID.match(task_id) or task_id in _RESERVED:
+            errors.append(
+                f"task id {task_id!r} is not valid; use short snake_case such as 'search_papers' "
+                "(letters, digits and '_', not 'inputs' or 'deps')"
+            )
+        if count > 1:
+            errors.append(
+                f"task id {task_id!r} is used by {count} tasks; give each task its own id"
+            )
+        if task_id in finished:
+            errors.append(
+                f"task id {task_id!r} is already a finished task, which is never re-planned; "
+                f"depend on {task_id!r} instead of repeating it, or choose another id"
+            )
+    return errors
+
+
+def _check_agents(plan: Plan, workers: Mapping[str, Agent]) -> list[str]:
+    names = ", ".join(workers) or "(none)"
+    return [
+        f"task {task.id!r} uses agent {task.agent!r}, which is not a worker"
+        f"{did_you_mean(task.agent, workers)}; use one of: {names}"
+        for task in plan.tasks
+        if task.agent not in workers
+    ]
+
+
+def _check_deps(plan: Plan, finished: Collection[str]) -> list[str]:
+    errors: list[str] = []
+    position = {task.id: n for n, task in reversed(list(enumerate(plan.tasks)))}
+    cyclic = _cyclic_components(plan)
+    known = [*position, *(f for f in finished if f not in position)]
+    for n, task in enumerate(plan.tasks):
+        for dep in dict.fromkeys(task.deps):
+            if dep in finished and dep not in position:
+                continue
+            if dep not in position:
+                errors.append(
+                    f"task {task.id!r} depends on {dep!r}, which is not in the plan"
+                    f"{did_you_mean(dep, known)}; depend only on tasks of this plan or finished "
+                    "tasks"
+                )
+            elif position[dep] > n and cyclic.get(dep, -1) != cyclic.get(task.id, -2):
+                errors.append(
+                    f"task {task.id!r} depends on {dep!r}, which is listed after it; list "
+                    f"{dep!r} before {task.id!r} (tasks must be in dependency order)"
+                )
+    errors.extend(_describe_cycles(plan, cyclic))
+    return errors
+
+
+def _cyclic_components(plan: Plan) -> dict[str, int]:
+    """Tasks on a cycle, each mapped to its cycle's number (tasks on one cycle share it)."""
+    ids = {task.id for task in plan.tasks}
+    deps: dict[str, list[str]] = {}
+    for task in plan.tasks:
+        deps.setdefault(task.id, []).extend(dep for dep in task.deps if dep in ids)
+    reach = {task_id: _reachable(task_id, deps) for task_id in deps}
+    result: dict[str, int] = {}
+    for number, task_id in enumerate(deps):
+        if task_id in reach[task_id] and task_id not in result:
+            result.update(dict.fromkeys((t for t in reach[task_id] if task_id in reach[t]), number))
+    return result
+
+
+def _reachable(start: str, deps: Mapping[str, Sequence[str]]) -> set[str]:
+    """The tasks `start` depends on, directly or not (itself only through a cycle)."""
+    seen: set[str] = set()
+    todo = list(deps[start])
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(deps[node])
+    return seen
+
+
+def _describe_cycles(plan: Plan, cyclic: Mapping[str, int]) -> list[str]:
+    errors: list[str] = []
+    deps = {task.id: task.deps for task in reversed(plan.tasks)}
+    described: set[int] = set()
+    for task in plan.tasks:
+        number = cyclic.get(task.id)
+        if number is None or number in described:
+            continue
+        described.add(number)
+        if task.id in deps[task.id]:
+            errors.append(f"task {task.id!r} depends on itself; remove {task.id!r} from its deps")
+            continue
+        # Walk dependencies inside the component from its first-listed task until one repeats.
+        seen: list[str] = []
+        node = task.id
+        while node not in seen:
+            seen.append(node)
+            node = next(dep for dep in deps[node] if cyclic.get(dep) == number)
+        loop = [*seen[seen.index(node) :], node]
+        errors.append(
+            f"tasks {' → '.join(repr(t) for t in loop)} form a cycle (each depends on the next); "
+            "remove one of these dependencies"
+        )
+    return errors
+
+
+def _check_templates(plan: Plan) -> list[str]:
+    errors: list[str] = []
+    ids = {task.id for task in plan.tasks}
+    for task in plan.tasks:
+        try:
+            _, names = _compile(task.id, task.instructions)
+        except TemplateError as exc:
+            errors.append(
+                f"{exc}; write instructions as plain text, or {{{{ inputs.NAME }}}} for an input"
+            )
+            continue
+        errors.extend(
+            f"task {task.id!r}: instructions use {{{{ {name} }}}}, the output of task {name!r}, "
+            f"but the task does not depend on it; add {name!r} to its deps"
+            for name in sorted(names & ids - set(task.deps))
+        )
+    return errors
+
+
+def validate_plan(
+    plan: Plan,
+    *,
+    workers: Mapping[str, Agent],
+    max_tasks: int,
+    finished: Collection[str] = (),
+    budget_usd_left: float | None = None,
+    estimate_usd: Callable[[Plan], float | None] | None = None,
+) -> list[str]:
+    """Every problem of `plan`, each naming the task and the remedy; empty when it is valid.
+
+    Args:
+        plan: the planner's plan.
+        workers: the workers a task may name, by name.
+        max_tasks: the most tasks a plan may have.
+        finished: ids of tasks already finished: a task may depend on them, never reuse their ids.
+        budget_usd_left: USD left in the run's budget (None: no USD limit).
+        estimate_usd: projects the plan's cost in USD (None when unknown); called only when the
+            plan has no other problem, so it may assume known workers and acyclic dependencies.
+    """
+    if not plan.tasks:
+        return ["the plan has no tasks; add at least one task that works toward the goal"]
+    errors: list[str] = []
+    if len(plan.tasks) > max_tasks:
+        errors.append(
+            f"the plan has {len(plan.tasks)} tasks, more than max_tasks={max_tasks}; merge "
+            f"related tasks so there are at most {max_tasks}"
+        )
+    errors += _check_ids(plan, finished)
+    errors += _check_agents(plan, workers)
+    errors += _check_deps(plan, finished)
+    errors += _check_templates(plan)
+    if not errors and estimate_usd is not None and budget_usd_left is not None:
+        cost = estimate_usd(plan)
+        if cost is not None and cost > budget_usd_left:
+            errors.append(
+                f"the plan's projected cost of {_usd(cost)} is over the {_usd(budget_usd_left)} "
+                "left in the budget; use cheaper workers, fewer tasks, or smaller "
+                "max_output_tokens"
+            )
+    return errors
+
+
+# --- the prompt ------------------------------------------------------------------------------
+
+
+def default_prompt() -> str:
+    """The planner prompt template shipped with delegate (`prompts/planner.md`)."""
+    resource = importlib.resources.files("delegate.orchestrator") / "prompts" / "planner.md"
+    return resource.read_text(encoding="utf-8")
+
+
+def describe_budget(
+    *,
+    tokens: int | None = None,
+    usd: float | None = None,
+    seconds: float | None = None,
+    planner_usd: float | None = None,
+) -> str:
+    """The budget left, as the planner prompt shows it ("no limit" when nothing is limited).
+
+    Args:
+        tokens: tokens left in the run's budget.
+        usd: USD left.
+        seconds: seconds left before the deadline.
+        planner_usd: the part of `usd` kept for the planner's own calls (plans and synthesis).
+    """
+    parts: list[str] = []
+    if tokens is not None:
+        parts.append(f"- tokens: {tokens:,}")
+    if usd is not None:
+        line = f"- USD: {_usd(usd)}"
+        if planner_usd is not None:
+            line += f" (of which {_usd(planner_usd)} is kept for planning and the final answer)"
+        parts.append(line)
+    if seconds is not None:
+        parts.append(f"- time: {seconds:.0f} s")
+    return "\n".join(parts) if parts else "no limit"
+
+
+def _price(agent: Agent) -> str:
+    price = agent.model.price
+    if price is None:
+        return "unknown"
+    return f"${price.input_per_mtok:g} input / ${price.output_per_mtok:g} output"
+
+
+def _catalogue(workers: Mapping[str, Agent]) -> list[dict[str, Any]]:
+    catalogue = []
+    for name, agent in workers.items():
+        window = getattr(agent.model, "context_window", None)
+        catalogue.append(
+            {
+                "name": name,
+                "description": agent.description,
+                "model": agent.model.name,
+                "price": _price(agent),
+                "context_window": f"{window:,}" if isinstance(window, int) and window else None,
+                "tools": ", ".join(tool.name for tool in agent.tools),
+                "reasoning_effort": agent.reasoning_effort,
+            }
+        )
+    return catalogue
+
+
+def _compile_prompt(text: str) -> Template:
+    if not isinstance(text, str):
+        raise ConfigError(f"Planner: prompt must be a template str, got {type(text).__name__}")
+    try:
+        return _prompt_env.from_string(text)
+    except JinjaTemplateError as exc:
+        raise TemplateError(f"Planner: the prompt template does not parse: {exc}") from None
+
+
+_PROMPT_NAMES = "goal, inputs, workers, budget, memory, finished, failures, max_tasks"
+
+
+# --- the planner -----------------------------------------------------------------------------
+
+
+def _repair_request(goal: str, answer: str | None, errors: Sequence[str]) -> str:
+    problems = "\n".join(f"- {error}" for error in errors)
+    if answer is None:
+        previous = "Your previous answer was not a valid plan."
+    else:
+        previous = f"Your previous plan:\n\n```json\n{answer}\n```"
+    return (
+        f"{goal}\n\n{previous}\n\nYour plan has these problems:\n{problems}\n\n"
+        "Return a corrected plan."
+    )
+
+
+class Planner:
+    """Asks a (reasoning) model for a `Plan`, validates it, and has it repaired when invalid.
+
+    Args:
+        agent: the planner's model and settings (`model`, `reasoning_effort`,
+            `max_output_tokens`, `temperature`, budgets); its instructions are replaced by the
+            rendered planner prompt and its output type by `Plan`.
+        max_tasks: the most tasks a plan may have.
+        max_attempts: plans asked for in all, the first included, before `PlanInvalid`.
+        prompt: a jinja2 template replacing the shipped `prompts/planner.md`; it may use
+            goal, inputs, workers, budget, memory, finished, failures and max_tasks.
+
+    Raises:
+        ConfigError: a bad argument.
+        TemplateError: `prompt` is not a valid template.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        max_tasks: int = 20,
+        max_attempts: int = 2,
+        prompt: str | None = None,
+    ) -> None:
+        if not isinstance(agent, Agent):
+            raise ConfigError(f"Planner: agent must be an Agent, got {type(agent).__name__}")
+        for name, value in (("max_tasks", max_tasks), ("max_attempts", max_attempts)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"Planner: {name} must be an integer ≥ 1, got {value!r}")
+        self.agent = agent
+        self.max_tasks = max_tasks
+        self.max_attempts = max_attempts
+        self.prompt = default_prompt() if prompt is None else prompt
+        self._template = _compile_prompt(self.prompt)
+
+    def __repr__(self) -> str:
+        return (
+            f"Planner(agent={self.agent.name!r}, max_tasks={self.max_tasks}, "
+            f"max_attempts={self.max_attempts})"
+        )
+
+    def render(
+        self,
+        goal: str,
+        *,
+        inputs: Mapping[str, Any],
+        workers: Mapping[str, Agent],
+        budget_text: str,
+        memory: Sequence[str] = (),
+        finished: Mapping[str, str] | None = None,
+        failures: Mapping[str, str] | None = None,
+    ) -> str:
+        """The planner's system prompt for this goal and state.
+
+        Raises:
+            TemplateError: a custom prompt uses a name that is not given.
+        """
+        context = {
+            "goal": goal,
+            "inputs": {name: format_output(value) for name, value in inputs.items()},
+            "workers": _catalogue(workers),
+            "budget": budget_text,
+            "memory": list(memory),
+            "finished": dict(finished or {}),
+            "failures": dict(failures or {}),
+            "max_tasks": self.max_tasks,
+        }
+        try:
+            return self._template.render(context).strip() + "\n"
+        except JinjaTemplateError as exc:
+            raise TemplateError(
+                f"Planner: the prompt template does not render: {exc}; it may use {_PROMPT_NAMES}"
+            ) from None
+
+    async def plan(
+        self,
+        goal: str,
+        *,
+        inputs: Mapping[str, Any],
+        workers: Mapping[str, Agent],
+        budget_text: str,
+        memory: Sequence[str] = (),
+        finished: Mapping[str, str] | None = None,
+        failures: Mapping[str, str] | None = None,
+        caller: ModelCaller | None = None,
+        validate: Callable[[Plan], list[str]] | None = None,
+    ) -> PlanResult:
+        """Ask for a plan for `goal`, and have it repaired until it validates.
+
+        Args:
+            goal: what the run must achieve; the user message of the first request.
+            inputs: the run's inputs, shown to the planner.
+            workers: the workers a task may name, by name.
+            budget_text: the budget left, as text (see `describe_budget`).
+            memory: relevant memory entries.
+            finished: on a replan, the finished tasks' ids with short summaries of their outputs.
+            failures: on a replan, the failed tasks' ids with their errors.
+            caller: sends each model call (the orchestrator's accounts usage and budgets).
+            validate: the plan's problems; by default `validate_plan` against `workers`,
+                `max_tasks` and `finished`.
+
+        Raises:
+            PlanInvalid: the plan of the last attempt was still invalid (or not a plan).
+            ModelError: a planner call failed (transient ones are worth retrying).
+        """
+        finished = dict(finished or {})
+
+        def check(plan: Plan) -> list[str]:
+            if validate is not None:
+                return validate(plan)
+            return validate_plan(plan, workers=workers, max_tasks=self.max_tasks, finished=finished)
+
+        instructions = self.render(
+            goal,
+            inputs=inputs,
+            workers=workers,
+            budget_text=budget_text,
+            memory=memory,
+            finished=finished,
+            failures=failures,
+        )
+        agent = self._agent(instructions)
+        history: list[list[str]] = []
+        usage = Usage()
+        request = goal
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                result = await agent.run(request, caller=caller)
+            except OutputValidationError as exc:
+                errors, answer = [str(exc)], None
+            else:
+                usage += result.usage
+                plan: Plan = result.output
+                errors = check(plan)
+                if not errors:
+                    return PlanResult(plan=plan, attempts=attempt, errors=history, usage=usage)
+                answer = plan.model_dump_json(indent=2)
+            history.append(errors)
+            request = _repair_request(goal, answer, errors)
+        raise PlanInvalid(
+            f"the planner {self.agent.name!r} gave no valid plan in {self.max_attempts} "
+            f"attempts; the last had these problems: {'; '.join(history[-1])}. Raise "
+            "max_attempts, use a stronger planner model, or add the workers the goal needs",
+            errors=history[-1],
+            attempts=self.max_attempts,
+        )
+
+    def _agent(self, instructions: str) -> Agent:
+        base = self.agent
+        return Agent(
+            base.name,
+            base.model,
+            instructions=instructions,
+            description=base.description,
+            output_type=Plan,
+            reasoning_effort=base.reasoning_effort,
+            max_output_tokens=base.max_output_tokens,
+            temperature=base.temperature,
+            budget=base.budget,
+            call_budget=base.call_budget,
+            cheaper=base.cheaper,
+            min_output_tokens=base.min_output_tokens,
+        )
+
+
+# --- from plan to graph ----------------------------------------------------------------------
+
+
+def _prompt(task: PlanTask) -> str:
+    if not task.expected_output:
+        return task.instructions
+    return f"{task.instructions}\n\nExpected output: {task.expected_output}"
+
+
+def plan_to_specs(plan: Plan) -> list[TaskSpec]:
+    """The plan's tasks as `TaskSpec`s (for `TaskGraph.from_specs` or storing the plan)."""
+    return [
+        TaskSpec(id=task.id, agent=task.agent, prompt=_prompt(task), deps=tuple(task.deps))
+        for task in plan.tasks
+    ]
+
+
+def add_plan(graph: TaskGraph, plan: Plan) -> list[Task]:
+    """Append the plan's tasks to `graph`; they may depend on tasks already in it.
+
+    Validate the plan first (`validate_plan`): this adds tasks one by one and stops at the first
+    one the graph rejects, leaving the tasks before it added.
+
+    Raises:
+        GraphError: a duplicate id, an unknown dependency, a dependency listed after its task.
+        TemplateError: instructions that are not a valid template.
+    """
+    return [
+        graph.add(task.id, agent=task.agent, prompt=_prompt(task), deps=task.deps)
+        for task in plan.tasks
+    ]
