@@ -123,6 +123,17 @@ class Usage:
         """Input plus output tokens."""
         return self.input_tokens + self.output_tokens
 
+    def to_dict(self) -> dict[str, int | float]:
+        """As JSON data (what the store and the call cache keep)."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cost_usd": self.cost_usd,
+            "calls": self.calls,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Price:

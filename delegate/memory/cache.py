@@ -176,7 +176,6 @@ def cache_key(model: str, request: ModelRequest) -> str:
 
 def response_to_json(response: ModelResponse) -> dict[str, Any]:
     """`response` as plain JSON data; `response_from_json` rebuilds it exactly."""
-    usage = response.usage
     return {
         "format": _FORMAT,
         "text": response.text,
@@ -185,14 +184,7 @@ def response_to_json(response: ModelResponse) -> dict[str, Any]:
             {"id": call.id, "name": call.name, "arguments": call.arguments}
             for call in response.tool_calls
         ],
-        "usage": {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-            "cached_tokens": usage.cached_tokens,
-            "cost_usd": usage.cost_usd,
-            "calls": usage.calls,
-        },
+        "usage": response.usage.to_dict(),
         "latency": response.latency,
         "finish_reason": response.finish_reason,
         "model": response.model,

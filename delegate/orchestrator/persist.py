@@ -66,7 +66,7 @@ def to_json(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else _not_restorable(value)
     if isinstance(value, Usage):
-        return usage_dict(value)
+        return value.to_dict()
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, list | tuple):
@@ -184,18 +184,6 @@ def graph_from_spec(spec: Mapping[str, Any]) -> TaskGraph:
     return graph
 
 
-def usage_dict(usage: Usage) -> dict[str, Any]:
-    """A `Usage` as JSON data."""
-    return {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "cost_usd": usage.cost_usd,
-        "calls": usage.calls,
-    }
-
-
 def usage_from(data: Mapping[str, Any] | None) -> Usage:
     """A `Usage` from JSON data (zeros when missing)."""
     return Usage(**data) if data else Usage()
@@ -269,7 +257,7 @@ class RunRecorder:
             model=node.model,
             output=to_json(node.output) if node.status == "succeeded" else None,
             error=node.error,
-            usage=usage_dict(node.usage),
+            usage=node.usage.to_dict(),
             started_at=_timestamp(node.started_at),
             finished_at=_timestamp(node.finished_at),
         )
