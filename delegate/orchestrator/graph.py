@@ -33,10 +33,23 @@ if TYPE_CHECKING:
 
     from delegate.agents.agent import Agent
 
-__all__ = ["Task", "TaskContext", "TaskFunction", "TaskGraph", "TaskSpec", "format_output"]
+__all__ = [
+    "PROMPT_ENV",
+    "RESERVED_NAMES",
+    "TASK_ID",
+    "Task",
+    "TaskContext",
+    "TaskFunction",
+    "TaskGraph",
+    "TaskSpec",
+    "compile_prompt",
+    "format_output",
+]
 
-_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-\[\]]{0,199}$")
-_RESERVED = frozenset({"inputs", "deps"})
+# What a task id may look like, and the names templates reserve (the planner checks plans
+# against the same rules).
+TASK_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-\[\]]{0,199}$")
+RESERVED_NAMES = frozenset({"inputs", "deps"})
 
 
 def format_output(value: Any) -> str:
@@ -52,7 +65,7 @@ def format_output(value: Any) -> str:
 
 # Printed values go through format_output, so `{{ research }}` shows a structured output as JSON
 # (as the labelled context does) while `{{ research.field }}` still reaches into it.
-_env = ImmutableSandboxedEnvironment(
+PROMPT_ENV = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, autoescape=False, finalize=format_output
 )
 
@@ -121,13 +134,13 @@ class TaskSpec:
     budget: Budget | None = None
 
 
-def _compile(task_id: str, prompt: str) -> tuple[Template | None, frozenset[str]]:
+def compile_prompt(task_id: str, prompt: str) -> tuple[Template | None, frozenset[str]]:
     if "{{" not in prompt and "{%" not in prompt and "{#" not in prompt:
         return None, frozenset()
     try:
-        parsed = _env.parse(prompt)
+        parsed = PROMPT_ENV.parse(prompt)
         names = frozenset(meta.find_undeclared_variables(parsed))
-        template = _env.from_string(prompt)
+        template = PROMPT_ENV.from_string(prompt)
     except TemplateSyntaxError as exc:
         raise TemplateError(
             f"task {task_id!r}: prompt template line {exc.lineno}: {exc.message}"
@@ -224,8 +237,8 @@ class TaskGraph:
                 f"task {id!r}: budget must be a delegate.Budget, got {type(budget).__name__}"
             )
         dep_ids = self._resolve_deps(id, deps)
-        template, names = _compile(id, prompt)
-        for name in names - _RESERVED - set(dep_ids):
+        template, names = compile_prompt(id, prompt)
+        for name in names - RESERVED_NAMES - set(dep_ids):
             if name in self._tasks:
                 raise TemplateError(
                     f"task {id!r}: prompt uses {{{{ {name} }}}}, the output of task {name!r}, but "
@@ -238,12 +251,12 @@ class TaskGraph:
         return task
 
     def _check_id(self, id: object) -> None:
-        if not isinstance(id, str) or not _ID.match(id):
+        if not isinstance(id, str) or not TASK_ID.match(id):
             raise GraphError(
                 f"task id {id!r} is not valid: use 1–200 letters, digits or `_ . : - [ ]`, "
                 "starting with a letter, digit or underscore"
             )
-        if id in _RESERVED:
+        if id in RESERVED_NAMES:
             raise GraphError(f"task id {id!r} is reserved for templates; choose another id")
         if id in self._tasks:
             raise GraphError(f"duplicate task id {id!r}: every task in a graph needs its own id")

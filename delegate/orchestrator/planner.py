@@ -35,7 +35,14 @@ from delegate.errors import (
     TemplateError,
     did_you_mean,
 )
-from delegate.orchestrator.graph import _ID, _RESERVED, TaskSpec, _compile, _env, format_output
+from delegate.orchestrator.graph import (
+    PROMPT_ENV,
+    RESERVED_NAMES,
+    TASK_ID,
+    TaskSpec,
+    compile_prompt,
+    format_output,
+)
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -55,7 +62,7 @@ __all__ = [
 ]
 
 # The same sandbox as task prompts; block tags drop their own line so the prompt reads cleanly.
-_prompt_env = _env.overlay(trim_blocks=True, lstrip_blocks=True)
+_prompt_env = PROMPT_ENV.overlay(trim_blocks=True, lstrip_blocks=True)
 
 
 class PlanTask(BaseModel):
@@ -129,7 +136,7 @@ def _check_ids(plan: Plan, finished: Collection[str]) -> list[str]:
     for task in plan.tasks:
         counts[task.id] = counts.get(task.id, 0) + 1
     for task_id, count in counts.items():
-        if not _ID.match(task_id) or task_id in _RESERVED:
+        if not TASK_ID.match(task_id) or task_id in RESERVED_NAMES:
             errors.append(
                 f"task id {task_id!r} is not valid; use short snake_case such as 'search_papers' "
                 "(letters, digits and '_', not 'inputs' or 'deps')"
@@ -237,7 +244,7 @@ def _check_templates(plan: Plan) -> list[str]:
     ids = {task.id for task in plan.tasks}
     for task in plan.tasks:
         try:
-            _, names = _compile(task.id, task.instructions)
+            _, names = compile_prompt(task.id, task.instructions)
         except TemplateError as exc:
             errors.append(
                 f"{exc}; write instructions as plain text, or {{{{ inputs.NAME }}}} for an input"
