@@ -12,6 +12,14 @@ price their usage, and can raise the same errors a real provider raises::
     flaky = ScriptedModel([RateLimitError("slow down", retry_after=0.01), "ok"])
     echo = FunctionModel(lambda request: request.messages[-1]["content"].upper())
 
+Both stream like a provider when the request sets `on_text`: after `latency` seconds the text
+arrives in pieces of `chunk_size` characters, `chunk_delay` seconds apart. An unstreamed call of
+the same answer takes the same time, so streaming changes when the text is seen, not how long the
+call takes::
+
+    planner = ScriptedModel([plan_json], latency=0.5, chunk_size=16, chunk_delay=0.01)
+    await planner.request(ModelRequest(messages, on_text=plan_stream.feed))
+
 `block_model_requests()` makes any real provider call fail with `ModelRequestsBlocked`; delegate's
 own test suite turns it on for every test.
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import inspect
 import json
 import time
@@ -47,6 +56,9 @@ Answer: TypeAlias = str | dict[str, Any] | ModelResponse
 
 Latency: TypeAlias = float | Callable[[ModelRequest], float]
 
+_CHARS_PER_TOKEN = 4
+"""Characters per token assumed by `expected_latency` to size an answer (OpenAI's rule of thumb)."""
+
 
 def tool_call(name: str, /, **arguments: Any) -> ModelResponse:
     """A response in which the model asks to call tool `name` with `arguments`."""
@@ -73,7 +85,8 @@ def block_model_requests(blocked: bool = True) -> Iterator[None]:
 
 
 class _FakeModel(abc.ABC):
-    """What FunctionModel and ScriptedModel share: timing, truncation, token counts, price."""
+    """What FunctionModel and ScriptedModel share: timing, streaming, truncation, token counts,
+    price."""
 
     def __init__(
         self,
@@ -82,6 +95,8 @@ class _FakeModel(abc.ABC):
         input_price: float,
         output_price: float,
         name: str,
+        chunk_size: int,
+        chunk_delay: float,
     ) -> None:
         if isinstance(latency, int | float) and latency < 0:
             raise ConfigError(f"latency must be ≥ 0 seconds, got {latency}")
@@ -89,9 +104,17 @@ class _FakeModel(abc.ABC):
             raise ConfigError(
                 f"prices must be ≥ 0 USD per million tokens, got {input_price}/{output_price}"
             )
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigError(
+                f"chunk_size must be a whole number of characters ≥ 1, got {chunk_size!r}"
+            )
+        if chunk_delay < 0:
+            raise ConfigError(f"chunk_delay must be ≥ 0 seconds, got {chunk_delay}")
         self._name = name
         self._latency = latency
         self._price = Price(input_price, output_price)
+        self._chunk_size = chunk_size
+        self._chunk_delay = chunk_delay
         self.requests: list[ModelRequest] = []
         """Every request this model received, in order."""
 
@@ -106,8 +129,26 @@ class _FakeModel(abc.ABC):
         return self._price
 
     def expected_latency(self, request: ModelRequest) -> float:
-        """The seconds a call takes (used by `Orchestrator.estimate`)."""
+        """The seconds a call takes (used by `Orchestrator.estimate`).
+
+        That is `latency` plus the time its text takes to arrive in chunks. The answer is not
+        known before it is given, so its length is taken as `max_output_tokens` at 4 characters
+        a token (OpenAI's rule of thumb): the longest answer the request allows, as the estimate
+        takes the output allowance for the output tokens. A request without `max_output_tokens`
+        gets `latency` alone, and so does every request while `chunk_delay` is 0 (the default).
+        """
+        first = self._first_chunk_latency(request)
+        if request.max_output_tokens is None:
+            return first
+        return first + self._chunk_time(request.max_output_tokens * _CHARS_PER_TOKEN)
+
+    def _first_chunk_latency(self, request: ModelRequest) -> float:
         return self._latency(request) if callable(self._latency) else self._latency
+
+    def _chunk_time(self, characters: int) -> float:
+        """The seconds after the first chunk until the last one, for this much text."""
+        chunks = -(-characters // self._chunk_size)
+        return max(chunks - 1, 0) * self._chunk_delay
 
     @property
     def calls(self) -> int:
@@ -122,16 +163,40 @@ class _FakeModel(abc.ABC):
         """The answer to `request`, before truncation and accounting."""
 
     async def request(self, request: ModelRequest) -> ModelResponse:
-        """Answer `request` like a provider would."""
+        """Answer `request` like a provider would.
+
+        The answer is cut at `max_output_tokens` first, so a streamed text equals the returned
+        one. Answers with tool calls are not streamed (they arrive whole, after the same time).
+        """
         started = time.perf_counter()
         self.requests.append(request)
-        delay = self.expected_latency(request)
+        delay = self._first_chunk_latency(request)
+        first = anyio.current_time() + delay  # when the first chunk is due
         if delay > 0:
             await anyio.sleep(delay)
         answer = await self._answer(request)
-        return self._finish(request, answer, time.perf_counter() - started)
+        response = self._finish(request, answer)
+        await self._deliver(request, response, first)
+        return dataclasses.replace(response, latency=time.perf_counter() - started)
 
-    def _finish(self, request: ModelRequest, answer: Answer, latency: float) -> ModelResponse:
+    async def _deliver(self, request: ModelRequest, response: ModelResponse, first: float) -> None:
+        """Stream the text to `on_text` chunk by chunk, or wait as long as that would take.
+
+        Chunks are due on a fixed schedule from `first` (as a network stream arrives), so the
+        time spent handling one chunk does not delay the next.
+        """
+        text, size = response.text, self._chunk_size
+        if request.on_text is None or response.tool_calls:
+            rest = self._chunk_time(len(text))
+            if rest > 0:
+                await anyio.sleep_until(first + rest)
+            return
+        for index, start in enumerate(range(0, len(text), size)):
+            if index and self._chunk_delay > 0:
+                await anyio.sleep_until(first + index * self._chunk_delay)
+            request.on_text(text[start : start + size])
+
+    def _finish(self, request: ModelRequest, answer: Answer) -> ModelResponse:
         if isinstance(answer, ModelResponse):
             base = answer
         elif isinstance(answer, dict):
@@ -171,7 +236,6 @@ class _FakeModel(abc.ABC):
             output=output,
             tool_calls=base.tool_calls if finish != "length" else (),
             usage=usage,
-            latency=latency,
             finish_reason=finish,
             model=self._name,
         )
@@ -184,10 +248,17 @@ class FunctionModel(_FakeModel):
         fn: called with each `ModelRequest`; sync or async. Returns a `str` (raw text; for a
             structured call it must parse as JSON), a `dict` (sent as JSON), or a `ModelResponse`
             (e.g. `tool_call(...)`), or raises one of `delegate.errors`' model errors.
-        latency: seconds each call takes, or a function of the request giving them.
+        latency: seconds before the answer (its first chunk) arrives, or a function of the
+            request giving them.
         input_price: USD per million input tokens.
         output_price: USD per million output tokens.
         name: the model's name in usage reports.
+        chunk_size: characters per chunk of a streamed text.
+        chunk_delay: seconds between chunks; an unstreamed call waits as long in total
+            (`latency + (chunks - 1) * chunk_delay`).
+
+    Raises:
+        ConfigError: a negative latency, price or chunk_delay, or a chunk_size below 1.
     """
 
     def __init__(
@@ -198,9 +269,16 @@ class FunctionModel(_FakeModel):
         input_price: float = 0.0,
         output_price: float = 0.0,
         name: str = "function",
+        chunk_size: int = 16,
+        chunk_delay: float = 0.0,
     ) -> None:
         super().__init__(
-            latency=latency, input_price=input_price, output_price=output_price, name=name
+            latency=latency,
+            input_price=input_price,
+            output_price=output_price,
+            name=name,
+            chunk_size=chunk_size,
+            chunk_delay=chunk_delay,
         )
         self._fn = fn
 
@@ -216,7 +294,11 @@ class ScriptedModel(_FakeModel):
 
     Args:
         answers: each a `str`, a `dict`, a `ModelResponse`, or an exception to raise for that call.
-        latency, input_price, output_price, name: as for `FunctionModel`.
+        latency, input_price, output_price, name, chunk_size, chunk_delay: as for
+            `FunctionModel`.
+
+    Raises:
+        ConfigError: as for `FunctionModel`.
     """
 
     def __init__(
@@ -227,9 +309,16 @@ class ScriptedModel(_FakeModel):
         input_price: float = 0.0,
         output_price: float = 0.0,
         name: str = "scripted",
+        chunk_size: int = 16,
+        chunk_delay: float = 0.0,
     ) -> None:
         super().__init__(
-            latency=latency, input_price=input_price, output_price=output_price, name=name
+            latency=latency,
+            input_price=input_price,
+            output_price=output_price,
+            name=name,
+            chunk_size=chunk_size,
+            chunk_delay=chunk_delay,
         )
         self._answers = list(answers)
         self._next = 0

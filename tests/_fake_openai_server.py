@@ -8,6 +8,12 @@ every request (path, headers, JSON body) and answers each with the next scripted
         server.script(rate_limited(retry_after=7), completion("hi"))
         model = LiteLLMModel("openai/gpt-4o-mini", api_base=server.base_url, api_key="sk-test")
 
+A request with `"stream": true` gets a successful completion as server-sent events, the way OpenAI
+streams it: a role chunk, one chunk per piece of the text (`completion(chunks=...)`), a chunk with
+the finish reason, a usage chunk when the request asks for it (`stream_options.include_usage`),
+then `data: [DONE]`. `stream_error(...)` sends a few pieces and then an error event instead of the
+finish.
+
 Because it listens on a loopback address, `LiteLLMModel` may reach it while the test suite blocks
 real model requests.
 """
@@ -15,6 +21,7 @@ real model requests.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -30,18 +37,30 @@ __all__ = [
     "context_length_exceeded",
     "rate_limited",
     "server_error",
+    "stream_error",
     "unauthorized",
 ]
 
 
 @dataclass(frozen=True)
 class Reply:
-    """One HTTP answer: status, JSON body, headers, and seconds to wait before answering."""
+    """One HTTP answer: status, JSON body, headers, and seconds to wait before answering.
+
+    For a streamed request (`"stream": true`) a 200 reply is sent as server-sent events instead:
+    the text in `chunks` (None: split at word boundaries), with `chunk_delay` seconds between
+    them, and a usage chunk when the request asks for one and `stream_usage` is True; a
+    `stream_error` body is sent after the chunks in place of the finish, usage and `[DONE]`
+    events.
+    """
 
     status: int = 200
     body: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    chunks: tuple[str, ...] | None = None
+    chunk_delay: float = 0.0
+    stream_error: dict[str, Any] | None = None
+    stream_usage: bool = True
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,9 @@ def completion(
     tool_calls: Sequence[tuple[str, str, dict[str, Any]]] = (),
     model: str = "gpt-4o-mini-2024-07-18",
     delay: float = 0.0,
+    chunks: Sequence[str] | None = None,
+    chunk_delay: float = 0.0,
+    stream_usage: bool = True,
 ) -> Reply:
     """A successful chat completion.
 
@@ -72,7 +94,14 @@ def completion(
         text: the assistant's content (None when it only calls tools).
         tool_calls: `(id, name, arguments)` triples.
         delay: seconds the server waits before answering (for timeouts).
+        chunks: when the request streams, the pieces the text is sent in (they must join to
+            `text`); None splits it at word boundaries.
+        chunk_delay: when the request streams, seconds between pieces.
+        stream_usage: False sends no usage chunk even when the request asks for one (as some
+            OpenAI-compatible servers do).
     """
+    if chunks is not None and "".join(chunks) != (text or ""):
+        raise ValueError(f"chunks {list(chunks)!r} do not join to the text {text!r}")
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if tool_calls:
         message["tool_calls"] = [
@@ -102,7 +131,24 @@ def completion(
             },
         },
     }
-    return Reply(body=body, delay=delay)
+    return Reply(
+        body=body,
+        delay=delay,
+        chunks=None if chunks is None else tuple(chunks),
+        chunk_delay=chunk_delay,
+        stream_usage=stream_usage,
+    )
+
+
+def stream_error(
+    chunks: Sequence[str] = ("Hel", "lo"),
+    message: str = "The server had an error while processing your request.",
+) -> Reply:
+    """A streamed answer that sends `chunks` and then fails with an error event, as OpenAI does
+    when something breaks after the first bytes (the HTTP status is already 200 by then)."""
+    streamed = completion("".join(chunks), chunks=chunks)
+    error = {"message": message, "type": "server_error", "param": None, "code": None}
+    return Reply(body=streamed.body, chunks=streamed.chunks, stream_error=error)
 
 
 def _error(status: int, message: str, type_: str, code: str | None, **headers: str) -> Reply:
@@ -144,6 +190,36 @@ def context_length_exceeded() -> Reply:
     )
 
 
+def _pieces(text: str) -> list[str]:
+    """`text` split the way providers tend to stream it: a word and the spaces after it."""
+    return re.findall(r"\s*\S+\s*|\s+", text) if text else []
+
+
+def _sse_events(reply: Reply, include_usage: bool) -> list[dict[str, Any]]:
+    """The chunks of a streamed `reply`: role, text pieces, finish reason, usage (if asked)."""
+    body = reply.body
+    choice = body["choices"][0]
+    text = choice["message"]["content"] or ""
+    base = {key: body[key] for key in ("id", "created", "model")}
+    base["object"] = "chat.completion.chunk"
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            **base,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    pieces = list(reply.chunks) if reply.chunks is not None else _pieces(text)
+    events.extend(chunk({"content": piece}) for piece in pieces)
+    if reply.stream_error is not None:
+        return [*events, {"error": reply.stream_error}]
+    events.append(chunk({}, choice["finish_reason"]))
+    if include_usage and reply.stream_usage:
+        events.append({**base, "choices": [], "usage": body["usage"]})
+    return events
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
@@ -159,6 +235,10 @@ class _Handler(BaseHTTPRequestHandler):
         reply = fake._record(RecordedRequest("POST", self.path, headers, body))
         if reply.delay > 0:
             fake._released.wait(reply.delay)
+        if body.get("stream") is True and reply.status == 200:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self._stream(reply, include_usage)
+            return
         payload = json.dumps(reply.body).encode()
         try:
             self.send_response(reply.status)
@@ -170,6 +250,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test); nothing to answer
+
+    def _stream(self, reply: Reply, include_usage: bool) -> None:
+        # HTTP/1.0 without Content-Length: the body ends when the connection closes.
+        events = _sse_events(reply, include_usage)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            for index, event in enumerate(events):
+                if index > 1 and reply.chunk_delay > 0:  # after the role chunk and first piece
+                    self.server.fake._released.wait(reply.chunk_delay)
+                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+            if reply.stream_error is None:
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading (a cancellation test)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output clean

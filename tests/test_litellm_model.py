@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,6 +24,7 @@ from _fake_openai_server import (
     context_length_exceeded,
     rate_limited,
     server_error,
+    stream_error,
     unauthorized,
 )
 from structlog.testing import capture_logs
@@ -38,8 +39,10 @@ from delegate.agents.models import (
     Price,
     ToolCall,
     ToolDefinition,
+    Usage,
     resolve_model,
 )
+from delegate.agents.tokens import count_messages, count_text
 from delegate.errors import (
     AuthenticationError,
     ConfigError,
@@ -340,6 +343,274 @@ async def test_cancellation_propagates_untouched(
         await model.request(ModelRequest(HELLO))
     assert scope.cancelled_caught  # not turned into a ModelError, not swallowed
     assert time.perf_counter() - started < 5
+
+
+# --- streaming ---------------------------------------------------------------------------------
+
+
+async def test_a_streamed_answer_reaches_on_text_piece_by_piece(
+    server: FakeOpenAIServer, model: LiteLLMModel
+) -> None:
+    server.script(
+        completion(
+            "Sodium-ion cells are cheaper.",
+            chunks=["Sodium", "-ion cells", " are", " cheaper."],
+            prompt_tokens=1000,
+            completion_tokens=200,
+            cached_tokens=400,
+            finish_reason="stop",
+        )
+    )
+    pieces: list[str] = []
+    response = await model.request(ModelRequest(HELLO, on_text=pieces.append))
+
+    assert pieces == ["Sodium", "-ion cells", " are", " cheaper."]
+    assert response.text == "Sodium-ion cells are cheaper."
+    assert (response.finish_reason, response.model, response.output) == (
+        "stop",
+        "openai/gpt-4o-mini",
+        None,
+    )
+    assert response.tool_calls == ()
+    assert response.latency > 0
+    usage = response.usage
+    assert (usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.calls) == (
+        1000,
+        200,
+        400,
+        1,
+    )
+    assert usage.cost_usd == pytest.approx((600 * 0.15 + 400 * 0.075 + 200 * 0.60) / 1e6)
+    body = server.bodies[0]
+    assert (body["stream"], body["stream_options"]) == (True, {"include_usage": True})
+    assert len(server.requests) == 1
+
+
+async def test_a_streamed_answer_returns_what_an_unstreamed_one_does(
+    server: FakeOpenAIServer, model: LiteLLMModel
+) -> None:
+    reply = completion("Once upon a", finish_reason="length", completion_tokens=3)
+    server.script(reply, reply)
+    pieces: list[str] = []
+    streamed = await model.request(ModelRequest(HELLO, max_output_tokens=3, on_text=pieces.append))
+    plain = await model.request(ModelRequest(HELLO, max_output_tokens=3))
+    assert pieces == ["Once ", "upon ", "a"]
+    assert streamed.finish_reason == "length"
+    assert (streamed.text, streamed.usage) == (plain.text, plain.usage)
+    assert [body.get("stream") for body in server.bodies] == [True, None]
+
+
+async def test_a_streamed_structured_answer_is_parsed(
+    server: FakeOpenAIServer, model: LiteLLMModel
+) -> None:
+    server.script(
+        completion('{"answer": 42}', chunks=['{"ans', 'wer": ', "4", "2}"]),
+        completion("not json {", chunks=["not ", "json {"]),
+    )
+    pieces: list[str] = []
+    good = await model.request(
+        ModelRequest(HELLO, output_schema=ANSWER_SCHEMA, on_text=pieces.append)
+    )
+    bad = await model.request(ModelRequest(HELLO, output_schema=ANSWER_SCHEMA, on_text=print))
+    assert pieces == ['{"ans', 'wer": ', "4", "2}"]
+    assert (good.text, good.output) == ('{"answer": 42}', {"answer": 42})
+    assert (bad.text, bad.output) == ("not json {", None)
+    assert server.bodies[0]["response_format"]["json_schema"]["schema"] == ANSWER_SCHEMA
+
+
+async def test_a_stream_without_provider_usage_is_still_counted_and_priced(
+    server: FakeOpenAIServer, model: LiteLLMModel
+) -> None:
+    server.script(completion("Short answer here.", stream_usage=False))
+    response = await model.request(ModelRequest(HELLO, on_text=lambda delta: None))
+    usage = response.usage
+    assert usage.calls == 1
+    assert usage.input_tokens > 0
+    assert usage.output_tokens == count_text("Short answer here.", "openai/gpt-4o-mini")
+    price = model.price
+    assert price is not None
+    assert usage.cost_usd == pytest.approx(price.cost(usage.input_tokens, usage.output_tokens))
+
+
+async def test_an_error_in_the_middle_of_a_stream_maps_to_a_delegate_error(
+    server: FakeOpenAIServer, model: LiteLLMModel
+) -> None:
+    server.script(stream_error(["Hel", "lo"], message="The engine overheated."))
+    pieces: list[str] = []
+    with pytest.raises(ProviderUnavailableError) as raised:
+        await model.request(ModelRequest(HELLO, on_text=pieces.append))
+    assert pieces == ["Hel", "lo"]  # what arrived before the failure was passed on
+    assert raised.value.retryable is True
+    assert raised.value.model == "openai/gpt-4o-mini"
+    assert "The engine overheated." in str(raised.value)
+    assert len(server.requests) == 1
+
+
+async def test_an_error_before_the_stream_maps_as_usual(
+    server: FakeOpenAIServer, model: LiteLLMModel
+) -> None:
+    server.script(rate_limited(retry_after=7), unauthorized())
+    pieces: list[str] = []
+    with pytest.raises(RateLimitError) as limited:
+        await model.request(ModelRequest(HELLO, on_text=pieces.append))
+    with pytest.raises(AuthenticationError):
+        await model.request(ModelRequest(HELLO, on_text=pieces.append))
+    assert limited.value.retry_after == 7
+    assert pieces == []
+    assert len(server.requests) == 2
+
+
+async def test_the_timeout_bounds_the_whole_stream_not_each_chunk(
+    server: FakeOpenAIServer, model: LiteLLMModel
+) -> None:
+    await model.request(ModelRequest(HELLO))  # litellm imported and warm
+    # Each chunk comes well within the timeout; all of them do not.
+    server.script(completion("a b c d e f g h i j", chunk_delay=0.15))
+    pieces: list[str] = []
+    started = time.perf_counter()
+    with pytest.raises(ModelTimeoutError) as raised:
+        await model.request(ModelRequest(HELLO, timeout=0.6, on_text=pieces.append))
+    assert time.perf_counter() - started < 5
+    assert 1 <= len(pieces) < 10
+    assert str(raised.value) == (
+        "openai/gpt-4o-mini: the streamed answer did not finish within its timeout of 0.6 s; "
+        "raise the request's timeout (or the model's) or lower max_output_tokens"
+    )
+    assert raised.value.retryable is True
+
+
+async def test_a_request_with_tools_is_not_streamed(
+    server: FakeOpenAIServer, model: LiteLLMModel
+) -> None:
+    server.script(completion("No search needed."))
+    pieces: list[str] = []
+    response = await model.request(ModelRequest(HELLO, tools=[SEARCH], on_text=pieces.append))
+    assert response.text == "No search needed."
+    assert pieces == []
+    assert "stream" not in server.bodies[0]
+
+
+async def test_cancellation_in_the_middle_of_a_stream_propagates(
+    server: FakeOpenAIServer, model: LiteLLMModel
+) -> None:
+    await model.request(ModelRequest(HELLO))  # litellm imported and warm
+    server.script(completion("a b c d e f g h", chunk_delay=0.5))
+    pieces: list[str] = []
+    started = time.perf_counter()
+    with anyio.move_on_after(0.3) as scope:
+        await model.request(ModelRequest(HELLO, on_text=pieces.append))
+    assert scope.cancelled_caught
+    assert pieces == ["a "]
+    assert time.perf_counter() - started < 5
+
+
+def test_stream_stays_reserved_as_an_extra_argument() -> None:
+    with pytest.raises(ConfigError, match="stream cannot be passed"):
+        LiteLLMModel("openai/gpt-4o-mini", stream=False)
+
+
+class _Stream:
+    """A litellm stream stand-in: yields chunks, may then raise, records whether it was closed."""
+
+    def __init__(self, chunks: list[Any], error: Exception | None = None) -> None:
+        self._chunks = chunks
+        self._error = error
+        self.closed = False
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        for chunk in self._chunks:
+            yield chunk
+        if self._error is not None:
+            raise self._error
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _chunk(content: str | None = None, finish: str | None = None) -> Any:
+    delta = SimpleNamespace(content=content, tool_calls=None)
+    return SimpleNamespace(choices=[SimpleNamespace(delta=delta, finish_reason=finish)], usage=None)
+
+
+class _StreamingLitellm:
+    """Stands in for the litellm module: answers every call with `stream`."""
+
+    def __init__(self, stream: _Stream) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.stream = stream
+        self.exceptions = models_module._litellm().exceptions
+
+    async def acompletion(self, **arguments: Any) -> Any:
+        self.calls.append(arguments)
+        return self.stream
+
+    def supports_reasoning(self, model: str) -> bool:
+        return False
+
+
+def _streaming_model(
+    monkeypatch: pytest.MonkeyPatch, stream: _Stream
+) -> tuple[LiteLLMModel, _StreamingLitellm]:
+    fake = _StreamingLitellm(stream)
+    monkeypatch.setattr(models_module, "_litellm_module", fake)
+    return LiteLLMModel("openai/gpt-4o-mini", api_base="http://127.0.0.1:9/v1"), fake
+
+
+async def test_without_any_usage_chunk_delegate_counts_the_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _Stream([_chunk("Hello"), _chunk(", world"), _chunk(None, "stop")])
+    model, fake = _streaming_model(monkeypatch, stream)
+    pieces: list[str] = []
+    response = await model.request(ModelRequest(HELLO, on_text=pieces.append))
+
+    assert pieces == ["Hello", ", world"]
+    input_tokens = count_messages(HELLO, "openai/gpt-4o-mini")
+    output_tokens = count_text("Hello, world", "openai/gpt-4o-mini")
+    assert response.usage == Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=Price(0.15, 0.6, 0.075).cost(input_tokens, output_tokens),
+        calls=1,
+    )
+    assert fake.calls[0]["stream"] is True
+    assert stream.closed
+
+
+async def test_a_mid_stream_timeout_maps_to_the_providers_own_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    litellm = models_module._litellm()
+    timeout = litellm.Timeout(message="read timed out", model="gpt-4o-mini", llm_provider="openai")
+    wrapped = litellm.exceptions.MidStreamFallbackError(
+        message="read timed out",
+        model="gpt-4o-mini",
+        llm_provider="openai",
+        original_exception=timeout,
+    )
+    stream = _Stream([_chunk("Hel")], error=wrapped)
+    model, _ = _streaming_model(monkeypatch, stream)
+    with pytest.raises(ModelTimeoutError) as raised:
+        await model.request(ModelRequest(HELLO, on_text=lambda delta: None))
+    assert raised.value.__cause__ is timeout
+    assert stream.closed
+
+
+async def test_an_exception_in_on_text_propagates_unchanged_and_closes_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _Stream([_chunk("Hel"), _chunk("lo")])
+    model, _ = _streaming_model(monkeypatch, stream)
+
+    def on_text(delta: str) -> None:
+        raise KeyError(delta)
+
+    with pytest.raises(KeyError, match="Hel"):
+        await model.request(ModelRequest(HELLO, on_text=on_text))
+    assert stream.closed
 
 
 # --- secrets -----------------------------------------------------------------------------------

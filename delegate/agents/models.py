@@ -15,7 +15,7 @@ import json
 import os
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, Protocol, TypedDict, runtime_checkable
 
@@ -25,7 +25,13 @@ import anyio.to_thread
 from delegate import _log
 from delegate._log import redact_text
 from delegate.agents import _costmap
-from delegate.errors import ConfigError, ModelError, ModelRequestsBlocked, from_litellm
+from delegate.errors import (
+    ConfigError,
+    ModelError,
+    ModelRequestsBlocked,
+    ModelTimeoutError,
+    from_litellm,
+)
 
 __all__ = [
     "LiteLLMModel",
@@ -172,6 +178,8 @@ class ModelRequest:
         reasoning_effort: for reasoning models that accept it; never sent to others.
         timeout: seconds before the call is abandoned with `ModelTimeoutError`.
         temperature: sampling temperature, when the model accepts one.
+        on_text: called with each piece of the answer's text as it arrives, when the model can
+            stream (see `Model`); not part of the request's identity (equality, the call cache).
     """
 
     messages: Sequence[Message]
@@ -182,6 +190,17 @@ class ModelRequest:
     reasoning_effort: ReasoningEffort | None = None
     timeout: float | None = None
     temperature: float | None = None
+    on_text: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    """Receives the answer's text piece by piece while it streams (None: no streaming).
+
+    A model that can stream calls `on_text(delta)` with each piece of the answer's text as it
+    arrives, in order, before `request()` returns the whole `ModelResponse`, whose `.text` is the
+    concatenation of the pieces. A model that cannot stream ignores it: the caller then gets the
+    text only at the end. It must not block (it runs on the event loop); an exception it raises
+    ends the call and propagates unchanged. A call that fails after some pieces raises as usual:
+    the pieces already passed on are not taken back, and a retry streams its answer from the
+    start to the same `on_text`.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +234,12 @@ class Model(Protocol):
 
     `name` identifies the model in usage reports ("openai/gpt-4o-mini"); `price` is its price, or
     None when unknown (an unknown price is never taken as free).
+
+    Streaming: when `request.on_text` is set, a model that can stream calls `on_text(delta)` with
+    each piece of the answer's text as it arrives, in order, before `request()` returns the whole
+    `ModelResponse` (whose `.text` equals the concatenation of the pieces); a model that cannot
+    stream ignores it, and the caller then gets the text only at the end. Either way `request()`
+    returns the same response.
     """
 
     @property
@@ -229,7 +254,7 @@ class Model(Protocol):
 # --- the real backend ------------------------------------------------------------------------
 
 # Arguments LiteLLMModel sets itself; passing them as extra litellm kwargs would change how
-# delegate works (retries belong to the scheduler, streaming is not supported).
+# delegate works (retries belong to the scheduler, a request streams when it sets on_text).
 _RESERVED_KWARGS = frozenset(
     {
         "api_base",
@@ -315,6 +340,13 @@ class LiteLLMModel:
     litellm is imported on the first request, not before. Each request is sent exactly once
     (`num_retries=0`: delegate's scheduler owns retries), with parameters the model does not accept
     dropped, and every litellm error mapped onto `delegate.errors`.
+
+    A request with `on_text` set and no tools is streamed: `on_text` receives each piece of the
+    text as it arrives, and the response is the one an unstreamed call returns (usage from the
+    provider's final usage chunk, or counted by delegate when none arrives; structured output
+    parsed from the text). A streamed call's `timeout` bounds the whole answer, not only the wait
+    for each chunk. Requests with tools are never streamed (tool-call deltas are not assembled):
+    their text arrives only at the end.
 
     Args:
         model: a litellm model string, e.g. "openai/gpt-4o-mini" or "anthropic/claude-haiku-4-5".
@@ -444,10 +476,14 @@ class LiteLLMModel:
     async def request(self, request: ModelRequest) -> ModelResponse:
         """Send `request` to the model once and return its answer.
 
+        When `request.on_text` is set and the request has no tools, the answer is streamed and
+        `on_text` gets each piece of its text as it arrives (see `Model`).
+
         Raises:
             ModelRequestsBlocked: requests are blocked (tests) and the endpoint is not local.
-            ModelError: the call failed; a `TransientModelError` (rate limit, timeout, provider
-                unavailable) is worth retrying, a `PermanentModelError` is not.
+            ModelError: the call failed, before or during the stream; a `TransientModelError`
+                (rate limit, timeout, provider unavailable) is worth retrying, a
+                `PermanentModelError` is not.
         """
         self._check_allowed()
         litellm = _litellm_module
@@ -455,16 +491,112 @@ class LiteLLMModel:
             # The first import takes seconds: keep the event loop running meanwhile.
             litellm = await anyio.to_thread.run_sync(_litellm)
         arguments = self._arguments(litellm, request)
+        if request.on_text is not None and not request.tools:
+            return await self._streamed(litellm, arguments, request, request.on_text)
         started = time.perf_counter()
+        raw = await self._send(litellm, arguments)
+        return self._response(raw, request, time.perf_counter() - started)
+
+    async def _send(self, litellm: Any, arguments: dict[str, Any]) -> Any:
         try:
-            raw = await litellm.acompletion(**arguments)
+            return await litellm.acompletion(**arguments)
         except Exception as exc:
             error = self._error(exc)
-        else:
-            return self._response(raw, request, time.perf_counter() - started)
         # Raised outside the except block, so litellm's exception is chained only as the
         # explicit cause (and not at all when it holds the key).
         raise error from error.__cause__
+
+    async def _streamed(
+        self,
+        litellm: Any,
+        arguments: dict[str, Any],
+        request: ModelRequest,
+        on_text: Callable[[str], None],
+    ) -> ModelResponse:
+        timeout: float | None = arguments.get("timeout")
+        arguments = {**arguments, "stream": True, "stream_options": {"include_usage": True}}
+        started = time.perf_counter()
+        # litellm's timeout bounds each wait for a chunk; this bounds the whole answer, as an
+        # unstreamed call's timeout does.
+        with anyio.move_on_after(timeout):
+            stream = await self._send(litellm, arguments)
+            try:
+                return await self._receive(litellm, stream, request, on_text, started)
+            finally:
+                await _close(stream)
+        raise ModelTimeoutError(
+            f"{self._name}: the streamed answer did not finish within its timeout of "
+            f"{timeout:g} s; raise the request's timeout (or the model's) or lower "
+            "max_output_tokens",
+            model=self._name,
+        )
+
+    async def _receive(
+        self,
+        litellm: Any,
+        stream: Any,
+        request: ModelRequest,
+        on_text: Callable[[str], None],
+        started: float,
+    ) -> ModelResponse:
+        pieces: list[str] = []
+        finish: str | None = None
+        usage: Usage | None = None
+        chunks: AsyncIterator[Any] = aiter(stream)
+        while (chunk := await self._next_chunk(litellm, chunks)) is not None:
+            if _field(chunk, "usage") is not None:
+                usage = self._usage(chunk)
+            choices = _field(chunk, "choices") or []
+            if not choices:
+                continue
+            finish = _field(choices[0], "finish_reason") or finish
+            delta = _field(_field(choices[0], "delta"), "content")
+            if isinstance(delta, str) and delta:
+                pieces.append(delta)
+                on_text(delta)
+        text = "".join(pieces)
+        if usage is None or usage.total_tokens == 0:
+            usage = self._counted_usage(request, text)
+        return ModelResponse(
+            text=text,
+            output=_structured(request, text),
+            usage=usage,
+            latency=time.perf_counter() - started,
+            finish_reason=str(finish or "stop"),
+            model=self._name,
+        )
+
+    async def _next_chunk(self, litellm: Any, chunks: AsyncIterator[Any]) -> Any:
+        """The next chunk of the stream, or None at its end; errors mapped like `_send`'s."""
+        try:
+            return await anext(chunks)
+        except StopAsyncIteration:
+            return None
+        except Exception as exc:
+            # litellm wraps what broke mid-stream (a timeout, a server error event) so that its
+            # router can fall back; the provider's own error says more (e.g. a timeout).
+            wrapper = getattr(getattr(litellm, "exceptions", None), "MidStreamFallbackError", ())
+            original = getattr(exc, "original_exception", None)
+            if isinstance(exc, wrapper) and isinstance(original, Exception):
+                exc = original
+            error = self._error(exc)
+        raise error from error.__cause__
+
+    def _counted_usage(self, request: ModelRequest, text: str) -> Usage:
+        """Usage counted by delegate, for a stream that ended without the provider's usage."""
+        from delegate.agents.tokens import count_messages, count_text
+
+        input_tokens = count_messages(
+            request.messages, self._name, request.tools, request.output_schema
+        )
+        output_tokens = count_text(text, self._name)
+        price = self.price
+        return Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=0.0 if price is None else price.cost(input_tokens, output_tokens),
+            calls=1,
+        )
 
     def _usage(self, raw: Any) -> Usage:
         usage = _field(raw, "usage")
@@ -497,21 +629,33 @@ class LiteLLMModel:
             )
             for call in _field(message, "tool_calls") or ()
         )
-        output: Any = None
-        if request.output_schema is not None and text:
-            try:
-                output = json.loads(text)
-            except ValueError:
-                output = None
         return ModelResponse(
             text=text,
-            output=output,
+            output=_structured(request, text),
             tool_calls=tool_calls,
             usage=self._usage(raw),
             latency=latency,
             finish_reason=str(_field(choice, "finish_reason") or "stop"),
             model=self._name,
         )
+
+
+def _structured(request: ModelRequest, text: str) -> Any:
+    """The parsed JSON of a structured answer; None for a text request or text that is not JSON."""
+    if request.output_schema is None or not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+async def _close(stream: Any) -> None:
+    """Close a litellm stream, so its connection is released also when reading stopped early."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        with anyio.CancelScope(shield=True):
+            await close()
 
 
 def resolve_model(model: str | Model) -> Model:

@@ -3,9 +3,10 @@
 `CachedModel(model, store)` wraps any `Model`. A request is identified by a sha256 of the
 canonical JSON of what decides the answer — the model's name, the messages, the output schema
 and its name, the tools' definitions, `max_output_tokens`, `reasoning_effort` and `temperature`
-(not `timeout`). A hit returns the stored response without calling the model, marked
-`cached=True`, with zero usage: it cost nothing and made no call. A miss calls the model and
-stores the response as JSON (never pickle)::
+(not `timeout` or `on_text`). A hit returns the stored response without calling the model, marked
+`cached=True`, with zero usage: it cost nothing and made no call; a streaming request
+(`on_text` set) gets the whole stored text as one piece. A miss calls the model with the request
+as it is (so it streams if the model can) and stores the response as JSON (never pickle)::
 
     model = CachedModel(LiteLLMModel("openai/gpt-4o-mini"), Store.open())
     first = await model.request(req)    # a real call
@@ -80,7 +81,11 @@ class CachedModel:
         return f"CachedModel({self.wrapped!r})"
 
     async def request(self, request: ModelRequest) -> ModelResponse:
-        """The stored answer to `request`, else the wrapped model's answer (then stored)."""
+        """The stored answer to `request`, else the wrapped model's answer (then stored).
+
+        On a hit, `request.on_text` (when set) is called once with the whole stored text; on a
+        miss the wrapped model gets the request unchanged and streams as it can.
+        """
         started = time.perf_counter()
         try:
             key = cache_key(self.wrapped.name, request)
@@ -94,6 +99,8 @@ class CachedModel:
             async with flight.lock:
                 hit = await self._lookup(key, started)
                 if hit is not None:
+                    if request.on_text is not None and hit.text:
+                        request.on_text(hit.text)
                     return hit
                 response = await self.wrapped.request(request)
                 await self._save(key, response)
@@ -150,6 +157,8 @@ class _Flight:
 
 def cache_key(model: str, request: ModelRequest) -> str:
     """The sha256 (hex) of the canonical JSON of what decides `model`'s answer to `request`.
+
+    `timeout` and `on_text` change how the answer is received, not what it is: they are left out.
 
     Raises:
         TypeError, ValueError: the request holds something JSON cannot represent.
