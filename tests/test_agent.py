@@ -535,6 +535,103 @@ def test_attributes_and_repr() -> None:
     assert repr(fallback) == "Agent(name='strong', model='big', output_type=Answer)"
 
 
+def test_verify_and_votes_attributes_and_repr() -> None:
+    judge = Agent("judge", ScriptedModel([], name="nano"))
+    agent = Agent("worker", ScriptedModel([], name="mini"), verify=judge, votes=3)
+    assert (agent.verify, agent.votes) == (judge, 3)
+    assert repr(agent) == "Agent(name='worker', model='mini', verify='judge', votes=3)"
+    plain = Agent("plain", ScriptedModel([]))
+    assert (plain.verify, plain.votes) == (None, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"verify": "judge"},
+            "Agent 'x': verify must be an Agent (a judge), got str 'judge'; e.g. "
+            "verify=Agent('judge', 'openai/gpt-4o-mini')",
+        ),
+        (
+            {"verify": Agent("judge", ScriptedModel([]), output_type=Other)},
+            "Agent 'x': the judge 'judge' has output_type Other, but a judge answers with a "
+            "delegate.Verdict; give the judge no output_type",
+        ),
+        ({"votes": 0}, "Agent 'x': votes must be a positive int, got 0; e.g. votes=4"),
+        ({"votes": True}, "Agent 'x': votes must be a positive int, got True"),
+    ],
+)
+def test_bad_verify_or_votes(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Agent("x", _fake(), **kwargs)
+    assert message in str(caught.value)
+
+
+async def test_run_overrides_the_output_cap_and_effort_for_one_run() -> None:
+    model = ScriptedModel(["a", "b"])
+    agent = Agent("a", model, max_output_tokens=500, reasoning_effort="high")
+    await agent.run("q", max_output_tokens=40, reasoning_effort="minimal")
+    await agent.run("q")
+    sent = [(r.max_output_tokens, r.reasoning_effort) for r in model.requests]
+    assert sent == [(40, "minimal"), (500, "high")]
+
+
+async def test_run_overrides_reach_the_reask_and_the_fallback() -> None:
+    model = ScriptedModel(["not json", "still not json"])
+    strong_model = ScriptedModel([{"answer": "x", "score": 1}])
+    strong = Agent("strong", strong_model, output_type=Answer, max_output_tokens=900)
+    agent = Agent("a", model, output_type=Answer, fallback=strong)
+    result = await agent.run("q", max_output_tokens=60, reasoning_effort="low")
+    assert result.agent == "strong"
+    sent = [(r.max_output_tokens, r.reasoning_effort) for r in model.requests]
+    assert sent == [(60, "low"), (60, "low")]
+    assert (
+        strong_model.requests[0].max_output_tokens,
+        strong_model.requests[0].reasoning_effort,
+    ) == (
+        60,
+        "low",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_output_tokens": 0}, "Agent 'a': run(): max_output_tokens must be a positive int"),
+        ({"reasoning_effort": "max"}, "Agent 'a': run(): reasoning_effort must be one of"),
+    ],
+)
+async def test_bad_run_overrides(kwargs: dict[str, Any], message: str) -> None:
+    model = ScriptedModel(["never"])
+    with pytest.raises(ConfigError) as caught:
+        await Agent("a", model).run("q", **kwargs)
+    assert message in str(caught.value)
+    assert model.calls == 0
+
+
+def test_with_output_type_keeps_the_name_model_and_budgets() -> None:
+    from delegate.agents.agent import with_output_type
+    from delegate.agents.limits import Budget
+
+    strong = Agent("strong", ScriptedModel([]))
+    judge = Agent(
+        "judge", ScriptedModel([], name="nano"), fallback=strong, budget=Budget(calls=3), votes=2
+    )
+    typed = with_output_type(judge, Other)
+    assert typed is not judge
+    assert (typed.name, typed.model, typed.budget, typed.output_type) == (
+        "judge",
+        judge.model,
+        judge.budget,
+        Other,
+    )
+    assert (typed.votes, typed.verify) == (1, None)
+    assert typed.fallback is not None
+    assert (typed.fallback.name, typed.fallback.output_type) == ("strong", Other)
+    assert judge.output_type is None  # the original is untouched
+    assert with_output_type(judge, Other) is typed  # kept, not rebuilt
+
+
 def test_model_string_resolves_without_importing_litellm() -> None:
     code = (
         "import sys\n"

@@ -198,6 +198,86 @@ def test_prompt_of_wrong_type_is_a_graph_error() -> None:
         TaskGraph().add("x", agent="scout", prompt=None)  # type: ignore[arg-type]
 
 
+# --- per-task model settings, verify and votes ------------------------------------------------
+
+
+def test_model_settings_verify_and_votes_are_kept_on_the_task() -> None:
+    from delegate.agents.agent import Agent
+    from delegate.testing import ScriptedModel
+
+    judge = Agent("judge", ScriptedModel([]))
+    g = TaskGraph()
+    t = g.add(
+        "x",
+        agent="scout",
+        max_output_tokens=300,
+        reasoning_effort="low",
+        verify=judge,
+        votes=3,
+    )
+    by_name = g.add("y", agent="scout", verify="judge")
+    plain = g.add("z", agent="scout")
+
+    assert (t.max_output_tokens, t.reasoning_effort, t.verify, t.votes) == (300, "low", judge, 3)
+    assert (t.verify_name, by_name.verify_name, plain.verify_name) == ("judge", "judge", None)
+    assert (plain.max_output_tokens, plain.reasoning_effort, plain.votes) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"max_output_tokens": 0},
+            "task 'x': max_output_tokens must be a positive int or None, got 0; e.g. "
+            "max_output_tokens=2000",
+        ),
+        ({"max_output_tokens": True}, "task 'x': max_output_tokens must be a positive int"),
+        (
+            {"reasoning_effort": "extreme"},
+            "task 'x': reasoning_effort must be one of 'minimal', 'low', 'medium', 'high' or "
+            "None, got 'extreme'",
+        ),
+        ({"votes": 0}, "task 'x': votes must be a positive int or None, got 0"),
+        ({"votes": 2.0}, "task 'x': votes must be a positive int or None, got 2.0"),
+        ({"verify": 42}, "task 'x': verify must be an Agent (a judge), got int 42"),
+        ({"verify": " "}, "task 'x': verify is an empty name"),
+    ],
+)
+def test_bad_model_settings(kwargs: dict[str, Any], message: str) -> None:
+    g = TaskGraph()
+    with pytest.raises(GraphError) as info:
+        g.add("x", agent="scout", **kwargs)
+    assert message in str(info.value)
+    assert len(g) == 0
+
+
+def test_a_judge_with_an_output_type_is_refused() -> None:
+    from pydantic import BaseModel
+
+    from delegate.agents.agent import Agent
+    from delegate.testing import ScriptedModel
+
+    class Score(BaseModel):
+        value: int
+
+    judge = Agent("judge", ScriptedModel([]), output_type=Score)
+    with pytest.raises(GraphError) as info:
+        TaskGraph().add("x", agent="scout", verify=judge)
+    assert str(info.value) == (
+        "task 'x': the judge 'judge' has output_type Score, but a judge answers with a "
+        "delegate.Verdict; give the judge no output_type"
+    )
+
+
+def test_model_settings_on_a_function_task_are_refused() -> None:
+    with pytest.raises(GraphError) as info:
+        TaskGraph().add("x", fn=_noop, votes=3, reasoning_effort="low")
+    assert str(info.value) == (
+        "task 'x': reasoning_effort, votes apply to model calls, but this is a function task "
+        "(fn=); drop them or give the task an agent="
+    )
+
+
 # --- templates --------------------------------------------------------------------------------
 
 
@@ -298,6 +378,19 @@ def test_from_specs_in_reverse_order() -> None:
         3.0,
         1,
         2.0,
+    )
+
+
+def test_from_specs_keeps_model_settings_verify_and_votes() -> None:
+    spec = TaskSpec(
+        "a", "w", max_output_tokens=64, reasoning_effort="minimal", verify="judge", votes=5
+    )
+    a = TaskGraph.from_specs([spec])["a"]
+    assert (a.max_output_tokens, a.reasoning_effort, a.verify, a.votes) == (
+        64,
+        "minimal",
+        "judge",
+        5,
     )
 
 

@@ -165,15 +165,16 @@ async def test_attempts_exhausted_raise_plan_invalid_with_every_error() -> None:
 
 
 async def test_malformed_json_is_a_validation_error_like_any_other() -> None:
-    # The agent re-asks once by itself; only when that fails too is the attempt lost.
-    planner, model = _planner(["not json", '{"tasks": [', VALID])
+    # One call per attempt: an answer that is not a plan is sent back like any invalid plan.
+    planner, model = _planner(['{"tasks": [', VALID])
     result = await _plan(planner)
 
     assert result.attempts == 2
-    assert model.calls == 3
+    assert model.calls == 2
+    assert result.usage.calls == 2
     [[error]] = result.errors
-    assert error.startswith("Agent 'planner': the answer did not validate as Plan even after")
-    assert model.requests[2].messages[1] == {
+    assert error.startswith("the answer is not a valid plan: (root): Invalid JSON: EOF")
+    assert model.requests[1].messages[1] == {
         "role": "user",
         "content": f"{GOAL}\n\nYour previous answer was not a valid plan.\n\n"
         f"Your plan has these problems:\n- {error}\n\nReturn a corrected plan.",
@@ -189,7 +190,8 @@ async def test_plan_calls_go_through_the_caller_and_a_custom_validate() -> None:
 
     checked: list[Plan] = []
 
-    def validate(plan: Plan) -> list[str]:
+    def validate(plan: Plan, known: list[str]) -> list[str]:
+        assert known == []
         checked.append(plan)
         return ["first plan rejected"] if len(checked) == 1 else []
 

@@ -21,10 +21,12 @@ errors are not handled here: they propagate to the scheduler, which owns retries
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
 import typing
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,7 +56,7 @@ from delegate.errors import (
     did_you_mean,
 )
 
-__all__ = ["Agent", "AgentResult", "ModelCaller"]
+__all__ = ["Agent", "AgentResult", "ModelCaller", "judge_problem", "with_output_type"]
 
 log = get_logger("delegate.agent")
 
@@ -117,6 +119,8 @@ class _Run:
     tools: dict[str, Tool] = field(default_factory=dict)
     definitions: tuple[ToolDefinition, ...] = ()
     answered_by: str = ""  # the model that gave the latest answer (a budget may reroute)
+    max_output_tokens: int | None = None  # the agent's own, or this run's override
+    reasoning_effort: ReasoningEffort | None = None
 
 
 class Agent:
@@ -149,6 +153,15 @@ class Agent:
             this many tokens (then the call is refused instead).
         memory: give the agent the tools `remember`, `recall` and `search_memory` on the shared
             memory of its run (needs an orchestrator with a store).
+        verify: a judge (usually a cheap model) that checks each answer of this agent's tasks in
+            an orchestrator run and answers with a `Verdict`; a rejected answer is asked again
+            once with the judge's feedback, then escalated to `fallback`, else the task fails
+            with `VerificationFailed`. It must have no `output_type` of its own. A task's
+            `verify=` replaces it. `Agent.run` itself never verifies (see
+            `delegate.orchestrator.checks.run_checked`).
+        votes: in an orchestrator run, ask this many answers concurrently and keep the majority
+            (per top-level field for structured output); with `verify`, the judge settles
+            disagreements. Give the model a `temperature` > 0 so that samples can differ.
 
     Raises:
         ConfigError: any argument is invalid; the message names the agent and the fix.
@@ -174,6 +187,8 @@ class Agent:
         cheaper: str | Model | None = None,
         min_output_tokens: int = 256,
         memory: bool = False,
+        verify: Agent | None = None,
+        votes: int = 1,
     ) -> None:
         self.name = _check_name(name)
         prefix = f"Agent {name!r}: "
@@ -199,6 +214,8 @@ class Agent:
         if not isinstance(memory, bool):
             raise ConfigError(f"{prefix}memory must be True or False, got {memory!r}")
         self.memory = memory
+        self.verify = _check_verify(prefix, verify)
+        self.votes = _check_count(prefix, "votes", votes)
 
     def __repr__(self) -> str:
         parts = [f"name={self.name!r}", f"model={self.model.name!r}"]
@@ -208,6 +225,10 @@ class Agent:
             parts.append(f"output_type={self.output_type.__name__}")
         if self.fallback is not None:
             parts.append(f"fallback={self.fallback.name!r}")
+        if self.verify is not None:
+            parts.append(f"verify={self.verify.name!r}")
+        if self.votes != 1:
+            parts.append(f"votes={self.votes}")
         return f"Agent({', '.join(parts)})"
 
     async def run(
@@ -216,14 +237,22 @@ class Agent:
         *,
         caller: ModelCaller | None = None,
         tools: Sequence[Tool] = (),
+        max_output_tokens: int | None = None,
+        reasoning_effort: ReasoningEffort | None = None,
     ) -> AgentResult:
         """Answer `prompt`: run the tool loop, validate structured output, escalate if needed.
+
+        This is one plain run: `verify` and `votes` apply in orchestrator runs (through
+        `delegate.orchestrator.checks.run_checked`), not here.
 
         Args:
             prompt: the user message.
             caller: sends each model call; defaults to calling the model directly.
             tools: more tools for this run only, besides the agent's own (the orchestrator
                 passes the memory tools of `memory=True` agents this way).
+            max_output_tokens: replaces the agent's `max_output_tokens` for this run (and its
+                fallback's, when it escalates); None keeps theirs.
+            reasoning_effort: replaces the agent's `reasoning_effort` likewise; None keeps it.
 
         Raises:
             OutputValidationError: the answer did not validate after one re-ask, and there is no
@@ -236,7 +265,20 @@ class Agent:
             raise ConfigError(
                 f"Agent {self.name!r}: the prompt must be a str, got {type(prompt).__name__}"
             )
-        state = _Run(caller=caller or _call_model, messages=self._first_messages(prompt))
+        state = _Run(
+            caller=caller or _call_model,
+            messages=self._first_messages(prompt),
+            max_output_tokens=self.max_output_tokens,
+            reasoning_effort=self.reasoning_effort,
+        )
+        if max_output_tokens is not None:
+            state.max_output_tokens = _check_count(
+                f"Agent {self.name!r}: run(): ", "max_output_tokens", max_output_tokens
+            )
+        if reasoning_effort is not None:
+            state.reasoning_effort = _check_effort(
+                f"Agent {self.name!r}: run(): ", reasoning_effort
+            )
         state.tools = dict(self._tools_by_name)
         for extra in tools:
             if extra.name in state.tools:
@@ -261,7 +303,13 @@ class Agent:
                 reason=type(exc).__name__,
                 error=str(exc),
             )
-            result = await self.fallback.run(prompt, caller=state.caller, tools=tools)
+            result = await self.fallback.run(
+                prompt,
+                caller=state.caller,
+                tools=tools,
+                max_output_tokens=max_output_tokens,
+                reasoning_effort=reasoning_effort,
+            )
             return dataclasses.replace(
                 result, usage=state.usage + result.usage, calls=state.calls + result.calls
             )
@@ -274,9 +322,22 @@ class Agent:
             model=state.answered_by or self.model.name,
         )
 
-    def run_sync(self, prompt: str, *, caller: ModelCaller | None = None) -> AgentResult:
+    def run_sync(
+        self,
+        prompt: str,
+        *,
+        caller: ModelCaller | None = None,
+        max_output_tokens: int | None = None,
+        reasoning_effort: ReasoningEffort | None = None,
+    ) -> AgentResult:
         """Blocking twin of `run`, for scripts and notebooks without an event loop."""
-        return run_sync(self.run, prompt, caller=caller)
+        return run_sync(
+            self.run,
+            prompt,
+            caller=caller,
+            max_output_tokens=max_output_tokens,
+            reasoning_effort=reasoning_effort,
+        )
 
     def _first_messages(self, prompt: str) -> list[Message]:
         messages: list[Message] = []
@@ -293,7 +354,7 @@ class Agent:
                 log.warning(
                     "agent_answer_truncated",
                     agent=self.name,
-                    max_output_tokens=self.max_output_tokens,
+                    max_output_tokens=state.max_output_tokens,
                 )
             return response.text, response.text
         try:
@@ -302,7 +363,7 @@ class Agent:
             log.info("agent_reask", agent=self.name, error=validation_summary(exc))
             state.messages.append({"role": "assistant", "content": response.text})
             state.messages.append(
-                {"role": "user", "content": self._reask(output_type, response, exc)}
+                {"role": "user", "content": self._reask(state, output_type, response, exc)}
             )
         response = await self._until_final(state)
         try:
@@ -346,8 +407,8 @@ class Agent:
             output_schema=self._output_schema,
             output_name=self.output_type.__name__ if self.output_type is not None else "output",
             tools=state.definitions,
-            max_output_tokens=self.max_output_tokens,
-            reasoning_effort=self.reasoning_effort,
+            max_output_tokens=state.max_output_tokens,
+            reasoning_effort=state.reasoning_effort,
             temperature=self.temperature,
         )
         response = await state.caller(self, self.model, request)
@@ -371,6 +432,7 @@ class Agent:
 
     def _reask(
         self,
+        state: _Run,
         output_type: type[pydantic.BaseModel],
         response: ModelResponse,
         exc: pydantic.ValidationError,
@@ -378,7 +440,7 @@ class Agent:
         name = output_type.__name__
         if response.finish_reason == "length":
             return (
-                f"Your answer was cut off at max_output_tokens={self.max_output_tokens} before "
+                f"Your answer was cut off at max_output_tokens={state.max_output_tokens} before "
                 f"it was complete, so it did not validate as {name}: {validation_summary(exc)}. "
                 "Answer again with a shorter JSON object that matches the schema."
             )
@@ -518,6 +580,60 @@ def _check_fallback(
             f"{ours}; give the fallback the same output_type so its answer can stand in"
         )
     return fallback
+
+
+def judge_problem(judge: object) -> str | None:
+    """What is wrong with `judge` as a `verify=` agent, or None when it can judge."""
+    if not isinstance(judge, Agent):
+        return (
+            f"verify must be an Agent (a judge), got {_describe(judge)}; e.g. "
+            "verify=Agent('judge', 'openai/gpt-4o-mini')"
+        )
+    if judge.output_type is not None:
+        return (
+            f"the judge {judge.name!r} has output_type {judge.output_type.__name__}, but a judge "
+            "answers with a delegate.Verdict; give the judge no output_type"
+        )
+    return None
+
+
+def _check_verify(prefix: str, verify: object) -> Agent | None:
+    if verify is None:
+        return None
+    problem = judge_problem(verify)
+    if problem is not None:
+        raise ConfigError(f"{prefix}{problem}")
+    return typing.cast("Agent", verify)
+
+
+_RETYPED: weakref.WeakKeyDictionary[Agent, dict[type[pydantic.BaseModel], Agent]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def with_output_type(agent: Agent, output_type: type[pydantic.BaseModel]) -> Agent:
+    """`agent` answering as `output_type`: a copy with the same name, model, tools and budgets.
+
+    Its fallbacks are copied the same way (a fallback answers as the agent it stands in for);
+    `verify` and `votes` are dropped. This is how a judge answers with a `Verdict` or a `Choice`.
+    Copies are kept per agent and type, so asking again costs nothing.
+    """
+    by_type = _RETYPED.get(agent)
+    if by_type is None:
+        by_type = _RETYPED[agent] = {}
+    found = by_type.get(output_type)
+    if found is not None:
+        return found
+    retyped = copy.copy(agent)
+    retyped.output_type = output_type
+    retyped._output_schema = _output_schema(f"Agent {agent.name!r}: ", output_type)
+    retyped.fallback = (
+        None if agent.fallback is None else with_output_type(agent.fallback, output_type)
+    )
+    retyped.verify = None
+    retyped.votes = 1
+    by_type[output_type] = retyped
+    return retyped
 
 
 def _check_tools(prefix: str, tools: object) -> tuple[Tool, ...]:

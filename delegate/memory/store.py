@@ -539,12 +539,18 @@ class Store:
             return [_run_record(row) for row in session.scalars(query)]
 
     def write_batch(
-        self, run_id: str, tasks: Sequence[TaskRecord], events: Sequence[EventRecord]
+        self,
+        run_id: str,
+        tasks: Sequence[TaskRecord],
+        events: Sequence[EventRecord],
+        *,
+        graph: dict[str, Any] | None = None,
     ) -> None:
         """In one write transaction, upsert `tasks` and append `events` to the run's log.
 
         Tasks are upserted by (run_id, task_id); the last record of a task in the batch wins.
         Events get the numbers following the run's last event (their own `seq` is ignored).
+        `graph`, when given, replaces the run's graph spec (a planned run's graph grows).
 
         Raises:
             ConfigError: a record belongs to another run.
@@ -566,6 +572,12 @@ class Store:
                 lock = lock.with_for_update()
             if conn.execute(lock).first() is None:
                 raise self._no_run(run_id)
+            if graph is not None:
+                conn.execute(
+                    update(RunRow)
+                    .where(RunRow.id == run_id)
+                    .values(graph=_dumps(graph, f"run {run_id!r}: graph"))
+                )
             if latest:
                 self._upsert_tasks(conn, run_id, list(latest.values()))
             if events:

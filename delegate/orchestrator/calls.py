@@ -25,7 +25,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -38,9 +38,15 @@ if TYPE_CHECKING:
     from delegate.agents.agent import Agent
     from delegate.memory.blackboard import Memory
     from delegate.memory.store import Store
-    from delegate.orchestrator.scheduler import Node
 
-__all__ = ["DEFAULT_OUTPUT_TOKENS", "EFFORT_OUTPUT_TOKENS", "CallGate", "RunAccount", "UsageBook"]
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "EFFORT_OUTPUT_TOKENS",
+    "CallGate",
+    "Charged",
+    "RunAccount",
+    "UsageBook",
+]
 
 DEFAULT_OUTPUT_TOKENS = 4096
 """Output reserved for a call with neither `max_output_tokens` nor a reasoning effort."""
@@ -135,6 +141,17 @@ class RunAccount:
             self.waiting -= 1
 
 
+class Charged(Protocol):
+    """What a gate's calls are charged to: a task (`Node`), or the planner's calls of a run."""
+
+    usage: Usage
+
+    @property
+    def task_id(self) -> str | None:
+        """The task whose budget the calls also fall under (None: no task)."""
+        ...
+
+
 @dataclass(slots=True)
 class _Ticket:
     model: Model
@@ -148,7 +165,7 @@ class CallGate:
 
     __slots__ = ("account", "node")
 
-    def __init__(self, account: RunAccount, node: Node) -> None:
+    def __init__(self, account: RunAccount, node: Charged) -> None:
         self.account = account
         self.node = node
 
@@ -195,7 +212,8 @@ class CallGate:
     def _scopes(self, agent: Agent) -> list[BudgetScope]:
         account = self.account
         scopes: list[BudgetScope] = []
-        task_scope = account.tasks.get(self.node.task.id)
+        task_id = self.node.task_id
+        task_scope = None if task_id is None else account.tasks.get(task_id)
         if task_scope is not None:
             scopes.append(task_scope)
         agent_scope = account.agents.get(agent.name)

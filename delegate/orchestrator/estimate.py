@@ -126,25 +126,37 @@ def estimate_tasks(
     agents: Mapping[str, Agent],
     inputs: Mapping[str, Any],
     prices: Mapping[str, Price],
+    done: Mapping[str, int] | None = None,
 ) -> Estimate:
-    """Project `tasks` (in topological order, agents resolved) — see the module docstring."""
+    """Project `tasks` (in topological order, agents resolved) — see the module docstring.
+
+    `done` gives the output tokens of finished tasks that `tasks` may depend on without
+    containing them (a replan's tasks depend on finished work): they cost nothing more and
+    take no time, but their outputs count as context.
+    """
+    done = done or {}
     projected: dict[str, TaskEstimate] = {}
     finish: dict[str, tuple[float, str | None]] = {}
     by_model: dict[str, float] = {}
     unpriced: list[str] = []
     for task in tasks:
-        start, before = max(((finish[dep][0], dep) for dep in task.deps), default=(0.0, None))
+        start, before = max(
+            ((finish[dep][0], dep) for dep in task.deps if dep in finish), default=(0.0, None)
+        )
         name = task.agent_name
         if name is None:
             projected[task.id] = TaskEstimate(id=task.id, agent=None, model=None)
             finish[task.id] = (start, before)
             continue
         agent = agents[name]
-        context = sum(
-            projected[dep].output_tokens + _CONTEXT_LABEL_TOKENS
+        outputs = {
+            dep: projected[dep].output_tokens if dep in projected else done.get(dep, 0)
             for dep in task.deps
-            if dep not in task.placeholders
-        ) + sum(projected[dep].output_tokens for dep in task.deps if dep in task.placeholders)
+        }
+        context = sum(
+            tokens + (0 if dep in task.placeholders else _CONTEXT_LABEL_TOKENS)
+            for dep, tokens in outputs.items()
+        )
         input_tokens, output_tokens, request = _project(task, agent, inputs, context)
         model = agent.model
         override = prices.get(model.name)

@@ -19,8 +19,11 @@ __all__ = [
     "Event",
     "EventBus",
     "EventHandler",
+    "PlanFinished",
+    "PlanStarted",
     "RunFinished",
     "RunStarted",
+    "SynthesisStarted",
     "TaskCancelled",
     "TaskFailed",
     "TaskQueued",
@@ -127,6 +130,39 @@ class TaskCancelled(Event):
     kind: ClassVar[str] = "task_cancelled"
     task_id: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanStarted(Event):
+    """The planner began plan revision `revision` (1 is the first plan) because of `reason`."""
+
+    kind: ClassVar[str] = "plan_started"
+    revision: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanFinished(Event):
+    """Plan revision `revision` is complete with `tasks` tasks after `attempts` attempts.
+
+    `error` is set when no valid plan came (the run goes on with the tasks it has).
+    """
+
+    kind: ClassVar[str] = "plan_finished"
+    revision: int
+    tasks: int
+    attempts: int
+    usage: Usage
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SynthesisStarted(Event):
+    """`agent` began writing the final answer from `tasks` task outputs."""
+
+    kind: ClassVar[str] = "synthesis_started"
+    agent: str
+    tasks: int
 
 
 EventHandler = Callable[[Event], None]

@@ -17,6 +17,7 @@ import heapq
 import json
 import math
 import re
+import typing
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -26,6 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
 
 from delegate.agents.limits import Budget
+from delegate.agents.models import ReasoningEffort
 from delegate.errors import GraphError, TemplateError, did_you_mean
 
 if TYPE_CHECKING:
@@ -49,7 +51,7 @@ __all__ = [
 # What a task id may look like, and the names templates reserve (the planner checks plans
 # against the same rules).
 TASK_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-\[\]]{0,199}$")
-RESERVED_NAMES = frozenset({"inputs", "deps"})
+RESERVED_NAMES = frozenset({"inputs", "deps", "steps"})
 
 
 def format_output(value: Any) -> str:
@@ -98,6 +100,14 @@ class Task:
         retries: transient failures retried at most this many times (None: the run's policy).
         weight: the expected relative duration, used to find the critical path.
         budget: limits on this task's own calls (they count against the run's budget too).
+        max_output_tokens: replaces the worker's `max_output_tokens` for this task (None: the
+            worker's).
+        reasoning_effort: replaces the worker's `reasoning_effort` for this task (None: the
+            worker's).
+        verify: the judge of this task's answers (an `Agent`, or a worker's name resolved when
+            the run starts); None: the worker's own `verify`.
+        votes: answers sampled for a majority; None: the worker's own `votes`.
+        variables: more names for the prompt template (JSON data), e.g. a fan-out's `item`.
     """
 
     id: str
@@ -111,6 +121,11 @@ class Task:
     budget: Budget | None = None
     template: Template | None = field(default=None, repr=False)
     placeholders: frozenset[str] = field(default=frozenset(), repr=False)
+    max_output_tokens: int | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    verify: Agent | str | None = None
+    votes: int | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def agent_name(self) -> str | None:
@@ -118,6 +133,13 @@ class Task:
         if self.agent is None or isinstance(self.agent, str):
             return self.agent
         return self.agent.name
+
+    @property
+    def verify_name(self) -> str | None:
+        """The name of the task's own judge, or None when it has none."""
+        if self.verify is None or isinstance(self.verify, str):
+            return self.verify
+        return self.verify.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +154,10 @@ class TaskSpec:
     retries: int | None = None
     weight: float = 1.0
     budget: Budget | None = None
+    max_output_tokens: int | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    verify: str | None = None
+    votes: int | None = None
 
 
 def compile_prompt(task_id: str, prompt: str) -> tuple[Template | None, frozenset[str]]:
@@ -194,6 +220,11 @@ class TaskGraph:
         retries: int | None = None,
         weight: float = 1.0,
         budget: Budget | None = None,
+        max_output_tokens: int | None = None,
+        reasoning_effort: ReasoningEffort | None = None,
+        verify: Agent | str | None = None,
+        votes: int | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> Task:
         """Add a task and return its handle.
 
@@ -215,6 +246,16 @@ class TaskGraph:
                 longest remaining path first when slots are scarce.
             budget: limits on this task's calls (tokens, usd, calls); they nest inside the run's
                 budget and the agent's, and the tightest applies.
+            max_output_tokens: a cap on each answer of this task, replacing the worker's.
+            reasoning_effort: "minimal", "low", "medium" or "high" for this task, replacing the
+                worker's.
+            verify: a judge for this task's answers, replacing the worker's `verify`: an `Agent`
+                without `output_type`, or a worker's name (resolved like `agent`). See
+                `delegate.orchestrator.checks`.
+            votes: sample this many answers concurrently and keep the majority, replacing the
+                worker's `votes`.
+            variables: more names for the prompt template, as JSON data (a workflow's fan-out
+                gives each item task its `item` and `loop` this way).
 
         Raises:
             GraphError: a duplicate or malformed id, an unknown dependency, a bad argument.
@@ -229,6 +270,11 @@ class TaskGraph:
             raise GraphError(
                 f"task {id!r}: give exactly one of agent= (a model call) or fn= (a Python function)"
             )
+        if variables is not None and not isinstance(variables, Mapping):
+            raise GraphError(
+                f"task {id!r}: variables must be a mapping of names to values, got "
+                f"{type(variables).__name__}"
+            )
         if fn is not None and not callable(fn):
             raise GraphError(f"task {id!r}: fn must be callable, got {type(fn).__name__}")
         self._check_options(id, timeout, retries, weight)
@@ -236,6 +282,7 @@ class TaskGraph:
             raise GraphError(
                 f"task {id!r}: budget must be a delegate.Budget, got {type(budget).__name__}"
             )
+        _check_model_options(id, fn, max_output_tokens, reasoning_effort, verify, votes)
         dep_ids = self._resolve_deps(id, deps)
         template, names = compile_prompt(id, prompt)
         for name in names - RESERVED_NAMES - set(dep_ids):
@@ -245,7 +292,22 @@ class TaskGraph:
                     f"does not depend on it; add deps=[{name!r}]"
                 )
         task = Task(
-            id, agent, prompt, dep_ids, fn, timeout, retries, weight, budget, template, names
+            id,
+            agent,
+            prompt,
+            dep_ids,
+            fn,
+            timeout,
+            retries,
+            weight,
+            budget,
+            template,
+            names,
+            max_output_tokens,
+            reasoning_effort,
+            verify,
+            votes,
+            dict(variables or {}),
         )
         self._tasks[id] = task
         return task
@@ -331,6 +393,10 @@ class TaskGraph:
                 retries=spec.retries,
                 weight=spec.weight,
                 budget=spec.budget,
+                max_output_tokens=spec.max_output_tokens,
+                reasoning_effort=spec.reasoning_effort,
+                verify=spec.verify,
+                votes=spec.votes,
             )
         return graph
 
@@ -368,6 +434,58 @@ def _check_agent(id: str, agent: object) -> None:
         raise GraphError(
             f"task {id!r}: agent must be an Agent or a worker's name, got {type(agent).__name__}"
         )
+
+
+_EFFORTS: tuple[str, ...] = typing.get_args(ReasoningEffort)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_model_options(
+    id: str,
+    fn: TaskFunction | None,
+    max_output_tokens: object,
+    reasoning_effort: object,
+    verify: object,
+    votes: object,
+) -> None:
+    """The per-task overrides of the worker's settings; they need a model task."""
+    given = {
+        "max_output_tokens": max_output_tokens,
+        "reasoning_effort": reasoning_effort,
+        "verify": verify,
+        "votes": votes,
+    }
+    if fn is not None:
+        named = [key for key, value in given.items() if value is not None]
+        if named:
+            raise GraphError(
+                f"task {id!r}: {', '.join(named)} apply to model calls, but this is a function "
+                "task (fn=); drop them or give the task an agent="
+            )
+        return
+    if max_output_tokens is not None and not _positive_int(max_output_tokens):
+        raise GraphError(
+            f"task {id!r}: max_output_tokens must be a positive int or None, got "
+            f"{max_output_tokens!r}; e.g. max_output_tokens=2000"
+        )
+    if reasoning_effort is not None and reasoning_effort not in _EFFORTS:
+        raise GraphError(
+            f"task {id!r}: reasoning_effort must be one of {', '.join(map(repr, _EFFORTS))} or "
+            f"None, got {reasoning_effort!r}"
+        )
+    if votes is not None and not _positive_int(votes):
+        raise GraphError(f"task {id!r}: votes must be a positive int or None, got {votes!r}")
+    if verify is not None and not isinstance(verify, str):
+        from delegate.agents.agent import judge_problem
+
+        problem = judge_problem(verify)
+        if problem is not None:
+            raise GraphError(f"task {id!r}: {problem}")
+    elif isinstance(verify, str) and not verify.strip():
+        raise GraphError(f"task {id!r}: verify is an empty name; give a worker's name or an Agent")
 
 
 def _topological(by_id: Mapping[str, TaskSpec]) -> list[TaskSpec]:

@@ -14,6 +14,7 @@ output that JSON cannot hold is stored as not restorable, and the task runs agai
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import math
@@ -41,6 +42,7 @@ from delegate.orchestrator.graph import Task, TaskFunction, TaskGraph
 if TYPE_CHECKING:
     from delegate.memory.records import EventRecord, TaskRecord
     from delegate.memory.store import Store
+    from delegate.orchestrator.calls import RunAccount
     from delegate.orchestrator.scheduler import Node
 
 __all__ = ["RunRecorder", "graph_from_spec", "graph_spec", "restore_output", "to_json"]
@@ -146,7 +148,7 @@ def _load_function(path: str, task_id: str) -> TaskFunction:
 
 
 def graph_spec(tasks: Sequence[Task]) -> dict[str, Any]:
-    """The graph as JSON data: tasks in order, agents by name, functions by import path."""
+    """The graph as JSON data: tasks in order, agents and judges by name, functions by path."""
     specs = [
         {
             "id": task.id,
@@ -158,6 +160,11 @@ def graph_spec(tasks: Sequence[Task]) -> dict[str, Any]:
             "retries": task.retries,
             "weight": task.weight,
             "budget": None if task.budget is None else asdict(task.budget),
+            "max_output_tokens": task.max_output_tokens,
+            "reasoning_effort": task.reasoning_effort,
+            "verify": task.verify_name,
+            "votes": task.votes,
+            "variables": to_json(dict(task.variables)),
         }
         for task in tasks
     ]
@@ -165,7 +172,10 @@ def graph_spec(tasks: Sequence[Task]) -> dict[str, Any]:
 
 
 def graph_from_spec(spec: Mapping[str, Any]) -> TaskGraph:
-    """Rebuild a stored graph; agents stay names, resolved against the orchestrator's workers."""
+    """Rebuild a stored graph; agents and judges stay names, resolved against the workers.
+
+    Specs stored before a field existed rebuild with its default.
+    """
     graph = TaskGraph()
     for item in spec.get("tasks", ()):
         budget = item.get("budget")
@@ -180,8 +190,46 @@ def graph_from_spec(spec: Mapping[str, Any]) -> TaskGraph:
             retries=item.get("retries"),
             weight=item.get("weight", 1.0),
             budget=None if budget is None else Budget(**budget),
+            max_output_tokens=item.get("max_output_tokens"),
+            reasoning_effort=item.get("reasoning_effort"),
+            verify=item.get("verify"),
+            votes=item.get("votes"),
+            variables=item.get("variables"),
         )
     return graph
+
+
+def restore_nodes(
+    nodes: Sequence[Node], restored: Mapping[str, TaskRecord], account: RunAccount
+) -> None:
+    """Mark the tasks a store says succeeded as done, with their outputs and usage.
+
+    Rows of failed or skipped tasks (a planned run's failures that were already replanned) are
+    restored as they ended, and are not run again.
+    """
+    for node in nodes:
+        row = restored.get(node.task.id)
+        if row is not None and row.status in ("failed", "skipped"):
+            node.status = "failed" if row.status == "failed" else "skipped"
+            node.error = row.error
+            node.attempts = row.attempts
+            node.usage = usage_from(row.usage)
+            continue
+        if row is None or not restorable(row.output):
+            continue
+        output_type = node.agent.output_type if node.agent is not None else None
+        node.status = "succeeded"
+        node.output = restore_output(row.output, output_type)
+        node.attempts = row.attempts
+        node.usage = usage_from(row.usage)
+        node.model = row.model
+        node.answered_by = row.agent
+        node.started_at = row.started_at.timestamp() if row.started_at else None
+        node.finished_at = row.finished_at.timestamp() if row.finished_at else None
+        if node.usage.calls:
+            account.book.add(row.model or "unknown", row.agent or "unknown", node.usage)
+        for child in node.children:
+            child.pending -= 1
 
 
 def usage_from(data: Mapping[str, Any] | None) -> Usage:
@@ -214,10 +262,11 @@ def _event_fields(kind: type[Event]) -> tuple[str, ...]:
 class RunRecorder:
     """Subscribes to one run's events and writes them, and finished tasks, in group commits."""
 
-    def __init__(self, store: Store, run_id: str, nodes: Sequence[Node]) -> None:
+    def __init__(self, store: Store, run_id: str, by_id: Mapping[str, Node]) -> None:
         self.store = store
         self.run_id = run_id
-        self.by_id = {node.task.id: node for node in nodes}
+        self.by_id = by_id  # the scheduler's own map: tasks added during the run are found too
+        self._graph: dict[str, Any] | None = None
         self._tasks: dict[str, TaskRecord] = {}
         self._events: list[EventRecord] = []
         self._wake = anyio.Event()
@@ -270,17 +319,25 @@ class RunRecorder:
             if not self._closing:
                 await anyio.sleep(FLUSH_INTERVAL)  # let more writes join this commit
             await self.flush()
-            if self._closing and not self._events and not self._tasks:
+            if self._closing and not self._events and not self._tasks and self._graph is None:
                 return
+
+    def graph_changed(self, spec: dict[str, Any]) -> None:
+        """Queue the run's new graph spec; it is written before the results of its new tasks."""
+        self._graph = spec
+        self._wake.set()
 
     async def flush(self) -> None:
         """Write everything queued so far in one transaction."""
-        if not self._events and not self._tasks:
+        if not self._events and not self._tasks and self._graph is None:
             return
         tasks, self._tasks = list(self._tasks.values()), {}
         events, self._events = self._events, []
+        graph, self._graph = self._graph, None
         with anyio.CancelScope(shield=True):  # a cancelled run still keeps what it finished
-            await anyio.to_thread.run_sync(self.store.write_batch, self.run_id, tasks, events)
+            await anyio.to_thread.run_sync(
+                functools.partial(self.store.write_batch, self.run_id, tasks, events, graph=graph)
+            )
 
     def close(self) -> None:
         """Ask `run` to write what is left and stop."""

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from jinja2 import TemplateError as JinjaTemplateError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from delegate.agents.agent import Agent, ModelCaller
-from delegate.agents.models import Usage
+from delegate.agents.models import Model, ModelRequest, ModelResponse, Price, Usage
+from delegate.agents.tools import validation_summary
 from delegate.errors import (
     ConfigError,
-    OutputValidationError,
     PlanInvalid,
     TemplateError,
     did_you_mean,
@@ -43,6 +43,7 @@ from delegate.orchestrator.graph import (
     compile_prompt,
     format_output,
 )
+from delegate.orchestrator.plan_stream import PlanStream
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -57,6 +58,7 @@ __all__ = [
     "Planner",
     "add_plan",
     "describe_budget",
+    "plan_prompt",
     "plan_to_specs",
     "validate_plan",
 ]
@@ -113,8 +115,7 @@ class PlanResult:
         plan: the plan that passed validation.
         attempts: how many plans were asked for (1 when the first was valid).
         errors: the problems of each failed attempt, in order (empty when the first was valid).
-        usage: tokens and cost of the planner's answered attempts (an answer that was not a plan
-            at all raises inside the agent, so its calls are counted only by the `caller`).
+        usage: tokens and cost of every planner call (one per attempt).
     """
 
     plan: Plan
@@ -239,9 +240,10 @@ def _describe_cycles(plan: Plan, cyclic: Mapping[str, int]) -> list[str]:
     return errors
 
 
-def _check_templates(plan: Plan) -> list[str]:
+def _check_templates(plan: Plan, inputs: Collection[str] | None = None) -> list[str]:
     errors: list[str] = []
     ids = {task.id for task in plan.tasks}
+    allowed = RESERVED_NAMES | set(inputs or ())
     for task in plan.tasks:
         try:
             _, names = compile_prompt(task.id, task.instructions)
@@ -255,6 +257,13 @@ def _check_templates(plan: Plan) -> list[str]:
             f"but the task does not depend on it; add {name!r} to its deps"
             for name in sorted(names & ids - set(task.deps))
         )
+        if inputs is not None:
+            errors.extend(
+                f"task {task.id!r}: instructions use {{{{ {name} }}}}, which is neither an input"
+                f"{did_you_mean(name, [*allowed, *task.deps])} nor a dependency; write "
+                "{{ inputs.NAME }} for an input, or add the task to deps"
+                for name in sorted(names - allowed - ids - set(task.deps))
+            )
     return errors
 
 
@@ -266,6 +275,7 @@ def validate_plan(
     finished: Collection[str] = (),
     budget_usd_left: float | None = None,
     estimate_usd: Callable[[Plan], float | None] | None = None,
+    inputs: Collection[str] | None = None,
 ) -> list[str]:
     """Every problem of `plan`, each naming the task and the remedy; empty when it is valid.
 
@@ -277,6 +287,8 @@ def validate_plan(
         budget_usd_left: USD left in the run's budget (None: no USD limit).
         estimate_usd: projects the plan's cost in USD (None when unknown); called only when the
             plan has no other problem, so it may assume known workers and acyclic dependencies.
+        inputs: the run's input names; when given, a placeholder that is neither an input nor a
+            dependency is an error.
     """
     if not plan.tasks:
         return ["the plan has no tasks; add at least one task that works toward the goal"]
@@ -289,7 +301,7 @@ def validate_plan(
     errors += _check_ids(plan, finished)
     errors += _check_agents(plan, workers)
     errors += _check_deps(plan, finished)
-    errors += _check_templates(plan)
+    errors += _check_templates(plan, inputs)
     if not errors and estimate_usd is not None and budget_usd_left is not None:
         cost = estimate_usd(plan)
         if cost is not None and cost > budget_usd_left:
@@ -338,14 +350,14 @@ def describe_budget(
     return "\n".join(parts) if parts else "no limit"
 
 
-def _price(agent: Agent) -> str:
-    price = agent.model.price
+def _price(agent: Agent, prices: Mapping[str, Price]) -> str:
+    price = prices.get(agent.model.name, agent.model.price)
     if price is None:
         return "unknown"
     return f"${price.input_per_mtok:g} input / ${price.output_per_mtok:g} output"
 
 
-def _catalogue(workers: Mapping[str, Agent]) -> list[dict[str, Any]]:
+def _catalogue(workers: Mapping[str, Agent], prices: Mapping[str, Price]) -> list[dict[str, Any]]:
     catalogue = []
     for name, agent in workers.items():
         window = getattr(agent.model, "context_window", None)
@@ -354,7 +366,7 @@ def _catalogue(workers: Mapping[str, Agent]) -> list[dict[str, Any]]:
                 "name": name,
                 "description": agent.description,
                 "model": agent.model.name,
-                "price": _price(agent),
+                "price": _price(agent, prices),
                 "context_window": f"{window:,}" if isinstance(window, int) and window else None,
                 "tools": ", ".join(tool.name for tool in agent.tools),
                 "reasoning_effort": agent.reasoning_effort,
@@ -378,14 +390,22 @@ _PROMPT_NAMES = "goal, inputs, workers, budget, memory, finished, failures, max_
 # --- the planner -----------------------------------------------------------------------------
 
 
-def _repair_request(goal: str, answer: str | None, errors: Sequence[str]) -> str:
+def _repair_request(
+    goal: str, answer: str | None, errors: Sequence[str], started: Sequence[str] = ()
+) -> str:
     problems = "\n".join(f"- {error}" for error in errors)
     if answer is None:
         previous = "Your previous answer was not a valid plan."
     else:
         previous = f"Your previous plan:\n\n```json\n{answer}\n```"
+    note = ""
+    if started:
+        note = (
+            f"\n\nThese tasks of your previous plan have already started and are kept: "
+            f"{', '.join(started)}. Later tasks may depend on them; do not change them."
+        )
     return (
-        f"{goal}\n\n{previous}\n\nYour plan has these problems:\n{problems}\n\n"
+        f"{goal}\n\n{previous}\n\nYour plan has these problems:\n{problems}{note}\n\n"
         "Return a corrected plan."
     )
 
@@ -442,8 +462,11 @@ class Planner:
         memory: Sequence[str] = (),
         finished: Mapping[str, str] | None = None,
         failures: Mapping[str, str] | None = None,
+        prices: Mapping[str, Price] | None = None,
     ) -> str:
         """The planner's system prompt for this goal and state.
+
+        `prices` override the workers' models' own prices (as `Orchestrator(prices=)` does).
 
         Raises:
             TemplateError: a custom prompt uses a name that is not given.
@@ -451,7 +474,7 @@ class Planner:
         context = {
             "goal": goal,
             "inputs": {name: format_output(value) for name, value in inputs.items()},
-            "workers": _catalogue(workers),
+            "workers": _catalogue(workers, prices or {}),
             "budget": budget_text,
             "memory": list(memory),
             "finished": dict(finished or {}),
@@ -476,9 +499,20 @@ class Planner:
         finished: Mapping[str, str] | None = None,
         failures: Mapping[str, str] | None = None,
         caller: ModelCaller | None = None,
-        validate: Callable[[Plan], list[str]] | None = None,
+        validate: Callable[[Plan, list[str]], list[str]] | None = None,
+        on_task: Callable[[PlanTask], bool] | None = None,
+        prices: Mapping[str, Price] | None = None,
+        started: Sequence[PlanTask] = (),
     ) -> PlanResult:
         """Ask for a plan for `goal`, and have it repaired until it validates.
+
+        With `on_task`, tasks are handed over as soon as they are known: while the planner's
+        model streams its answer, each task is passed to `on_task` the moment it has been parsed,
+        if it already checks out on its own (a fresh, valid id, a known worker, dependencies on
+        finished or earlier tasks, instructions that parse, within `max_tasks`); the rest follow
+        when the whole plan has validated. `on_task` returns False to decline a task (it then
+        goes back to the planner with the plan's other problems). A task handed over is never
+        taken back: a repaired plan may depend on it, and may list it again unchanged.
 
         Args:
             goal: what the run must achieve; the user message of the first request.
@@ -489,19 +523,46 @@ class Planner:
             finished: on a replan, the finished tasks' ids with short summaries of their outputs.
             failures: on a replan, the failed tasks' ids with their errors.
             caller: sends each model call (the orchestrator's accounts usage and budgets).
-            validate: the plan's problems; by default `validate_plan` against `workers`,
-                `max_tasks` and `finished`.
+            validate: the plan's problems, given the ids a plan may depend on besides its own
+                (finished tasks, and tasks handed over by an earlier attempt); by default
+                `validate_plan` against `workers` and `max_tasks`.
+            on_task: takes each task of the plan, in plan order, as early as it can.
+            prices: USD per million tokens by model name, overriding the workers' own.
+            started: tasks of this plan already handed over (by an attempt that then failed):
+                kept as if this call had handed them over.
 
         Raises:
             PlanInvalid: the plan of the last attempt was still invalid (or not a plan).
             ModelError: a planner call failed (transient ones are worth retrying).
         """
         finished = dict(finished or {})
+        taken = {task.id: task for task in started}  # handed over to on_task, by id
 
-        def check(plan: Plan) -> list[str]:
+        def check(plan: Plan, known: list[str]) -> list[str]:
+            changed = [
+                f"task {t.id!r} has already started and cannot change; list it unchanged, "
+                "or give the changed task a new id"
+                for t in plan.tasks
+                if t.id in taken and taken[t.id] != t
+            ]
             if validate is not None:
-                return validate(plan)
-            return validate_plan(plan, workers=workers, max_tasks=self.max_tasks, finished=finished)
+                return changed + validate(plan, known)
+            return changed + validate_plan(
+                plan, workers=workers, max_tasks=self.max_tasks, finished=known
+            )
+
+        def offer(task: PlanTask) -> None:
+            if on_task is not None and task.id not in taken and on_task(task):
+                taken[task.id] = task
+
+        def stream(raw: dict[str, Any]) -> None:
+            try:
+                task = PlanTask.model_validate(raw)
+            except ValidationError:
+                return  # reported with the whole plan
+            known = [*finished, *taken]
+            if len(taken) < self.max_tasks and not _task_errors(task, workers, known, inputs):
+                offer(task)
 
         instructions = self.render(
             goal,
@@ -511,25 +572,33 @@ class Planner:
             memory=memory,
             finished=finished,
             failures=failures,
+            prices=prices,
         )
-        agent = self._agent(instructions)
+        send = caller or _direct
         history: list[list[str]] = []
         usage = Usage()
         request = goal
         for attempt in range(1, self.max_attempts + 1):
-            try:
-                result = await agent.run(request, caller=caller)
-            except OutputValidationError as exc:
-                errors, answer = [str(exc)], None
-            else:
-                usage += result.usage
-                plan: Plan = result.output
-                errors = check(plan)
-                if not errors:
-                    return PlanResult(plan=plan, attempts=attempt, errors=history, usage=usage)
-                answer = plan.model_dump_json(indent=2)
+            parser = PlanStream() if on_task is not None else None
+            response = await send(
+                self.agent,
+                self.agent.model,
+                self._request(instructions, request, None if parser is None else parser, stream),
+            )
+            usage += response.usage
+            plan, errors = _parse(response)
+            if plan is not None:
+                listed = {task.id for task in plan.tasks}
+                earlier = [task for task in taken.values() if task.id not in listed]
+                errors = check(plan, [*finished, *(task.id for task in earlier)])
+            if plan is not None and not errors:
+                for task in plan.tasks:
+                    offer(task)
+                full = Plan(tasks=[*earlier, *plan.tasks], synthesis_note=plan.synthesis_note)
+                return PlanResult(plan=full, attempts=attempt, errors=history, usage=usage)
             history.append(errors)
-            request = _repair_request(goal, answer, errors)
+            answer = None if plan is None else plan.model_dump_json(indent=2)
+            request = _repair_request(goal, answer, errors, list(taken))
         raise PlanInvalid(
             f"the planner {self.agent.name!r} gave no valid plan in {self.max_attempts} "
             f"attempts; the last had these problems: {'; '.join(history[-1])}. Raise "
@@ -538,28 +607,74 @@ class Planner:
             attempts=self.max_attempts,
         )
 
-    def _agent(self, instructions: str) -> Agent:
-        base = self.agent
-        return Agent(
-            base.name,
-            base.model,
-            instructions=instructions,
-            description=base.description,
-            output_type=Plan,
-            reasoning_effort=base.reasoning_effort,
-            max_output_tokens=base.max_output_tokens,
-            temperature=base.temperature,
-            budget=base.budget,
-            call_budget=base.call_budget,
-            cheaper=base.cheaper,
-            min_output_tokens=base.min_output_tokens,
+    def _request(
+        self,
+        instructions: str,
+        prompt: str,
+        parser: PlanStream | None,
+        on_raw: Callable[[dict[str, Any]], None],
+    ) -> ModelRequest:
+        agent = self.agent
+        on_text = None
+        if parser is not None:
+
+            def on_text(delta: str) -> None:
+                for raw in parser.feed(delta):
+                    on_raw(raw)
+
+        return ModelRequest(
+            messages=[
+                {"role": "system", "content": instructions},
+                {"role": "user", "content": prompt},
+            ],
+            output_schema=_PLAN_SCHEMA,
+            output_name="Plan",
+            max_output_tokens=agent.max_output_tokens,
+            reasoning_effort=agent.reasoning_effort,
+            temperature=agent.temperature,
+            on_text=on_text,
         )
+
+
+_PLAN_SCHEMA = Plan.model_json_schema()
+
+
+async def _direct(agent: Agent, model: Model, request: ModelRequest) -> ModelResponse:
+    """Without a caller, the planner's requests go straight to its model."""
+    return await model.request(request)
+
+
+def _parse(response: ModelResponse) -> tuple[Plan | None, list[str]]:
+    """The plan in a planner's answer, or the reason it is not one."""
+    if response.finish_reason == "length":
+        return None, [
+            "the answer was cut off at max_output_tokens before the plan was complete; "
+            "return a shorter plan (fewer tasks, shorter instructions)"
+        ]
+    try:
+        return Plan.model_validate_json(response.text), []
+    except ValidationError as exc:
+        return None, [f"the answer is not a valid plan: {validation_summary(exc)}"]
+
+
+def _task_errors(
+    task: PlanTask, workers: Mapping[str, Agent], known: Sequence[str], inputs: Collection[str]
+) -> list[str]:
+    """The problems one task has on its own (what a streamed task is checked for)."""
+    plan = Plan(tasks=[task])
+    return [
+        *_check_ids(plan, known),
+        *_check_agents(plan, workers),
+        *_check_deps(plan, known),
+        *_check_templates(plan, inputs),
+    ]
 
 
 # --- from plan to graph ----------------------------------------------------------------------
 
 
-def _prompt(task: PlanTask) -> str:
+def plan_prompt(task: PlanTask) -> str:
+    """A plan task's prompt: its instructions, and what it must return."""
     if not task.expected_output:
         return task.instructions
     return f"{task.instructions}\n\nExpected output: {task.expected_output}"
@@ -568,7 +683,7 @@ def _prompt(task: PlanTask) -> str:
 def plan_to_specs(plan: Plan) -> list[TaskSpec]:
     """The plan's tasks as `TaskSpec`s (for `TaskGraph.from_specs` or storing the plan)."""
     return [
-        TaskSpec(id=task.id, agent=task.agent, prompt=_prompt(task), deps=tuple(task.deps))
+        TaskSpec(id=task.id, agent=task.agent, prompt=plan_prompt(task), deps=tuple(task.deps))
         for task in plan.tasks
     ]
 
@@ -584,6 +699,6 @@ def add_plan(graph: TaskGraph, plan: Plan) -> list[Task]:
         TemplateError: instructions that are not a valid template.
     """
     return [
-        graph.add(task.id, agent=task.agent, prompt=_prompt(task), deps=task.deps)
+        graph.add(task.id, agent=task.agent, prompt=plan_prompt(task), deps=task.deps)
         for task in plan.tasks
     ]

@@ -36,18 +36,19 @@ from delegate.errors import (
 )
 from delegate.orchestrator.budget import BudgetLedger
 from delegate.orchestrator.calls import RunAccount, planner_only_usd
+from delegate.orchestrator.driver import RunDriver
 from delegate.orchestrator.estimate import Estimate, estimate_tasks
 from delegate.orchestrator.events import EventBus, EventHandler, RunFinished, RunStarted
-from delegate.orchestrator.graph import Task, TaskGraph
+from delegate.orchestrator.graph import RESERVED_NAMES, Task, TaskGraph
 from delegate.orchestrator.persist import (
     RunRecorder,
     graph_from_spec,
     graph_spec,
-    restorable,
-    restore_output,
+    restore_nodes,
     to_json,
-    usage_from,
 )
+from delegate.orchestrator.planned import PlannedRun, PlanRevision, synthesizer_for
+from delegate.orchestrator.planner import Planner
 from delegate.orchestrator.scheduler import (
     Node,
     RetryPolicy,
@@ -77,7 +78,8 @@ class RunUsage(BaseModel):
     Attributes:
         refused: calls a budget refused (never sent).
         cache_hits: calls answered from the call cache (no cost).
-        by_role: "planner" (the orchestrator's planner agent) and "workers" (everyone else).
+        by_role: "planner" (the orchestrator's planner agent: plans, goal checks and, by default,
+            the final answer), "synthesizer" (a named synthesizer) and "workers" (everyone else).
         planner_only_usd: what the same tokens would have cost on the planner's model — the
             saving to quote; None without a planner or when its price is unknown.
     """
@@ -127,6 +129,13 @@ class RunResult(BaseModel):
         tasks: every task by id, in graph order.
         usage: tokens, cost and calls, total and by model and agent.
         started_at, finished_at: wall-clock times of the run.
+        goal: the goal of a planned run (`Orchestrator.run`).
+        plans: a planned run's plan revisions, in order (the first plan, then each replan).
+        error: why a planned run has no answer or stopped short (no valid plan, the final
+            answer failed), when that happened.
+
+    For a planned run, `output` is the final answer (text, or the `output_type` instance), and
+    `tasks` holds every planned task, failed ones included.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -138,6 +147,9 @@ class RunResult(BaseModel):
     usage: RunUsage
     started_at: datetime
     finished_at: datetime
+    goal: str | None = None
+    plans: list[PlanRevision] = Field(default_factory=list)
+    error: str | None = None
 
     @property
     def duration(self) -> float:
@@ -160,8 +172,14 @@ class Orchestrator:
     Args:
         workers: the agents tasks may name by string (`g.add(..., agent="scout")`); names must be
             unique.
-        planner: the reasoning model's agent. Its calls are reported as the planner's role, and
-            `RunUsage.planner_only_usd` prices every token of a run at its model's price.
+        planner: the reasoning model that plans `run(goal)`: an `Agent`, or a `Planner` to set
+            `max_tasks`, plan repair attempts or the prompt. Its calls are reported as the
+            planner's role, and `RunUsage.planner_only_usd` prices every token of a run at its
+            model's price.
+        synthesizer: the agent that writes a planned run's final answer (default: the planner).
+        max_replans: how many times a planned run may be replanned after failures.
+        judge_goal: before the final answer of a planned run, have the planner's model check that
+            the task results meet the goal, and replan (within `max_replans`) when they do not.
         memory: where runs and the agents' shared memory are kept, so they survive the process.
             "default": `$DELEGATE_DB_URL`, else the SQLite file `$DELEGATE_HOME/delegate.db`
             (`DELEGATE_HOME` defaults to `~/.delegate`; the `delegate` command uses the same).
@@ -188,7 +206,10 @@ class Orchestrator:
         self,
         *,
         workers: Sequence[Agent] = (),
-        planner: Agent | None = None,
+        planner: Agent | Planner | None = None,
+        synthesizer: Agent | None = None,
+        max_replans: int = 2,
+        judge_goal: bool = False,
         memory: str | Store | None = "default",
         cache: bool = False,
         budget: Budget | None = None,
@@ -227,8 +248,11 @@ class Orchestrator:
                     f"two workers are named {worker.name!r}; give each agent its own name"
                 )
             self.workers[worker.name] = worker
-        if planner is not None and not isinstance(planner, Agent):
-            raise ConfigError(f"planner must be an Agent, got {type(planner).__name__}")
+        self.plans = _planner(planner, synthesizer, self.workers, max_replans)
+        planner = None if self.plans is None else self.plans.agent
+        self.synthesizer = synthesizer
+        self.max_replans = max_replans
+        self.judge_goal = bool(judge_goal)
         if budget is not None and not isinstance(budget, Budget):
             raise ConfigError(f"budget must be a delegate.Budget, got {type(budget).__name__}")
         if max_calls not in (None, "auto") and (
@@ -296,15 +320,171 @@ class Orchestrator:
             run_id, tasks, agents, inputs, budget, store, restored={}, workflow=workflow
         )
 
-    async def resume(self, run_id: str) -> RunResult:
+    async def run(
+        self,
+        goal: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        budget: Budget | None = None,
+        run_id: str | None = None,
+        workflow: str | None = None,
+        output_type: type[BaseModel] | None = None,
+    ) -> RunResult:
+        """Plan `goal` with the planner, run the plan on the workers, and answer.
+
+        The planner's model writes a plan (streamed: each task starts as soon as it is known),
+        the workers run it in parallel, failures are replanned (at most `max_replans` times,
+        finished tasks never run again), and the synthesizer writes the answer from the task
+        outputs: `RunResult.output`, text or an `output_type` instance. Planner and synthesis
+        calls count against the same budget as the workers'. See `delegate.orchestrator.planned`.
+
+        Args:
+            goal: what the run must achieve.
+            inputs: values the planner sees and the tasks can use as `{{ inputs.name }}`.
+            budget: this run's budget, instead of the orchestrator's default.
+            run_id: the run's id (default: a new random one).
+            workflow: the workflow this run belongs to (shared "workflow" memory).
+            output_type: a pydantic model for a typed final answer.
+
+        Raises:
+            ConfigError: the orchestrator has no planner or no workers, or a bad argument.
+            PriceUnknownError: a usd budget applies and a model has no known price.
+        """
+        if self.plans is None or self.planner is None:
+            raise ConfigError(
+                'run(goal) needs a planner: Orchestrator(planner=Agent("planner", '
+                '"openai/o4-mini"), workers=[...]); or build a TaskGraph and call execute()'
+            )
+        if not self.workers:
+            raise ConfigError("run(goal) needs workers for the plan: Orchestrator(workers=[...])")
+        if not isinstance(goal, str) or not goal.strip():
+            raise ConfigError(f"goal must be a non-empty str, got {goal!r}")
+        if output_type is not None and not (
+            isinstance(output_type, type) and issubclass(output_type, BaseModel)
+        ):
+            raise ConfigError(
+                f"output_type must be a pydantic BaseModel subclass, got {output_type!r}"
+            )
+        checked = dict(inputs or {})
+        run_id = run_id or uuid.uuid4().hex
+        store = await anyio.to_thread.run_sync(self._open_store)
+        planned = self.planned_run(run_id, goal, checked, output_type)
+        if store is not None:
+            record = _run_record(run_id, planned.spec(), checked, budget, workflow, goal)
+            await anyio.to_thread.run_sync(store.create_run, record)
+        return await self._run(
+            run_id,
+            [],
+            dict(self.workers),
+            checked,
+            budget,
+            store,
+            restored={},
+            workflow=workflow,
+            planned=planned,
+        )
+
+    def run_sync(
+        self,
+        goal: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        budget: Budget | None = None,
+        run_id: str | None = None,
+        workflow: str | None = None,
+        output_type: type[BaseModel] | None = None,
+    ) -> RunResult:
+        """Blocking twin of `run`, for scripts and notebooks without an event loop."""
+        return run_sync(
+            self.run,
+            goal,
+            inputs,
+            budget=budget,
+            run_id=run_id,
+            workflow=workflow,
+            output_type=output_type,
+        )
+
+    async def run_driven(
+        self,
+        driver: RunDriver,
+        inputs: Mapping[str, Any],
+        *,
+        budget: Budget | None = None,
+        run_id: str,
+        workflow: str | None = None,
+        goal: str | None = None,
+        resume: bool = False,
+    ) -> RunResult:
+        """Run a graph that `driver` builds while it runs (see `delegate.orchestrator.driver`).
+
+        For code that extends delegate (the YAML workflows use it); `run` and `execute` are the
+        everyday entry points. With `resume=True` the run already exists in the store and the
+        driver restores what finished.
+        """
+        checked = dict(inputs)
+        store = await anyio.to_thread.run_sync(self._open_store)
+        if store is not None and not resume:
+            record = _run_record(run_id, driver.spec(), checked, budget, workflow, goal)
+            await anyio.to_thread.run_sync(store.create_run, record)
+        return await self._run(
+            run_id,
+            [],
+            dict(self.workers),
+            checked,
+            budget,
+            store,
+            restored={},
+            workflow=workflow,
+            planned=driver,
+        )
+
+    def planned_run(
+        self,
+        run_id: str,
+        goal: str,
+        inputs: Mapping[str, Any],
+        output_type: type[BaseModel] | None,
+    ) -> PlannedRun:
+        """The planning side of a run of `goal` (what `run` drives; see `run_driven`).
+
+        Raises:
+            ConfigError: the orchestrator has no planner.
+        """
+        planner = self.plans
+        if planner is None:  # checked by run() and resume()
+            raise ConfigError("this orchestrator has no planner")
+        named = self.synthesizer
+        return PlannedRun(
+            run_id=run_id,
+            goal=goal,
+            inputs=inputs,
+            planner=planner,
+            workers=self.workers,
+            synthesizer=synthesizer_for(named or planner.agent, output_type, planner=named is None),
+            output_type=output_type,
+            max_replans=self.max_replans,
+            judge_goal=self.judge_goal,
+            retry=self.retry,
+            bus=self.events,
+            rng=self._rng,
+            prices=self.prices,
+        )
+
+    async def resume(self, run_id: str, *, output_type: type[BaseModel] | None = None) -> RunResult:
         """Finish a run that stopped (a crash, a kill, a deadline), from the store.
 
         The graph, inputs and budget are read back; tasks that succeeded keep their outputs and
         are not run again; the rest run now. Agents are found by name among this orchestrator's
         `workers` (and its planner), so resume with an orchestrator that has the same workers.
 
+        A planned run (`run(goal)`) keeps its plans: what was planned is run, not planned again;
+        a plan the crash interrupted is completed by the planner, failures already replanned are
+        not replanned again, and the final answer is written (as `output_type`, when given).
+
         Raises:
-            ConfigError: the orchestrator has no store (`memory=None`), or the run is unknown.
+            ConfigError: the orchestrator has no store (`memory=None`), or the run is unknown,
+                or a planned run is resumed without a planner.
             GraphError: the stored graph names an agent this orchestrator does not have.
         """
         store = await anyio.to_thread.run_sync(self._open_store)
@@ -321,6 +501,25 @@ class Orchestrator:
         rows = await anyio.to_thread.run_sync(store.get_tasks, run_id)
         restored = {row.task_id: row for row in rows if row.status == "succeeded"}
         budget = Budget(**record.budget) if record.budget else None
+        planned = None
+        if "planned" in record.graph:
+            if self.plans is None:
+                raise ConfigError(
+                    f"run {run_id!r} was planned: resume it with an Orchestrator that has a "
+                    "planner (and the same workers)"
+                )
+            planned = self.planned_run(run_id, record.goal or "", inputs, output_type)
+            planned.graph = graph
+            planned.revisions, planned.handled = PlannedRun.stored(record.graph)
+            workflow_file = record.graph.get("workflow")
+            planned.source = dict(workflow_file) if isinstance(workflow_file, Mapping) else None
+            # Failures a replan already answered stay failed: they are not run again.
+            restored |= {
+                row.task_id: row
+                for row in rows
+                if row.task_id in planned.handled and row.status in ("failed", "skipped")
+            }
+            agents = dict(self.workers)
         return await self._run(
             run_id,
             tasks,
@@ -330,7 +529,12 @@ class Orchestrator:
             store,
             restored=restored,
             workflow=record.workflow,
+            planned=planned,
         )
+
+    def resume_sync(self, run_id: str, *, output_type: type[BaseModel] | None = None) -> RunResult:
+        """Blocking twin of `resume`."""
+        return run_sync(self.resume, run_id, output_type=output_type)
 
     def _open_store(self) -> Store | None:
         if self.memory is None:
@@ -354,10 +558,6 @@ class Orchestrator:
                 self._store = _shared_store(self.memory)
         return self._store
 
-    def resume_sync(self, run_id: str) -> RunResult:
-        """Blocking twin of `resume`."""
-        return run_sync(self.resume, run_id)
-
     async def _run(
         self,
         run_id: str,
@@ -369,15 +569,18 @@ class Orchestrator:
         *,
         restored: Mapping[str, TaskRecord],
         workflow: str | None,
+        planned: RunDriver | None = None,
     ) -> RunResult:
         nodes = build_nodes(tasks, agents)
-        account = self._account(tasks, agents, budget)
+        # Every model a driven run may call is priced and budgeted up front.
+        members = agents if planned is None else {**planned.agents(), **agents}
+        account = self._account(tasks, members, budget)
         if store is not None:
             from delegate.memory.blackboard import Memory
 
             account.memory = Memory(store, run_id=run_id, workflow=workflow)
             account.cache = store if self.cache else None
-        _restore(nodes, restored, account)
+        restore_nodes(nodes, restored, account)
         scheduler = Scheduler(
             nodes,
             run_id=run_id,
@@ -389,9 +592,13 @@ class Orchestrator:
             account=account,
             rng=self._rng,
         )
+        if planned is not None:
+            planned.prepare(account)
+            scheduler.hold()  # open until the driver is done adding tasks
         started = time.time()
-        recorder = None if store is None else RunRecorder(store, run_id, nodes)
+        recorder = None if store is None else RunRecorder(store, run_id, scheduler.by_id)
         unsubscribe = None if recorder is None else self.events.subscribe(recorder)
+        output: Any = None
         try:
             async with anyio.create_task_group() as group:
                 if recorder is not None:
@@ -399,20 +606,31 @@ class Orchestrator:
                 if self.events.active:
                     self.events.emit(RunStarted(run_id=run_id, tasks=len(nodes)))
                 try:
-                    await scheduler.run()
+                    if planned is None:
+                        await scheduler.run()
+                    else:
+                        output = await _plan_and_answer(planned, scheduler, account, recorder)
                 finally:
                     if recorder is not None:
                         recorder.close()
         finally:
             if unsubscribe is not None:
                 unsubscribe()
+            if recorder is not None:
+                # A run cancelled from outside cancels the recorder's loop too: what it had not
+                # written yet is written now.
+                with anyio.CancelScope(shield=True):
+                    await recorder.flush()
         planner_price = None if self.planner is None else account.price(self.planner.model)
         usage = _usage(
             account,
-            None if self.planner is None else self.planner.name,
+            self._roles(),
             planner_only_usd(account.book, planner_price),
         )
+        nodes = scheduler.nodes
         result = _result(run_id, nodes, usage, scheduler.deadline_passed, started, time.time())
+        if planned is not None:
+            result = planned.result(result, output, scheduler.deadline_passed)
         if store is not None:
             await anyio.to_thread.run_sync(_finish_run, store, result)
         if self.events.active:
@@ -420,6 +638,15 @@ class Orchestrator:
                 RunFinished(run_id=run_id, status=result.status, usage=account.book.total)
             )
         return result
+
+    def _roles(self) -> dict[str, str]:
+        """Agent name → role in `RunUsage.by_role` (everyone else is one of the "workers")."""
+        roles: dict[str, str] = {}
+        if self.synthesizer is not None:
+            roles[self.synthesizer.name] = "synthesizer"
+        if self.planner is not None:
+            roles[self.planner.name] = "planner"
+        return roles
 
     def execute_sync(
         self,
@@ -507,35 +734,78 @@ class Orchestrator:
         return account
 
     def _resolve_agents(self, tasks: Iterable[Task]) -> dict[str, Agent]:
+        """The agents of `tasks` by name: workers and judges (`verify`), names resolved."""
+        from delegate.agents.agent import judge_problem
+
         agents: dict[str, Agent] = {}
-        for task in tasks:
-            if task.agent is None:
-                continue
-            if isinstance(task.agent, str):
-                worker = self.workers.get(task.agent)
-                if worker is None:
-                    known = ", ".join(sorted(self.workers)) or "none"
-                    raise GraphError(
-                        f"task {task.id!r} uses agent {task.agent!r}, which is not among the "
-                        f"orchestrator's workers{did_you_mean(task.agent, self.workers)} "
-                        f"(workers: {known}); add it to Orchestrator(workers=[...])"
-                    )
-                agent = worker
-            else:
-                agent = task.agent
+
+        def worker(task: Task, role: str, name: str) -> Agent:
+            found = self.workers.get(name)
+            if found is None:
+                known = ", ".join(sorted(self.workers)) or "none"
+                raise GraphError(
+                    f"task {task.id!r} uses {role} {name!r}, which is not among the "
+                    f"orchestrator's workers{did_you_mean(name, self.workers)} "
+                    f"(workers: {known}); add it to Orchestrator(workers=[...])"
+                )
+            return found
+
+        def add(task: Task, agent: Agent) -> None:
             seen = agents.setdefault(agent.name, agent)
             if seen is not agent:
                 raise GraphError(
                     f"two different agents are named {agent.name!r} (task {task.id!r}); "
                     "give each agent its own name"
                 )
+
+        for task in tasks:
+            if task.agent is None:
+                continue
+            agent = task.agent
+            if isinstance(agent, str):
+                agent = worker(task, "agent", agent)
+            add(task, agent)
+            judge = agent.verify if task.verify is None else task.verify
+            if isinstance(judge, str):
+                judge = worker(task, "verify", judge)
+            if judge is not None:
+                problem = judge_problem(judge)
+                if problem is not None:
+                    raise GraphError(f"task {task.id!r}: {problem}")
+                add(task, judge)  # its budget and prices are checked like any worker's
         return agents
+
+
+def _planner(
+    planner: object, synthesizer: object, workers: Mapping[str, Agent], max_replans: object
+) -> Planner | None:
+    """The orchestrator's `Planner`, after checking the planning arguments."""
+    from delegate.agents.agent import Agent
+
+    if isinstance(planner, Planner):
+        plans: Planner | None = planner
+    elif planner is None or isinstance(planner, Agent):
+        plans = None if planner is None else Planner(planner)
+    else:
+        raise ConfigError(f"planner must be an Agent or a Planner, got {type(planner).__name__}")
+    if synthesizer is not None and not isinstance(synthesizer, Agent):
+        raise ConfigError(f"synthesizer must be an Agent, got {type(synthesizer).__name__}")
+    roles = (("planner", None if plans is None else plans.agent), ("synthesizer", synthesizer))
+    for role, agent in roles:
+        if agent is not None and workers.get(agent.name, agent) is not agent:
+            raise ConfigError(
+                f"the {role} and a worker are both named {agent.name!r}; give each its own name"
+            )
+    if not isinstance(max_replans, int) or isinstance(max_replans, bool) or max_replans < 0:
+        raise ConfigError(f"max_replans must be an integer ≥ 0, got {max_replans!r}")
+    return plans
 
 
 def _check_placeholders(tasks: Iterable[Task], inputs: Mapping[str, Any]) -> None:
     problems: list[str] = []
     for task in tasks:
-        unknown = task.placeholders - {"inputs", "deps"} - set(task.deps) - set(inputs)
+        unknown = task.placeholders - RESERVED_NAMES - set(task.deps) - set(inputs)
+        unknown -= set(task.variables)
         problems.extend(
             f"task {task.id!r}: placeholder {{{{ {name} }}}} is neither a run input nor a "
             f"dependency{did_you_mean(name, [*inputs, *task.deps])} "
@@ -574,13 +844,14 @@ def _run_record(
     inputs: Mapping[str, Any],
     budget: Budget | None,
     workflow: str | None,
+    goal: str | None = None,
 ) -> RunRecord:
     from delegate.memory.records import RunRecord
 
     return RunRecord(
         id=run_id,
         workflow=workflow,
-        goal=None,
+        goal=goal,
         inputs={key: to_json(value) for key, value in inputs.items()},
         graph=spec,
         status="running",
@@ -595,6 +866,8 @@ def _run_record(
 
 def _finish_run(store: Store, result: RunResult) -> None:
     failed = [f"{t.id}: {t.error}" for t in result.tasks.values() if t.error]
+    if result.error:
+        failed.insert(0, result.error)
     store.finish_run(
         result.run_id,
         status=result.status,
@@ -602,29 +875,6 @@ def _finish_run(store: Store, result: RunResult) -> None:
         usage=result.usage.model_dump(mode="json"),
         error="; ".join(failed)[:2000] or None,
     )
-
-
-def _restore(
-    nodes: Sequence[Node], restored: Mapping[str, TaskRecord], account: RunAccount
-) -> None:
-    """Mark the tasks a store says succeeded as done, with their outputs and usage."""
-    for node in nodes:
-        row = restored.get(node.task.id)
-        if row is None or not restorable(row.output):
-            continue
-        output_type = node.agent.output_type if node.agent is not None else None
-        node.status = "succeeded"
-        node.output = restore_output(row.output, output_type)
-        node.attempts = row.attempts
-        node.usage = usage_from(row.usage)
-        node.model = row.model
-        node.answered_by = row.agent
-        node.started_at = row.started_at.timestamp() if row.started_at else None
-        node.finished_at = row.finished_at.timestamp() if row.finished_at else None
-        if node.usage.calls:
-            account.book.add(row.model or "unknown", row.agent or "unknown", node.usage)
-        for child in node.children:
-            child.pending -= 1
 
 
 def _prices(prices: Mapping[str, tuple[float, float] | Price] | None) -> dict[str, Price]:
@@ -699,12 +949,12 @@ def _check_prices(account: RunAccount, agents: Iterable[Agent], tasks: Sequence[
             current = current.fallback
 
 
-def _usage(account: RunAccount, planner: str | None, planner_only: float | None) -> RunUsage:
+def _usage(account: RunAccount, named: Mapping[str, str], planner_only: float | None) -> RunUsage:
     book = account.book
     total = book.total
     roles: dict[str, Usage] = {}
     for (_, agent), usage in book.pairs.items():
-        role = "planner" if agent == planner else "workers"
+        role = named.get(agent, "workers")
         roles[role] = roles[role] + usage if role in roles else usage
     return RunUsage(
         input_tokens=total.input_tokens,
@@ -770,3 +1020,17 @@ def _result(
         started_at=datetime.fromtimestamp(started, UTC),
         finished_at=datetime.fromtimestamp(finished, UTC),
     )
+
+
+async def _plan_and_answer(
+    planned: RunDriver, scheduler: Scheduler, account: RunAccount, recorder: RunRecorder | None
+) -> Any:
+    """Run the driver beside the scheduler, then have it answer; returns the answer."""
+    async with anyio.create_task_group() as planning:
+        planning.start_soon(planned.drive, scheduler, account, recorder)
+        await scheduler.run()
+        planning.cancel_scope.cancel()  # when a deadline ended the run, planning ends too
+    output = await planned.answer(scheduler, account)
+    if recorder is not None:
+        recorder.graph_changed(planned.spec())
+    return output

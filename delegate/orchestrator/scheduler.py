@@ -41,6 +41,7 @@ from delegate.errors import (
     TemplateError,
 )
 from delegate.orchestrator.calls import CallGate, RunAccount
+from delegate.orchestrator.checks import run_checked
 from delegate.orchestrator.events import (
     EventBus,
     TaskCancelled,
@@ -61,6 +62,7 @@ __all__ = ["Node", "RetryPolicy", "Scheduler", "TaskStatus"]
 
 TaskStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 _TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+_BROKEN = frozenset({"failed", "skipped", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,13 @@ class Node:
     answered_by: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    verify: Agent | None = None  # the judge: the task's own, else its agent's (`build_nodes`)
+    passable: bool = False  # skipped, yet its dependents run (a workflow step whose `when` failed)
+
+    @property
+    def task_id(self) -> str:
+        """The task's id (what a `CallGate` charges the task's budget by)."""
+        return self.task.id
 
 
 def _describe(exc: BaseException) -> str:
@@ -163,7 +172,7 @@ class Scheduler:
         self.account = account
         self.deadline_passed = False
         self.rng = rng
-        self.runners = max(1, min(max_concurrency, len(nodes)))
+        self.runners = max_concurrency
         # Heap entries: the longest remaining path first, then the order tasks were added.
         self._ready: list[tuple[float, int, Node]] = []
         self._idle: list[anyio.Event] = []
@@ -175,10 +184,18 @@ class Scheduler:
         self._group: TaskGroup | None = None
         self._spawned = 0
         self._reason: str | None = None
+        self._holds = 0
+        self._done: anyio.Event | None = None
+        self._settled: anyio.Event | None = None
+        self._end: anyio.Event | None = None
+        self.stopped = False
         for node in nodes:
-            limit = node.agent.max_concurrency if node.agent is not None else None
-            if limit is not None:
-                self._limits[node.agent.name] = limit  # type: ignore[union-attr]
+            self._limit(node)
+
+    def _limit(self, node: Node) -> None:
+        limit = node.agent.max_concurrency if node.agent is not None else None
+        if limit is not None:
+            self._limits[node.agent.name] = limit  # type: ignore[union-attr]
 
     async def run(self) -> None:
         """Run every node; returns when all are succeeded, failed, skipped or cancelled."""
@@ -193,9 +210,91 @@ class Scheduler:
                             self._push(node)
                     if self._remaining == 0:
                         return  # everything was restored from the store: nothing to run
+                    if self._holds:
+                        # Tasks are still to come (`add`): stay open until the last hold goes.
+                        self._done = anyio.Event()
+                        await self._done.wait()
             self.deadline_passed = limit.cancelled_caught
         finally:
+            self.stopped = True
             self._cancel_unfinished(self.cancel_reason)
+            for event in (self._settled, self._end):
+                if event is not None:
+                    event.set()
+
+    # -- tasks that arrive while the run is under way (plans) -------------------------------
+
+    def hold(self) -> None:
+        """Keep the run open for tasks still to be added, until `release`.
+
+        Call before `run` starts (a planned run holds while its planner works).
+        """
+        self._holds += 1
+        self._remaining += 1
+
+    def release(self) -> None:
+        """Drop one `hold`: once none is left and every task has ended, `run` returns."""
+        self._holds -= 1
+        self._ended()
+
+    def add(self, nodes: list[Node], *, skipped: Mapping[str, str] | None = None) -> None:
+        """Add `nodes` (built by `build_nodes(..., known=self.by_id)`) to the running graph.
+
+        A node whose dependency already failed (or was skipped or cancelled) is skipped at once;
+        one whose dependencies all succeeded is queued at once; one that already ended (restored
+        from a store) stays as it is. Nodes named in `skipped` are skipped at once with the
+        reason given, but do not hold back their dependents (they become `passable`). After the
+        run stopped (a deadline, fail-fast), new nodes are cancelled.
+        """
+        skipped = skipped or {}
+        for node in nodes:
+            self.nodes.append(node)
+            self.by_id[node.task.id] = node
+            if node.status not in _TERMINAL:
+                self._remaining += 1
+            self._limit(node)
+        for node in nodes:
+            if node.status in _TERMINAL:
+                continue
+            if node.task.id in skipped:
+                node.passable = True
+                self._finish(node, "skipped", skipped[node.task.id])
+                if self.bus.active:
+                    self.bus.emit(
+                        TaskSkipped(
+                            run_id=self.run_id, task_id=node.task.id, reason=node.error or ""
+                        )
+                    )
+                continue
+            if self.stopped:
+                self._finish(node, "cancelled", self.cancel_reason)
+                continue
+            broken = next(
+                (
+                    d
+                    for d in node.task.deps
+                    if self.by_id[d].status in _BROKEN and not self.by_id[d].passable
+                ),
+                None,
+            )
+            if broken is not None and node.status == "pending":
+                self._skip(node, f"dependency {broken!r} {self.by_id[broken].status}")
+            elif node.pending == 0 and node.status == "pending" and self._group is not None:
+                self._push(node)  # (before `run` starts, `run` queues the ready ones itself)
+
+    async def next_end(self) -> None:
+        """Until the next task ends (or the run stops)."""
+        if self.stopped:
+            return
+        if self._end is None:
+            self._end = anyio.Event()
+        await self._end.wait()
+
+    async def settled(self) -> None:
+        """Until no added task is pending or running (or the run stopped)."""
+        while not self.stopped and self._remaining > self._holds:
+            self._settled = anyio.Event()
+            await self._settled.wait()
 
     @property
     def cancel_reason(self) -> str:
@@ -348,8 +447,15 @@ class Scheduler:
             from delegate.memory.blackboard import memory_tools
 
             tools = tuple(memory_tools(self.account.memory, task_id=task.id))
-        result = await agent.run(
-            self._prompt(node), caller=CallGate(self.account, node), tools=tools
+        result = await run_checked(
+            agent,
+            self._prompt(node),
+            caller=CallGate(self.account, node),
+            tools=tools,
+            verify=node.verify,
+            votes=agent.votes if task.votes is None else task.votes,
+            max_output_tokens=task.max_output_tokens,
+            reasoning_effort=task.reasoning_effort,
         )
         node.model = result.model
         node.answered_by = result.agent
@@ -381,14 +487,17 @@ class Scheduler:
         if task.template is None:
             text = task.prompt
         else:
+            names = {**self.inputs, **deps, "inputs": self.inputs, "deps": deps}
+            if "steps" in task.placeholders:
+                names["steps"] = {dep: {"output": output} for dep, output in deps.items()}
+            if task.variables:
+                names.update(task.variables)
             try:
-                text = task.template.render(
-                    {**self.inputs, **deps, "inputs": self.inputs, "deps": deps}
-                )
+                text = task.template.render(names)
             except JinjaTemplateError as exc:
                 raise TemplateError(f"task {task.id!r}: prompt template failed: {exc}") from None
-        if "deps" in task.placeholders:
-            return text  # the template picks from `deps` itself
+        if "deps" in task.placeholders or "steps" in task.placeholders:
+            return text  # the template picks from `deps` (or a workflow's `steps`) itself
         context = [
             f"## Result of task {dep!r}\n{format_output(out)}"
             for dep, out in deps.items()
@@ -406,11 +515,22 @@ class Scheduler:
         node.status = status
         node.error = error
         node.finished_at = time.time()
+        self._ended()
+
+    def _ended(self) -> None:
+        """One task ended (or one hold was released): wake who waits for the run to settle."""
         self._remaining -= 1
+        if self._end is not None:
+            self._end.set()
+            self._end = None
+        if self._remaining == self._holds and self._settled is not None:
+            self._settled.set()
         if self._remaining == 0:
             idle, self._idle = self._idle, []
             for wake in idle:
                 wake.set()
+            if self._done is not None:
+                self._done.set()
 
     def _succeed(self, node: Node, output: Any) -> None:
         node.output = output
@@ -446,7 +566,15 @@ class Scheduler:
         if self.fail_fast:
             self.cancel(f"fail_fast: task {node.task.id!r} failed")
             return
-        reason = f"dependency {node.task.id!r} failed"
+        self._skip_children(node, f"dependency {node.task.id!r} failed")
+
+    def _skip(self, node: Node, reason: str) -> None:
+        self._finish(node, "skipped", reason)
+        if self.bus.active:
+            self.bus.emit(TaskSkipped(run_id=self.run_id, task_id=node.task.id, reason=reason))
+        self._skip_children(node, reason)
+
+    def _skip_children(self, node: Node, reason: str) -> None:
         stack = list(node.children)
         while stack:
             child = stack.pop()
@@ -471,18 +599,50 @@ def _timeout(seconds: float | None) -> AbstractContextManager[Any]:
     return anyio.fail_after(seconds) if seconds is not None else nullcontext()
 
 
-def build_nodes(tasks: list[Task], agents: Mapping[str, Agent]) -> list[Node]:
-    """Scheduler nodes for `tasks` (in topological order), with critical-path priorities."""
+def build_nodes(
+    tasks: list[Task], agents: Mapping[str, Agent], known: Mapping[str, Node] | None = None
+) -> list[Node]:
+    """Scheduler nodes for `tasks` (in topological order), with critical-path priorities.
+
+    `known` holds the nodes of a running graph that `tasks` are added to (`Scheduler.add`):
+    `tasks` may depend on them; a dependency that already succeeded does not hold a new node
+    back, and the new nodes raise the priorities of those they wait for.
+    """
     nodes: list[Node] = []
     by_id: dict[str, Node] = {}
-    for seq, task in enumerate(tasks):
-        name = task.agent_name
-        node = Node(task, agents[name] if name is not None else None, 0.0, seq, len(task.deps))
+    known = known or {}
+    seq = len(known)
+    for task in tasks:
+        agent = task.agent if not isinstance(task.agent, str) else agents[task.agent]
+        node = Node(task, agent, 0.0, seq, 0)
+        seq += 1
+        if task.verify is not None:
+            verify = task.verify
+            node.verify = agents[verify] if isinstance(verify, str) else verify
+        elif node.agent is not None:
+            node.verify = node.agent.verify
         nodes.append(node)
         by_id[task.id] = node
         for dep in task.deps:
-            by_id[dep].children.append(node)
+            parent = by_id.get(dep) or known[dep]
+            if parent.status != "succeeded" and not parent.passable:
+                node.pending += 1
+                parent.children.append(node)
     for node in reversed(nodes):
         tail = max((child.priority for child in node.children), default=0.0)
         node.priority = node.task.weight + tail
+    if known:
+        _raise_priorities(nodes, {**known, **by_id})
     return nodes
+
+
+def _raise_priorities(nodes: list[Node], by_id: Mapping[str, Node]) -> None:
+    """Carry the new nodes' remaining paths up to the older nodes they wait for."""
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        for dep in node.task.deps:
+            parent = by_id[dep]
+            if parent.status == "pending" and parent.priority < parent.task.weight + node.priority:
+                parent.priority = parent.task.weight + node.priority
+                stack.append(parent)
