@@ -42,6 +42,7 @@ from delegate.errors import (
     ModelTimeoutError,
     OutputValidationError,
     PermanentModelError,
+    PlanInvalid,
     PriceUnknownError,
     ProviderUnavailableError,
     RateLimitError,
@@ -51,13 +52,19 @@ from delegate.errors import (
     TemplateError,
     ToolLoopError,
     TransientModelError,
+    VerificationFailed,
+    WorkflowError,
 )
+from delegate.orchestrator.checks import Verdict
 from delegate.orchestrator.estimate import Estimate, TaskEstimate
 from delegate.orchestrator.events import (
     Event,
     EventBus,
+    PlanFinished,
+    PlanStarted,
     RunFinished,
     RunStarted,
+    SynthesisStarted,
     TaskCancelled,
     TaskFailed,
     TaskQueued,
@@ -67,8 +74,11 @@ from delegate.orchestrator.events import (
     TaskSucceeded,
 )
 from delegate.orchestrator.graph import Task, TaskContext, TaskGraph, TaskSpec
+from delegate.orchestrator.planned import GoalCheck, PlanRevision
+from delegate.orchestrator.planner import Plan, Planner, PlanResult, PlanTask
 from delegate.orchestrator.run import Orchestrator, RunResult, RunStatus, RunUsage, TaskResult
 from delegate.orchestrator.scheduler import RetryPolicy, TaskStatus
+from delegate.simulate import SimulatedModel
 
 try:
     __version__ = _version("delegate")
@@ -90,6 +100,7 @@ __all__ = [
     "Estimate",
     "Event",
     "EventBus",
+    "GoalCheck",
     "GraphError",
     "LiteLLMModel",
     "Message",
@@ -103,6 +114,14 @@ __all__ = [
     "Orchestrator",
     "OutputValidationError",
     "PermanentModelError",
+    "Plan",
+    "PlanFinished",
+    "PlanInvalid",
+    "PlanResult",
+    "PlanRevision",
+    "PlanStarted",
+    "PlanTask",
+    "Planner",
     "Price",
     "PriceUnknownError",
     "ProviderUnavailableError",
@@ -114,7 +133,9 @@ __all__ = [
     "RunStarted",
     "RunStatus",
     "RunUsage",
+    "SimulatedModel",
     "StoreError",
+    "SynthesisStarted",
     "Task",
     "TaskCancelled",
     "TaskContext",
@@ -137,6 +158,9 @@ __all__ = [
     "ToolLoopError",
     "TransientModelError",
     "Usage",
+    "Verdict",
+    "VerificationFailed",
+    "WorkflowError",
     "__version__",
     "resolve_model",
     "tool",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -119,3 +120,372 @@ def tokens(text: str, model: str) -> None:
         return
     click.echo(f"price:  {_format_usd(per_token * 1_000_000)} per million input tokens")
     click.echo(f"cost:   {_format_usd(per_token * count)} for {count} input tokens")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+@main.command()
+@click.argument(
+    "files",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.pass_context
+def validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
+    """Check workflow FILES without running anything.
+
+    Prints `FILE: ok (...)` for a valid file, and `FILE:LINE:COL: problem` for every problem
+    of an invalid one (on stderr). Exit status 0 when every file is valid, else 2.
+    """
+    from delegate._log import redact_text
+    from delegate.errors import WorkflowError
+    from delegate.workflows import load_workflow
+
+    debug = bool(ctx.find_root().params.get("debug"))
+    invalid = 0
+    for file in files:
+        try:
+            loaded = load_workflow(file)
+        except WorkflowError as exc:
+            invalid += 1
+            if debug:
+                click.echo(redact_text(traceback.format_exc().rstrip()), err=True)
+            for problem in exc.problems:
+                click.echo(redact_text(str(problem)), err=True)
+            continue
+        spec = loaded.spec
+        shape = _count(len(spec.steps), "step") if spec.steps is not None else "planner mode"
+        click.echo(f"{file}: ok ({shape}, {_count(len(spec.agents), 'agent')})")
+    if invalid:
+        ctx.exit(2)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of workflow files, for editors.
+
+    Save it (`delegate schema > workflow.schema.json`) and start a workflow file with
+    `# yaml-language-server: $schema=workflow.schema.json` to get completion and checks.
+    """
+    import json
+
+    from delegate.workflows import workflow_json_schema
+
+    click.echo(json.dumps(workflow_json_schema(), indent=2, ensure_ascii=False))
+
+
+# -- running workflows: run, plan, runs, show, resume ---------------------------------------
+# The display and report code lives in `delegate.cli_run`; these commands only wire it up.
+
+_WORKFLOW_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_DB_HELP = "The store's database URL. Default: $DELEGATE_DB_URL, else $DELEGATE_HOME/delegate.db."
+
+
+def _input_options(fn: Any) -> Any:
+    fn = click.option(
+        "--input-file",
+        type=_WORKFLOW_FILE,
+        help="A JSON or YAML mapping of input values (-i values win over it).",
+    )(fn)
+    return click.option(
+        "-i",
+        "--input",
+        "pairs",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="An input value, typed by the input's declared type (JSON for arrays and "
+        "objects). Repeat for more inputs.",
+    )(fn)
+
+
+def _check_credentials(models: Any) -> None:
+    from delegate.cli_run import credentials_message
+    from delegate.errors import ConfigError
+    from delegate.workflows.runtime import missing_credentials
+
+    message = credentials_message(missing_credentials(models))
+    if message is not None:
+        raise ConfigError(message)
+
+
+def _open_store(db: str | None) -> Any:
+    from delegate.errors import StoreError
+    from delegate.memory.store import Store, default_url
+
+    try:
+        url = db or default_url()
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the default store's folder ({exc}); set DELEGATE_HOME to a writable "
+            "folder or DELEGATE_DB_URL to a database, or pass --db URL"
+        ) from None
+    return Store.open(url)
+
+
+def _display(as_json: bool, progress: bool, **options: Any) -> Any:
+    from delegate.cli_run import RunDisplay
+
+    return None if as_json and not progress else RunDisplay(**options)
+
+
+def _execute(display: Any, run_id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """Run `fn` to the end with the progress display open; tell how to resume if interrupted."""
+    from contextlib import nullcontext
+
+    from delegate._sync import run_sync
+    from delegate.errors import RunExistsError
+
+    try:
+        with display if display is not None else nullcontext():
+            return run_sync(fn, *args, **kwargs)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: continue the run with `delegate resume {run_id}`", err=True)
+        raise
+    except RunExistsError as exc:
+        raise RunExistsError(
+            f"run {run_id!r} is already in the store; continue it with `delegate resume "
+            f"{run_id}`, or give another --run-id",
+            run_id=exc.run_id,
+        ) from None
+
+
+def _report(result: Any, display: Any, *, as_json: bool, **options: Any) -> int:
+    """Print the run's summary (stderr) and output (stdout), or its JSON; the exit status."""
+    from delegate import cli_run
+
+    if as_json:
+        document = cli_run.result_json(
+            result, simulated=options["simulated"], workflow=options["workflow"]
+        )
+        cli_run.write_json(document, sys.stdout)
+    else:
+        live = display.live if display is not None else None
+        cli_run.print_summary(
+            result,
+            sys.stderr,
+            budget_usd=options["budget_usd"],
+            simulated=options["simulated"],
+            time_scale=options["time_scale"],
+            fancy=live,
+        )
+        cli_run.print_output(result.output, sys.stdout)
+    return 0 if result.status == "succeeded" else 1
+
+
+@main.command("run")
+@click.argument("file", type=_WORKFLOW_FILE)
+@_input_options
+@click.option(
+    "--budget-usd",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Spend at most this many USD (replaces the file's budget.usd).",
+)
+@click.option("--db", metavar="URL", help=_DB_HELP)
+@click.option("--simulate", is_flag=True, help="Simulated models: real prices, no model called.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Varies simulated answers.")
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="With --simulate: wait this share of the simulated latencies (1: the models' pace).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document, no progress.")
+@click.option("--progress", is_flag=True, help="With --json: show progress on stderr too.")
+@click.option("--run-id", metavar="ID", help="The run's id. Default: a new random one.")
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    file: Path,
+    pairs: tuple[str, ...],
+    input_file: Path | None,
+    budget_usd: float | None,
+    db: str | None,
+    simulate: bool,
+    seed: int,
+    time_scale: float,
+    as_json: bool,
+    progress: bool,
+    run_id: str | None,
+) -> None:
+    """Run the workflow FILE: progress and a summary on stderr, the output on stdout.
+
+    Exit status 0 when the run succeeded, 1 when it failed or succeeded only partly, 2 when
+    the file or an input is invalid or a model's credentials are missing.
+    """
+    import uuid
+
+    from delegate.workflows import load_workflow
+    from delegate.workflows.runtime import compile_workflow, parse_inputs, run_workflow
+
+    loaded = load_workflow(file)
+    spec = loaded.spec
+    inputs = parse_inputs(spec, pairs, input_file)
+    run_id = run_id or uuid.uuid4().hex
+    limit = budget_usd if budget_usd is not None else spec.budget.usd if spec.budget else None
+    display = _display(as_json, progress, title=spec.name, run_id=run_id, budget_usd=limit)
+    compiled = compile_workflow(
+        loaded,
+        simulate=simulate,
+        seed=seed,
+        db=db,
+        budget_usd=budget_usd,
+        on_event=display,
+        time_scale=time_scale,
+    )
+    if display is not None:
+        display.simulated = compiled.simulated
+    if not compiled.simulated:
+        _check_credentials(compiled.models())
+    result = _execute(display, run_id, run_workflow, compiled, inputs, run_id=run_id)
+    options = {
+        "simulated": compiled.simulated,
+        "workflow": spec.name,
+        "budget_usd": limit,
+        "time_scale": time_scale,
+    }
+    ctx.exit(_report(result, display, as_json=as_json, **options))
+
+
+@main.command("plan")
+@click.argument("file", type=_WORKFLOW_FILE)
+@_input_options
+@click.option("--simulate", is_flag=True, help="A simulated planner: real prices, no model called.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Varies simulated plans.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def plan_command(
+    file: Path,
+    pairs: tuple[str, ...],
+    input_file: Path | None,
+    simulate: bool,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Show what running FILE would do: its tasks, or in planner mode the planner's plan, with
+    the projected tokens, cost and time and the critical path.
+
+    Nothing is executed beyond planning: in planner mode the planner's model is asked for a
+    plan (with --simulate, a simulated one is).
+    """
+    from delegate import cli_run, cli_show
+    from delegate._sync import run_sync
+    from delegate.workflows import load_workflow
+    from delegate.workflows.runtime import compile_workflow, parse_inputs, preview_workflow
+
+    loaded = load_workflow(file)
+    spec = loaded.spec
+    inputs = parse_inputs(spec, pairs, input_file)
+    compiled = compile_workflow(loaded, simulate=simulate, seed=seed, time_scale=0.0)
+    if spec.planner is not None and not compiled.simulated:
+        _check_credentials([compiled.agents[spec.planner].model.name])
+    preview = run_sync(preview_workflow, compiled, inputs)
+    if as_json:
+        document = cli_show.preview_json(preview, workflow=spec.name, simulated=compiled.simulated)
+        cli_run.write_json(document, sys.stdout)
+        return
+    cli_show.print_preview(preview, sys.stdout, workflow=spec.name, simulated=compiled.simulated)
+
+
+@main.command("runs")
+@click.option("--db", metavar="URL", help=_DB_HELP)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def runs_command(db: str | None, limit: int, as_json: bool) -> None:
+    """List the most recent runs in the store, newest first."""
+    from delegate import cli_run, cli_show
+
+    with _open_store(db) as store:
+        runs = store.list_runs(limit=limit)
+    if as_json:
+        cli_run.write_json(cli_show.runs_json(runs), sys.stdout)
+    else:
+        cli_show.print_runs(runs, sys.stdout)
+
+
+def _stored_run(store: Any, run_id: str) -> Any:
+    from delegate.errors import ConfigError
+
+    run = store.get_run(run_id)
+    if run is None:
+        raise ConfigError(
+            f"no run {run_id!r} in the store {store.url}; `delegate runs` lists the recent "
+            "ones (--db URL reads another store)"
+        )
+    return run
+
+
+@main.command("show")
+@click.argument("run_id")
+@click.option("--db", metavar="URL", help=_DB_HELP)
+@click.option("--full", is_flag=True, help="Show whole outputs instead of their beginnings.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def show_command(run_id: str, db: str | None, full: bool, as_json: bool) -> None:
+    """Show the run RUN_ID from the store: status, goal, inputs, tasks with their usage and
+    outputs, plan revisions and errors."""
+    from delegate import cli_run, cli_show
+
+    with _open_store(db) as store:
+        run = _stored_run(store, run_id)
+        tasks = store.get_tasks(run_id)
+    if as_json:
+        cli_run.write_json(cli_show.stored_run_json(run, tasks), sys.stdout)
+    else:
+        cli_show.print_stored_run(run, tasks, sys.stdout, full=full)
+
+
+@main.command("resume")
+@click.argument("run_id")
+@click.option("--db", metavar="URL", help=_DB_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document, no progress.")
+@click.option("--progress", is_flag=True, help="With --json: show progress on stderr too.")
+@click.pass_context
+def resume_command(
+    ctx: click.Context, run_id: str, db: str | None, as_json: bool, progress: bool
+) -> None:
+    """Finish the run RUN_ID of a workflow, which stopped (a crash, a kill, a deadline).
+
+    Tasks that succeeded keep their outputs and are not run again; a run started with
+    --simulate goes on simulated. Exit statuses as for `run`.
+    """
+    from delegate.errors import ConfigError
+    from delegate.workflows.runtime import resume_workflow
+
+    with _open_store(db) as store:
+        record = _stored_run(store, run_id)
+    if record.status == "succeeded":
+        raise ConfigError(
+            f"run {run_id!r} already succeeded: there is nothing to resume; "
+            f"`delegate show {run_id}` shows it"
+        )
+    source = record.graph.get("workflow")
+    source = source if isinstance(source, dict) else {}
+    simulated = bool(source.get("simulate"))
+    budget_usd = (record.budget or {}).get("usd")
+    if isinstance(source.get("text"), str):
+        from delegate.workflows import load_workflow_text
+        from delegate.workflows.runtime import compile_workflow
+
+        loaded = load_workflow_text(source["text"], str(source.get("path", "<workflow>")))
+        if budget_usd is None and loaded.spec.budget is not None:
+            budget_usd = loaded.spec.budget.usd
+        if not simulated:
+            _check_credentials(compile_workflow(loaded, db=db, text=source["text"]).models())
+    display = _display(
+        as_json,
+        progress,
+        title=record.workflow or "",
+        run_id=run_id,
+        budget_usd=budget_usd,
+        simulated=simulated,
+    )
+    result = _execute(display, run_id, resume_workflow, run_id, db=db, on_event=display)
+    options = {
+        "simulated": simulated,
+        "workflow": record.workflow,
+        "budget_usd": budget_usd,
+        "time_scale": source.get("time_scale"),
+    }
+    ctx.exit(_report(result, display, as_json=as_json, **options))

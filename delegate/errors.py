@@ -5,7 +5,8 @@ DelegateError                      base of everything raised on purpose
 ├── ConfigError                    the user's own mistake in code (bad argument, unknown name)
 │   ├── GraphError                 duplicate id, unknown dependency, cycle, undefined placeholder
 │   ├── TemplateError              a prompt template that does not render
-│   └── PriceUnknownError          a model with no known price under a usd budget
+│   ├── PriceUnknownError          a model with no known price under a usd budget
+│   └── WorkflowError              a workflow file with problems (.problems .path .line .col)
 ├── BudgetExceeded                 a call does not fit a budget (.scope .unit .limit .spent)
 ├── PlanInvalid                    the planner's plan was still invalid after its last attempt
 ├── StoreError                     the database cannot be opened, migrated, read or written
@@ -23,7 +24,8 @@ DelegateError                      base of everything raised on purpose
 │       ├── ContextWindowExceededError  the prompt does not fit the model
 │       ├── ContentPolicyError     the provider refused the content
 │       ├── OutputValidationError  a structured answer did not validate, even after a re-ask
-│       └── ToolLoopError          the agent kept calling tools past its round limit
+│       ├── ToolLoopError          the agent kept calling tools past its round limit
+│       └── VerificationFailed     a judge rejected the answer, after a re-ask and the fallback
 └── TaskTimeoutError               a task ran past its own timeout (retried like a transient error)
 ```
 
@@ -37,7 +39,10 @@ import difflib
 import email.utils
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from delegate.workflows.problems import Problem
 
 __all__ = [
     "AuthenticationError",
@@ -65,6 +70,8 @@ __all__ = [
     "TemplateError",
     "ToolLoopError",
     "TransientModelError",
+    "VerificationFailed",
+    "WorkflowError",
     "did_you_mean",
     "from_litellm",
 ]
@@ -100,6 +107,25 @@ class PriceUnknownError(ConfigError):
     def __init__(self, message: str, *, model: str, scope: str) -> None:
         super().__init__(message)
         self.model, self.scope = model, scope
+
+
+class WorkflowError(ConfigError):
+    """A workflow file with problems; `str()` gives one `file:line:col: message` per line.
+
+    Attributes:
+        problems: every problem found, in file order (at least one).
+        path: the file of the first problem.
+        line: its line, 1-based.
+        col: its column, 1-based.
+    """
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+        first = self.problems[0] if self.problems else None
+        self.path = first.file if first else ""
+        self.line = first.line if first else 0
+        self.col = first.col if first else 0
 
 
 class BudgetExceeded(DelegateError):
@@ -244,6 +270,30 @@ class OutputValidationError(PermanentModelError):
 
 class ToolLoopError(PermanentModelError):
     """The model kept calling tools past the agent's `max_tool_rounds`."""
+
+
+class VerificationFailed(PermanentModelError):
+    """A judge (`verify=`) rejected the answer, after a re-ask with its feedback and the fallback.
+
+    Attributes:
+        agent: the worker whose answers were rejected.
+        judge: the agent that judged them.
+        feedback: the judge's feedback on the last answer.
+        attempts: how many answers were judged and rejected.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        agent: str = "",
+        judge: str = "",
+        feedback: str = "",
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message, model=model)
+        self.agent, self.judge, self.feedback, self.attempts = agent, judge, feedback, attempts
 
 
 class TaskTimeoutError(DelegateError):

@@ -1,0 +1,413 @@
+"""What the `delegate` command shows of stored runs (`runs`, `show`) and of plans (`plan`).
+
+    with Store.open(url) as store:
+        run, tasks = store.get_run(run_id), store.get_tasks(run_id)
+    print_stored_run(run, tasks, sys.stdout)
+
+The formatting (dollars, tables, simulation notices) is `delegate.cli_run`'s, so a stored run
+reads like the summary of a live one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TextIO
+
+from delegate.agents.models import Usage
+from delegate.cli_run import (
+    _REASONS,
+    SIMULATED_NOTE,
+    TaskRow,
+    _one_line,
+    _output_text,
+    _plural,
+    _seconds,
+    _table,
+    _task_table,
+    _time,
+    _tokens,
+    _took,
+    _usage,
+    format_usd,
+)
+
+if TYPE_CHECKING:
+    from delegate.memory.records import RunRecord, TaskRecord
+
+__all__ = [
+    "TRUNCATE_CHARS",
+    "preview_json",
+    "print_preview",
+    "print_runs",
+    "print_stored_run",
+    "rows_from_records",
+    "runs_json",
+    "stored_run_json",
+    "stored_simulated",
+]
+
+TRUNCATE_CHARS = 500
+"""Characters of an output `delegate show` prints without --full."""
+
+
+# -- one stored run ------------------------------------------------------------------------
+
+
+def rows_from_records(run: RunRecord, tasks: Sequence[TaskRecord]) -> list[TaskRow]:
+    """A stored run's tasks as table rows: the graph's order, "not run" for tasks never ended."""
+    stored = {task.task_id: task for task in tasks}
+    order = [item["id"] for item in run.graph.get("tasks", ()) if isinstance(item, dict)]
+    order += [task_id for task_id in stored if task_id not in order]
+    rows = []
+    for task_id in order:
+        record = stored.get(task_id)
+        if record is None:
+            spec = next(t for t in run.graph["tasks"] if t.get("id") == task_id)
+            rows.append(TaskRow(task_id, spec.get("agent"), None, "not run", 0, Usage(), None))
+            continue
+        rows.append(
+            TaskRow(
+                id=task_id,
+                agent=record.agent,
+                model=record.model,
+                status=record.status,
+                attempts=record.attempts,
+                usage=_usage(record.usage),
+                seconds=_took(record.started_at, record.finished_at),
+            )
+        )
+    return rows
+
+
+def _stored_plans(run: RunRecord) -> list[dict[str, Any]]:
+    """A planned run's plan revisions, then the plans of a workflow's plan steps ("step")."""
+    planned = run.graph.get("planned")
+    plans = planned.get("plans") if isinstance(planned, dict) else None
+    found = [plan for plan in plans or () if isinstance(plan, dict)]
+    steps = run.graph.get("plans")
+    for step, plan in steps.items() if isinstance(steps, dict) else ():
+        if isinstance(plan, dict):
+            found.append({"step": step, **plan})
+    return found
+
+
+def stored_simulated(run: RunRecord) -> bool:
+    """True when the stored run came from a workflow run with `--simulate`."""
+    source = run.graph.get("workflow")
+    return isinstance(source, dict) and bool(source.get("simulate"))
+
+
+def stored_run_json(run: RunRecord, tasks: Sequence[TaskRecord]) -> dict[str, Any]:
+    """The `delegate show --json` document of a stored run (outputs never truncated).
+
+    Keys: run_id, workflow, status, simulated, goal, inputs, output, error, budget, usage,
+    plans (a planned run's revisions, then the plans of plan steps, with "step"), created_at,
+    finished_at, duration, and tasks (id → status, agent, model, attempts, deps,
+    usage, seconds, output, error; "not run" for tasks of the graph that never ended).
+    """
+    stored = {task.task_id: task for task in tasks}
+    specs = {item["id"]: item for item in run.graph.get("tasks", ()) if isinstance(item, dict)}
+    documents: dict[str, Any] = {}
+    for row in rows_from_records(run, tasks):
+        record = stored.get(row.id)
+        deps = (record.spec.get("deps") if record else None) or specs.get(row.id, {}).get("deps")
+        documents[row.id] = {
+            "status": row.status,
+            "agent": row.agent,
+            "model": row.model,
+            "attempts": row.attempts,
+            "deps": list(deps or ()),
+            "usage": row.usage.to_dict(),
+            "seconds": row.seconds,
+            "output": record.output if record else None,
+            "error": record.error if record else None,
+        }
+    return {
+        "run_id": run.id,
+        "workflow": run.workflow,
+        "status": run.status,
+        "simulated": stored_simulated(run),
+        "goal": run.goal,
+        "inputs": run.inputs,
+        "output": run.output,
+        "error": run.error,
+        "budget": run.budget,
+        "usage": run.usage,
+        "plans": _stored_plans(run),
+        "tasks": documents,
+        "created_at": _time(run.created_at),
+        "finished_at": _time(run.finished_at),
+        "duration": _took(run.created_at, run.finished_at),
+    }
+
+
+# -- the list of runs, and the text of one ---------------------------------------------------
+
+
+def _cost(run: RunRecord) -> float | None:
+    value = (run.usage or {}).get("cost_usd")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _local(value: datetime) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def runs_json(runs: Sequence[RunRecord]) -> dict[str, Any]:
+    """The `delegate runs --json` document: {"runs": [{run_id, workflow, goal, status,
+    simulated, created_at, finished_at, duration, cost_usd}, ...]}, newest first."""
+    return {
+        "runs": [
+            {
+                "run_id": run.id,
+                "workflow": run.workflow,
+                "goal": run.goal,
+                "status": run.status,
+                "simulated": stored_simulated(run),
+                "created_at": _time(run.created_at),
+                "finished_at": _time(run.finished_at),
+                "duration": _took(run.created_at, run.finished_at),
+                "cost_usd": _cost(run),
+            }
+            for run in runs
+        ]
+    }
+
+
+def print_runs(runs: Sequence[RunRecord], stream: TextIO, *, fancy: bool | None = None) -> None:
+    """The recent runs as a table: id, workflow, status, created, duration, cost."""
+    if not runs:
+        stream.write("no runs in the store yet; start one with `delegate run FILE`\n")
+        return
+    rows = [
+        [
+            run.id,
+            (run.workflow or "—") + (" (simulated)" if stored_simulated(run) else ""),
+            run.status,
+            _local(run.created_at),
+            _seconds(_took(run.created_at, run.finished_at)),
+            format_usd(_cost(run)),
+        ]
+        for run in runs
+    ]
+    headers = ("run", "workflow", "status", "created", "duration", "cost")
+    _table(stream, headers, rows, right={4, 5}, fold={1}, fancy=fancy)
+
+
+def _indented(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line if line else line for line in text.splitlines())
+
+
+def _truncated(text: str, full: bool) -> str:
+    if full or len(text) <= TRUNCATE_CHARS:
+        return text
+    more = len(text) - TRUNCATE_CHARS
+    return f"{text[:TRUNCATE_CHARS]}… ({more:,} more characters; --full shows all)"
+
+
+def _plan_title(plan: Mapping[str, Any]) -> str:
+    if "step" in plan:
+        return f"plan step {plan['step']}"
+    reason = _REASONS.get(str(plan.get("reason")), str(plan.get("reason")))
+    return f"plan {plan.get('revision')} ({reason})"
+
+
+def _print_plans(plans: Sequence[Mapping[str, Any]], stream: TextIO) -> None:
+    stream.write("\nplans:\n")
+    for plan in plans:
+        tasks = [t for t in plan.get("tasks") or () if isinstance(t, dict)]
+        facts = [_plural(len(tasks), "task")]
+        if "attempts" in plan:
+            facts.append(_plural(int(plan.get("attempts") or 0), "attempt"))
+        if "usage" in plan:
+            facts.append(format_usd(_usage(plan.get("usage")).cost_usd))
+        if "complete" in plan:
+            facts.append("complete" if plan.get("complete") else "incomplete")
+        stream.write(f"  {_plan_title(plan)}: {', '.join(facts)}\n")
+        for failed, error in (plan.get("failures") or {}).items():
+            stream.write(f"    after {failed}: {_one_line(str(error))}\n")
+        for task in tasks:
+            deps = ", ".join(task.get("deps") or ()) or "nothing"
+            stream.write(f"    - {task.get('id')} ({task.get('agent')}, after {deps}): ")
+            stream.write(_one_line(str(task.get("instructions", "")), 160) + "\n")
+        if plan.get("error"):
+            stream.write(f"    error: {_one_line(str(plan['error']))}\n")
+
+
+def _run_header(run: RunRecord, stream: TextIO) -> None:
+    out = stream.write
+    if stored_simulated(run):
+        out(SIMULATED_NOTE + "\n")
+    out(f"run {run.id}: {run.status}\n")
+    if run.workflow:
+        out(f"workflow: {run.workflow}\n")
+    finished = f", finished {_local(run.finished_at)}" if run.finished_at else ""
+    out(f"created: {_local(run.created_at)}{finished}\n")
+    if run.goal:
+        out(f"goal: {_one_line(run.goal, 1000)}\n")
+    for name, value in run.inputs.items():
+        out(f"input {name}: {_one_line(_output_text(value), 1000)}\n")
+    usage = _usage(run.usage)
+    if run.usage is not None:
+        calls, cost = _plural(usage.calls, "call"), format_usd(usage.cost_usd)
+        out(f"usage: {_tokens(usage.total_tokens)} tokens in {calls}, {cost}\n")
+    out("\n")
+
+
+def print_stored_run(
+    run: RunRecord,
+    tasks: Sequence[TaskRecord],
+    stream: TextIO,
+    *,
+    full: bool = False,
+    fancy: bool | None = None,
+) -> None:
+    """`delegate show`: the run, its tasks with usage and outputs, its plans and errors.
+
+    Args:
+        run: the stored run.
+        tasks: its stored tasks.
+        stream: where to write.
+        full: show whole outputs (else each is cut at `TRUNCATE_CHARS`).
+        fancy: rich tables (True) or plain (False); None: rich when `stream` is a terminal.
+    """
+    out = stream.write
+    _run_header(run, stream)
+    _task_table(stream, rows_from_records(run, tasks), fancy)
+    plans = _stored_plans(run)
+    if plans:
+        _print_plans(plans, stream)
+    outputs = [task for task in tasks if task.status == "succeeded"]
+    if outputs:
+        out("\noutputs:\n")
+        for task in outputs:
+            out(f"  {task.task_id}:\n{_indented(_truncated(_output_text(task.output), full))}\n")
+    errors = [task for task in tasks if task.error]
+    if errors or run.error:
+        out("\nerrors:\n")
+        for task in errors:
+            out(f"  {task.task_id} ({task.status}): {_one_line(task.error or '', 1000)}\n")
+        if run.error and not errors:
+            out(f"  {_one_line(run.error, 2000)}\n")
+    if run.output is not None:
+        out(f"\noutput:\n{_indented(_truncated(_output_text(run.output), full))}\n")
+    stream.flush()
+
+
+# -- plans before running -------------------------------------------------------------------
+
+
+def _preview_rows(preview: Any) -> list[dict[str, Any]]:
+    estimates = preview.estimate.tasks
+    rows = []
+    for task_id, agent, model, deps in preview.tasks:
+        estimate = estimates.get(task_id)
+        rows.append(
+            {
+                "id": task_id,
+                "agent": agent,
+                "model": model,
+                "deps": list(deps),
+                "input_tokens": estimate.input_tokens if estimate else None,
+                "output_tokens": estimate.output_tokens if estimate else None,
+                "usd": estimate.usd if estimate else None,
+                "seconds": estimate.seconds if estimate else None,
+            }
+        )
+    return rows
+
+
+def preview_json(preview: Any, *, workflow: str, simulated: bool) -> dict[str, Any]:
+    """The `delegate plan --json` document.
+
+    Keys: workflow, simulated, tasks (id, agent, model, deps and the projected input_tokens,
+    output_tokens, usd, seconds), estimate (totals, critical_path, by_model, unpriced), plan
+    (in planner mode the planner's plan: tasks, synthesis_note and the usage of planning; else
+    None).
+    """
+    estimate = preview.estimate
+    return {
+        "workflow": workflow,
+        "simulated": simulated,
+        "tasks": _preview_rows(preview),
+        "estimate": {
+            "input_tokens": estimate.input_tokens,
+            "output_tokens": estimate.output_tokens,
+            "usd": estimate.usd,
+            "seconds": estimate.seconds,
+            "critical_path": list(estimate.critical_path),
+            "by_model": dict(estimate.by_model),
+            "unpriced": list(estimate.unpriced),
+        },
+        "plan": _preview_plan(preview),
+    }
+
+
+def _preview_plan(preview: Any) -> dict[str, Any] | None:
+    """The planner's plan of a preview as JSON data, with what planning cost."""
+    if preview.plan is None:
+        return None
+    plan: dict[str, Any] = preview.plan.model_dump(mode="json")
+    usage = preview.planning_usage
+    plan["usage"] = (usage if usage is not None else Usage()).to_dict()
+    return plan
+
+
+def print_preview(
+    preview: Any, stream: TextIO, *, workflow: str, simulated: bool, fancy: bool | None = None
+) -> None:
+    """`delegate plan`: the planner's plan (planner mode), the tasks with their projections, the
+    total estimate and the critical path.
+
+    Args:
+        preview: the runtime's `Preview` (.tasks, .estimate, .plan).
+        stream: where to write.
+        workflow: the workflow's name.
+        simulated: the plan came from a simulated planner.
+        fancy: rich tables (True) or plain (False); None: rich when `stream` is a terminal.
+    """
+    out = stream.write
+    if simulated:
+        out(SIMULATED_NOTE + "\n")
+    rows = _preview_rows(preview)
+    out(f"{workflow}: {_plural(len(rows), 'task')}, nothing executed\n")
+    plan = _preview_plan(preview)
+    if plan is not None:
+        _print_plans([{"revision": 1, "reason": "goal", **plan}], stream)
+        if plan.get("synthesis_note"):
+            out(f"    answer: {_one_line(str(plan['synthesis_note']))}\n")
+    out("\n")
+    cells = [
+        [
+            row["id"],
+            row["agent"] or "—",
+            row["model"] or "—",
+            ", ".join(row["deps"]) or "—",
+            "—" if row["input_tokens"] is None else _tokens(row["input_tokens"]),
+            "—" if row["output_tokens"] is None else _tokens(row["output_tokens"]),
+            format_usd(row["usd"]),
+            _seconds(row["seconds"]),
+        ]
+        for row in rows
+    ]
+    headers = ("task", "agent", "model", "needs", "tokens in", "tokens out", "USD", "seconds")
+    _table(
+        stream,
+        headers,
+        cells,
+        right={4, 5, 6, 7},
+        fold={1, 2, 3},
+        title="estimate per task",
+        fancy=fancy,
+    )
+    estimate = preview.estimate
+    tokens = _tokens(estimate.input_tokens + estimate.output_tokens)
+    usd = format_usd(estimate.usd) if estimate.usd is not None else "unknown"
+    out(
+        f"\nestimate: {tokens} tokens, {usd} at most, {estimate.seconds:.1f} s on the critical "
+        f"path: {' → '.join(estimate.critical_path) or '—'}\n"
+    )
+    if estimate.unpriced:
+        out(f"no known price for: {', '.join(estimate.unpriced)} (give it under `prices:`)\n")
+    stream.flush()

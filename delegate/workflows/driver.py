@@ -1,0 +1,454 @@
+"""Running a static workflow: its steps become tasks, fanned out and planned as the run goes.
+
+A step with nothing dynamic about it is added to the run's graph at once (the scheduler starts it
+when its `needs` have finished). A step with `foreach`, `when` or `kind: plan` is expanded once
+every step it needs has ended, because what it becomes depends on their outputs:
+
+- `when` false: the step is skipped, and the steps that need it still run (its output is null);
+- `foreach`: one task per item, `<id>[0]`, `<id>[1]`, ..., each with `item` and `loop` in its
+  prompt, and a task `<id>` whose output is the list of the items' outputs;
+- `kind: plan`: the step's planner plans the sub-goal over the step's workers (streamed: tasks
+  start while it plans), and the planner's model writes the step's output, `<id>`, from the
+  planned tasks' outputs.
+
+A step that needs a failed step is skipped with the reason, like any task. The run's output is
+the output of the workflow's `output` step, else of its last step.
+
+On resume the same expansion is done again from the restored outputs (so it comes out the
+same), except that plan steps reuse the plan stored with the run: nothing is planned twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import TemplateError as JinjaTemplateError
+
+from delegate._log import get_logger
+from delegate.agents.agent import Agent, with_output_type
+from delegate.errors import DelegateError, ModelError, PlanInvalid
+from delegate.orchestrator.calls import CallGate
+from delegate.orchestrator.graph import PROMPT_ENV, Task, TaskContext, TaskGraph, format_output
+from delegate.orchestrator.persist import graph_spec, restore_nodes, to_json
+from delegate.orchestrator.planned import PlannerCalls, synthesizer_for
+from delegate.orchestrator.planner import Plan, Planner, PlanTask, plan_prompt, validate_plan
+from delegate.orchestrator.scheduler import build_nodes
+from delegate.workflows._templates import expression_of
+from delegate.workflows.spec import AgentStep, PlanStep
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from delegate.memory.records import TaskRecord
+    from delegate.orchestrator.calls import RunAccount
+    from delegate.orchestrator.persist import RunRecorder
+    from delegate.orchestrator.run import RunResult, RunStatus
+    from delegate.orchestrator.scheduler import Scheduler
+    from delegate.workflows.spec import WorkflowSpec
+
+__all__ = ["WorkflowRun"]
+
+log = get_logger("delegate.workflows")
+
+_TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+_SUMMARY_CHARS = 300
+
+PLAN_STEP_PROMPT = (
+    "## Goal\n{{ goal }}\n{% if note %}\n## What the answer must contain\n{{ note }}\n{% endif %}"
+    "\nWrite the answer to the goal from the results above."
+)
+
+
+@dataclass(slots=True)
+class WorkflowRun:
+    """The driver of one run of a static workflow (see the module docstring)."""
+
+    run_id: str
+    workflow: WorkflowSpec
+    by_name: Mapping[str, Agent]
+    inputs: Mapping[str, Any]
+    output_types: Mapping[str, type[BaseModel]]
+    source: dict[str, Any]
+    restored: Mapping[str, TaskRecord] = field(default_factory=dict)
+    plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    graph: TaskGraph = field(default_factory=TaskGraph)
+    error: str | None = None
+    _account: RunAccount | None = None
+    _recorder: RunRecorder | None = None
+
+    # -- the driver's side of the run ----------------------------------------------------------
+
+    def agents(self) -> Mapping[str, Agent]:
+        """The workflow's agents, by name."""
+        return self.by_name
+
+    def prepare(self, account: RunAccount) -> None:
+        """Keep the run's account (restored tasks' usage is counted in it)."""
+        self._account = account
+
+    def spec(self) -> dict[str, Any]:
+        """The graph so far, the workflow file and the plans of its plan steps."""
+        data = graph_spec(list(self.graph))
+        data["workflow"] = self.source
+        data["plans"] = self.plans
+        return data
+
+    async def drive(
+        self, scheduler: Scheduler, account: RunAccount, recorder: RunRecorder | None
+    ) -> None:
+        """Add the steps as they can be added; release the scheduler when all are in."""
+        self._recorder = recorder
+        pending = list(self.workflow.steps or ())
+        try:
+            while pending and not scheduler.stopped:
+                added = False
+                for step in list(pending):
+                    if await self._try_add(step, scheduler, account):
+                        pending.remove(step)
+                        added = True
+                if added and recorder is not None:
+                    recorder.graph_changed(self.spec())
+                if pending and not added:
+                    await scheduler.next_end()
+        finally:
+            scheduler.release()
+
+    async def answer(self, scheduler: Scheduler, account: RunAccount) -> Any:
+        """The output of the `output` step (else the last step), None when it did not succeed."""
+        steps = self.workflow.steps or ()
+        target = self.workflow.output or (steps[-1].id if steps else None)
+        node = scheduler.by_id.get(target) if target is not None else None
+        if node is None or node.status != "succeeded":
+            return None
+        return node.output
+
+    def result(self, result: RunResult, output: Any, deadline_passed: bool) -> RunResult:
+        """A step skipped by its `when` counts as done; the output is the output step's."""
+        done = [
+            task.status == "succeeded" or (task.status == "skipped" and _by_condition(task.error))
+            for task in result.tasks.values()
+        ]
+        status: RunStatus
+        if done and all(done) and not deadline_passed:
+            status = "succeeded"
+        elif any(task.status == "succeeded" for task in result.tasks.values()):
+            status = "partial"
+        else:
+            status = "failed"
+        return result.model_copy(update={"status": status, "output": output, "error": self.error})
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    async def _try_add(
+        self, step: AgentStep | PlanStep, scheduler: Scheduler, account: RunAccount
+    ) -> bool:
+        """Add `step` if it can be added now; False when it must wait."""
+        needs = self.workflow.needs_of(step.id)
+        if any(need not in self.graph for need in needs):
+            return False  # a step it needs is not expanded yet
+        dynamic = isinstance(step, PlanStep) or step.foreach is not None or step.when is not None
+        if not dynamic:
+            self._add_agent_step(step, needs, scheduler)  # type: ignore[arg-type]
+            return True
+        nodes = [scheduler.by_id[need] for need in needs]
+        if any(node.status not in _TERMINAL for node in nodes):
+            return False
+        broken = [n for n in nodes if n.status != "succeeded" and not n.passable]
+        if broken:
+            # Added with its needs, the scheduler skips it with the reason, like any task.
+            self._add(self._placeholder(step.id, needs), scheduler)
+            return True
+        names = self._names(scheduler)
+        if step.when is not None:
+            try:
+                go = bool(_evaluate(step.when, names))
+            except (JinjaTemplateError, DelegateError, TypeError, ValueError) as exc:
+                self._fail_step(step.id, needs, f"when: {exc}", scheduler)
+                return True
+            if not go:
+                reason = f"when: {step.when.strip()} is false"
+                self._add(self._placeholder(step.id, needs), scheduler, skipped=reason)
+                return True
+        if isinstance(step, PlanStep):
+            await self._expand_plan(step, needs, names, scheduler, account)
+        elif step.foreach is not None:
+            self._expand_foreach(step, needs, names, scheduler)
+        else:
+            self._add_agent_step(step, needs, scheduler)
+        return True
+
+    def _names(self, scheduler: Scheduler) -> dict[str, Any]:
+        """What `when` and `foreach` read: the inputs and the outputs of the steps so far."""
+        steps = {
+            node.task.id: {"output": node.output}
+            for node in scheduler.nodes
+            if node.status in ("succeeded", "skipped")
+        }
+        return {"inputs": dict(self.inputs), "steps": steps}
+
+    def _agent(self, step: AgentStep) -> Agent:
+        agent = self.by_name[step.agent]
+        output_type = self.output_types.get(step.id)
+        return agent if output_type is None else with_output_type(agent, output_type)
+
+    def _task_options(self, step: AgentStep) -> dict[str, Any]:
+        base = self.workflow.agents[step.agent]
+        verify = step.verify or base.verify
+        votes = step.votes if step.votes is not None else base.votes
+        return {
+            "timeout": step.timeout,
+            "retries": step.retries,
+            "budget": None if step.budget is None else step.budget.to_budget(),
+            "verify": None if verify is None else self.by_name[verify],
+            "votes": None if votes == 1 else votes,
+        }
+
+    def _add_agent_step(self, step: AgentStep, needs: Sequence[str], scheduler: Scheduler) -> None:
+        task = self.graph.add(
+            step.id,
+            agent=self._agent(step),
+            prompt=_prompt_with_context(step.prompt, step.needs),
+            deps=needs,
+            **self._task_options(step),
+        )
+        self._add(task, scheduler)
+
+    def _expand_foreach(
+        self,
+        step: AgentStep,
+        needs: Sequence[str],
+        names: Mapping[str, Any],
+        scheduler: Scheduler,
+    ) -> None:
+        try:
+            items = _evaluate(step.foreach or "", names)
+        except (JinjaTemplateError, DelegateError, TypeError, ValueError) as exc:
+            self._fail_step(step.id, needs, f"foreach: {exc}", scheduler)
+            return
+        if isinstance(items, Mapping) or not isinstance(items, list | tuple):
+            self._fail_step(
+                step.id,
+                needs,
+                f"foreach: {step.foreach!r} gave a {type(items).__name__}, not a list",
+                scheduler,
+            )
+            return
+        prompt = _prompt_with_context(step.prompt, step.needs)
+        # An item task needs what its prompt reads, not the steps the list came from: its item
+        # carries that.
+        deps = [need for need in needs if need in step.needs or _names_step(step.prompt, need)]
+        ids: list[str] = []
+        count = len(items)
+        for index, item in enumerate(items):
+            loop = {
+                "index": index + 1,
+                "index0": index,
+                "first": index == 0,
+                "last": index == count - 1,
+                "length": count,
+            }
+            task = self.graph.add(
+                f"{step.id}[{index}]",
+                agent=self._agent(step),
+                prompt=prompt,
+                deps=deps,
+                variables={"item": to_json(item), "loop": loop},
+                **self._task_options(step),
+            )
+            ids.append(task.id)
+            self._add(task, scheduler)
+        self._add(self.graph.add(step.id, fn=_gather, deps=ids), scheduler)
+
+    async def _expand_plan(
+        self,
+        step: PlanStep,
+        needs: Sequence[str],
+        names: Mapping[str, Any],
+        scheduler: Scheduler,
+        account: RunAccount,
+    ) -> None:
+        try:
+            goal = PROMPT_ENV.from_string(step.goal).render(names)
+        except JinjaTemplateError as exc:
+            self._fail_step(step.id, needs, f"goal: {exc}", scheduler)
+            return
+        stored = self.plans.get(step.id)
+        if stored is not None:  # resumed: the plan was made before
+            tasks = [PlanTask.model_validate(t) for t in stored.get("tasks", ())]
+            for task in tasks:
+                self._add_plan_task(task, scheduler)
+            note = str(stored.get("note", ""))
+            if not stored.get("complete"):
+                note = await self._plan(step, goal, needs, scheduler, account, tasks) or note
+        else:
+            note = await self._plan(step, goal, needs, scheduler, account, [])
+        record = self.plans.get(step.id, {})
+        if not record.get("complete"):
+            error = record.get("error") or "no valid plan"
+            self._fail_step(step.id, [*needs, *_ids(record)], f"plan: {error}", scheduler)
+            return
+        planner = synthesizer_for(self.by_name[step.planner], None, planner=True)
+        answer = self.graph.add(
+            step.id,
+            agent=planner,
+            prompt=PLAN_STEP_PROMPT,
+            deps=[*needs, *_ids(record)],
+            variables={"goal": goal, "note": note},
+            budget=None if step.budget is None else step.budget.to_budget(),
+        )
+        self._add(answer, scheduler)
+
+    async def _plan(
+        self,
+        step: PlanStep,
+        goal: str,
+        needs: Sequence[str],
+        scheduler: Scheduler,
+        account: RunAccount,
+        started: list[PlanTask],
+    ) -> str:
+        workers = {name: self.by_name[name] for name in step.workers}
+        planner = Planner(self.by_name[step.planner], max_tasks=step.max_tasks)
+        taken = {s.id for s in self.workflow.steps or ()} | set(self.graph.tasks)
+        record = self.plans.setdefault(step.id, {"tasks": [], "complete": False})
+        record["tasks"] = [t.model_dump() for t in started]
+
+        def on_task(task: PlanTask) -> bool:
+            if task.id in taken and task.id not in {t["id"] for t in record["tasks"]}:
+                return False
+            self._add_plan_task(task, scheduler)
+            record["tasks"].append(task.model_dump())
+            if self._recorder is not None:
+                self._recorder.graph_changed(self.spec())
+            return True
+
+        def validate(plan: Plan, known: list[str]) -> list[str]:
+            clashes = [
+                f"task id {t.id!r} is already a step or task of the workflow; choose another id"
+                for t in plan.tasks
+                if t.id in taken and t.id not in known and t.id not in {s.id for s in started}
+            ]
+            return clashes + validate_plan(
+                plan,
+                workers=workers,
+                max_tasks=step.max_tasks,
+                finished=known,
+                inputs=list(self.inputs),
+            )
+
+        finished = {need: _summary(scheduler.by_id[need].output) for need in needs}
+        try:
+            result = await planner.plan(
+                goal,
+                inputs=self.inputs,
+                workers=workers,
+                budget_text="as the workflow's budget allows",
+                finished=finished,
+                caller=CallGate(account, PlannerCalls()),
+                validate=validate,
+                on_task=on_task,
+                prices=account.prices,
+                started=started,
+            )
+        except (PlanInvalid, ModelError, DelegateError) as exc:
+            record["error"] = str(exc)
+            log.warning("plan_step_failed", step=step.id, error=str(exc))
+            return ""
+        record["complete"] = True
+        record["note"] = result.plan.synthesis_note
+        return result.plan.synthesis_note
+
+    def _add_plan_task(self, task: PlanTask, scheduler: Scheduler) -> None:
+        worker = self.by_name[task.agent]
+        options: dict[str, Any] = {}
+        if task.max_output_tokens is not None:
+            options["max_output_tokens"] = task.max_output_tokens
+        if task.effort is not None and worker.reasoning_effort is not None:
+            options["reasoning_effort"] = task.effort
+        added = self.graph.add(
+            task.id, agent=worker, prompt=plan_prompt(task), deps=task.deps, **options
+        )
+        self._add(added, scheduler)
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    def _placeholder(self, step_id: str, needs: Sequence[str]) -> Task:
+        """A task standing for a step that does not run (skipped): it never runs."""
+        return self.graph.add(step_id, fn=_nothing, deps=needs)
+
+    def _fail_step(
+        self, step_id: str, needs: Sequence[str], message: str, scheduler: Scheduler
+    ) -> None:
+        """A task for a step that cannot be expanded: it fails with `message`."""
+        text = f"step {step_id!r}: {message}"
+
+        def fail(ctx: TaskContext) -> None:
+            raise _StepError(text)
+
+        self._add(self.graph.add(step_id, fn=fail, deps=needs), scheduler)
+
+    def _add(self, task: Task, scheduler: Scheduler, *, skipped: str | None = None) -> None:
+        nodes = build_nodes([task], self.by_name, known=scheduler.by_id)
+        if skipped is None and self._account is not None:
+            restore_nodes(nodes, self.restored, self._account)
+        scheduler.add(nodes, skipped=None if skipped is None else {task.id: skipped})
+
+
+class _StepError(DelegateError):
+    """A step that could not be expanded (its `when`, `foreach` or goal did not evaluate)."""
+
+
+def _nothing(ctx: TaskContext) -> None:
+    """The function of a step that is skipped: never called."""
+
+
+def _gather(ctx: TaskContext) -> list[Any]:
+    """A fanned-out step's output: its items' outputs, in order."""
+    return list(ctx.deps.values())
+
+
+def _ids(record: Mapping[str, Any]) -> list[str]:
+    return [str(task["id"]) for task in record.get("tasks", ())]
+
+
+def _by_condition(error: str | None) -> bool:
+    return error is not None and error.startswith("when: ")
+
+
+def _summary(output: Any) -> str:
+    text = format_output(output).replace("\n", " ").strip()
+    return text if len(text) <= _SUMMARY_CHARS else text[:_SUMMARY_CHARS] + "…"
+
+
+def _evaluate(text: str, names: Mapping[str, Any]) -> Any:
+    """The value of a `when`/`foreach` expression (`{{ ... }}`), in the prompt sandbox."""
+    expression = PROMPT_ENV.compile_expression(expression_of(text), undefined_to_none=False)
+    return expression(**names)
+
+
+_STEP_REFERENCE = r"steps\s*(?:\.\s*{name}\b|\[\s*['\"]{name}['\"]\s*\])"
+
+
+def _names_step(template: str, step_id: str) -> bool:
+    """Whether `template` reads `steps.<step_id>` (or `steps['<step_id>']`)."""
+    return re.search(_STEP_REFERENCE.format(name=re.escape(step_id)), template) is not None
+
+
+def _prompt_with_context(prompt: str, needs: Sequence[str]) -> str:
+    """The prompt, with the outputs of `needs` it does not name put before it.
+
+    A prompt that reads `steps.x.output` picks what it uses itself, so the scheduler adds no
+    context to it; the steps it needs but does not name still reach the worker, labelled.
+    """
+    if "steps" not in prompt:
+        return prompt  # the scheduler labels every dependency's output itself
+    missing = [need for need in needs if not _names_step(prompt, need)]
+    if not missing:
+        return prompt
+    context = "\n\n".join(
+        f"## Result of step {need!r}\n{{{{ steps[{need!r}].output }}}}" for need in missing
+    )
+    return f"{context}\n\n## Your task\n{prompt}"

@@ -1,0 +1,633 @@
+"""From a validated workflow file to a run: agents, orchestrator, inputs, run, resume, preview.
+
+    loaded = load_workflow("configs/market-brief.yaml")
+    compiled = compile_workflow(loaded, simulate=True)
+    inputs = parse_inputs(loaded.spec, ["market=home batteries"], None)
+    result = await run_workflow(compiled, inputs)
+
+Static workflows run with `WorkflowRun` (`delegate.workflows.driver`); planner-mode workflows are
+planned runs (`Orchestrator.run`). Either way the workflow file's text is stored with the run, so
+`resume_workflow(run_id)` (and `delegate resume`) needs nothing but the run id.
+
+With `simulate=True` every model, the cheaper ones and fallbacks included, is a `SimulatedModel`
+(`delegate.simulate`): real prices, deterministic latencies and token counts, outputs generated
+from the steps' schemas, a planner that plans over the declared workers. Nothing is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+
+from delegate.agents.agent import Agent
+from delegate.agents.limits import Budget
+from delegate.agents.tools import Tool, tool
+from delegate.errors import ConfigError, did_you_mean
+from delegate.orchestrator.graph import PROMPT_ENV, TaskGraph
+from delegate.orchestrator.planner import Plan, Planner, describe_budget
+from delegate.orchestrator.run import Orchestrator, RunResult
+from delegate.workflows.driver import WorkflowRun
+from delegate.workflows.loader import LoadedWorkflow, load_workflow_text
+from delegate.workflows.outputs import output_model
+from delegate.workflows.spec import AgentStep, PlanStep, WorkflowSpec
+from delegate.workflows.tools import import_tool
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from delegate.agents.models import Model, Usage
+    from delegate.orchestrator.estimate import Estimate
+    from delegate.orchestrator.events import EventHandler
+
+__all__ = [
+    "CompiledWorkflow",
+    "Preview",
+    "compile_workflow",
+    "missing_credentials",
+    "parse_inputs",
+    "preview_workflow",
+    "resume_workflow",
+    "run_workflow",
+]
+
+MAX_INPUT_FILE_BYTES = 1 << 20
+_FOREACH_GUESS = 3  # items a preview assumes for a fan-out it cannot evaluate yet
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def _convert(name: str, kind: str, raw: str) -> Any:
+    try:
+        if kind == "string":
+            return raw
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return float(raw)
+        if kind == "boolean":
+            lowered = raw.strip().lower()
+            if lowered in ("true", "yes", "1", "on"):
+                return True
+            if lowered in ("false", "no", "0", "off"):
+                return False
+            raise ValueError("not true or false")
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(
+            f"input {name!r}: {raw!r} is not a valid {kind} ({exc}); e.g. "
+            f"{_EXAMPLES.get(kind, 'a value')}"
+        ) from None
+
+
+_EXAMPLES = {
+    "integer": "-i n=3",
+    "number": "-i ratio=0.5",
+    "boolean": "-i deep=true",
+    "array": """-i 'items=["a", "b"]'""",
+    "object": """-i 'limits={"max": 3}'""",
+}
+
+
+def _read_input_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        if path.stat().st_size > MAX_INPUT_FILE_BYTES:
+            raise ConfigError(
+                f"input file {str(path)!r} is larger than {MAX_INPUT_FILE_BYTES:,} bytes"
+            )
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the input file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"input file {str(path)!r} is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"input file {str(path)!r} does not parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"input file {str(path)!r} must hold a mapping of input names to values, "
+            f"not a {type(data).__name__}"
+        )
+    return data
+
+
+def parse_inputs(
+    spec: WorkflowSpec, pairs: Sequence[str] = (), input_file: Path | None = None
+) -> dict[str, Any]:
+    """The run's inputs from `-i key=value` pairs and an input file, checked against `spec`.
+
+    Values of `-i` are read by the input's declared type (JSON for arrays and objects); the file
+    (JSON, or YAML when it ends in .yaml/.yml) holds typed values; `-i` wins over the file.
+    Defaults fill what is not given.
+
+    Raises:
+        ConfigError: an unknown input, a value of the wrong type or not in `enum`, a required
+            input missing, a malformed pair or file; every problem at once.
+    """
+    given: dict[str, Any] = {} if input_file is None else _read_input_file(input_file)
+    problems: list[str] = []
+    given |= _pairs(spec, pairs, problems)
+    inputs: dict[str, Any] = {}
+    for name, value in given.items():
+        declared = spec.inputs.get(name)
+        if declared is None:
+            if _unknown(name, spec) not in problems:
+                problems.append(_unknown(name, spec))
+            continue
+        try:
+            declared.check_value(value, f"input {name!r}:")
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        inputs[name] = value
+    for name, declared in spec.inputs.items():
+        if name in inputs or name in given:
+            continue
+        if declared.required:
+            hint = f" ({declared.description})" if declared.description else ""
+            problems.append(f"input {name!r}{hint} is required: pass -i {name}=...")
+        else:
+            inputs[name] = declared.default
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return inputs
+
+
+def _pairs(spec: WorkflowSpec, pairs: Sequence[str], problems: list[str]) -> dict[str, Any]:
+    """The values of `-i name=value` pairs, typed; problems are appended to `problems`."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            problems.append(f"-i {pair!r}: write an input as name=value")
+            continue
+        declared = spec.inputs.get(name)
+        if declared is None:
+            problems.append(_unknown(name, spec))
+            continue
+        try:
+            values[name] = _convert(name, declared.type, raw)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return values
+
+
+def _complete(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """`inputs` checked against the declarations, with the defaults of those not given."""
+    problems: list[str] = []
+    for name, value in inputs.items():
+        declared = spec.inputs.get(name)
+        if declared is None:
+            problems.append(_unknown(name, spec))
+            continue
+        try:
+            declared.check_value(value, f"input {name!r}:")
+        except ValueError as exc:
+            problems.append(str(exc))
+    missing = [n for n, d in spec.inputs.items() if d.required and n not in inputs]
+    problems.extend(f"input {name!r} is required" for name in missing)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    defaults = {n: d.default for n, d in spec.inputs.items() if not d.required}
+    return {**defaults, **inputs}
+
+
+def _unknown(name: str, spec: WorkflowSpec) -> str:
+    names = ", ".join(spec.inputs) or "none"
+    return (
+        f"workflow {spec.name!r} has no input {name!r}{did_you_mean(name, spec.inputs)} "
+        f"(inputs: {names})"
+    )
+
+
+# --- compiling -------------------------------------------------------------------------------
+
+
+@dataclass
+class CompiledWorkflow:
+    """A workflow made runnable: its agents and the orchestrator that runs it.
+
+    Attributes:
+        loaded: the validated file.
+        text: the file's text (stored with each run, for resume).
+        agents: the agents by name.
+        orchestrator: runs it (its store, budget, prices and concurrency are the workflow's).
+        output_types: the pydantic models of the steps with an `output` schema, by step id.
+        simulated: every model is a `SimulatedModel`.
+        seed: the simulation's seed.
+    """
+
+    loaded: LoadedWorkflow
+    text: str
+    agents: dict[str, Agent]
+    orchestrator: Orchestrator
+    output_types: dict[str, type[BaseModel]] = field(default_factory=dict)
+    simulated: bool = False
+    seed: int = 0
+    time_scale: float = 1.0
+
+    @property
+    def spec(self) -> WorkflowSpec:
+        """The validated workflow."""
+        return self.loaded.spec
+
+    @property
+    def path(self) -> Path:
+        """The workflow file."""
+        return self.loaded.path
+
+    def models(self) -> list[str]:
+        """Every model the workflow may call (cheaper models included), as written in it."""
+        names: list[str] = []
+        for agent in self.spec.agents.values():
+            for model in (agent.model, agent.cheaper):
+                if model is not None and model not in names:
+                    names.append(model)
+        return names
+
+    def source(self) -> dict[str, Any]:
+        """What a run stores to be resumed: the file, and how it was simulated."""
+        return {
+            "name": self.spec.name,
+            "path": str(self.path),
+            "text": self.text,
+            "simulate": self.simulated,
+            "seed": self.seed,
+            "time_scale": self.time_scale,
+        }
+
+
+def _planners(spec: WorkflowSpec) -> dict[str, list[str]]:
+    """Each planning agent's workers (a simulated planner plans over them)."""
+    planners: dict[str, list[str]] = {}
+    if spec.planner is not None:
+        planners[spec.planner] = list(spec.workers or ())
+    for step in spec.steps or ():
+        if isinstance(step, PlanStep):
+            planners.setdefault(step.planner, list(step.workers))
+    return planners
+
+
+def _agents(
+    loaded: LoadedWorkflow, simulate: bool, seed: int, time_scale: float
+) -> dict[str, Agent]:
+    from delegate.simulate import simulate as simulated
+
+    spec = loaded.spec
+    planners = _planners(spec)
+    built: dict[str, Agent] = {}
+
+    def model(name: str, agent: str) -> str | Model:
+        if not simulate:
+            return name
+        return simulated(name, seed=seed, workers=planners.get(agent, ()), time_scale=time_scale)
+
+    def build(name: str, chain: tuple[str, ...]) -> Agent:
+        if name in built:
+            return built[name]
+        if name in chain:
+            loop = " → ".join([*chain[chain.index(name) :], name])
+            raise ConfigError(f"agents {loop} refer to each other (fallback/verify); break it")
+        agent = spec.agents[name]
+        tools: list[Tool] = [tool(import_tool(path, loaded.base_dir)) for path in agent.tools]
+        built[name] = Agent(
+            name,
+            model(agent.model, name),
+            instructions=agent.instructions,
+            description=agent.description,
+            tools=tools,
+            reasoning_effort=agent.reasoning_effort,
+            max_output_tokens=agent.max_output_tokens,
+            temperature=agent.temperature,
+            fallback=None if agent.fallback is None else build(agent.fallback, (*chain, name)),
+            cheaper=None if agent.cheaper is None else model(agent.cheaper, name),
+            max_concurrency=agent.max_concurrency,
+            budget=None if agent.budget is None else agent.budget.to_budget(),
+            memory=agent.memory,
+            verify=None if agent.verify is None else build(agent.verify, (*chain, name)),
+            votes=agent.votes,
+        )
+        return built[name]
+
+    for name in spec.agents:
+        build(name, ())
+    return built
+
+
+def _class_name(step_id: str) -> str:
+    words = re.split(r"[^A-Za-z0-9]+", step_id)
+    name = "".join(word[:1].upper() + word[1:] for word in words if word)
+    return name if name[:1].isalpha() else f"Step{name}"
+
+
+def compile_workflow(
+    loaded: LoadedWorkflow,
+    *,
+    simulate: bool = False,
+    seed: int = 0,
+    db: str | None = None,
+    budget_usd: float | None = None,
+    on_event: EventHandler | None = None,
+    time_scale: float = 1.0,
+    text: str | None = None,
+) -> CompiledWorkflow:
+    """Build the agents and the orchestrator of a validated workflow.
+
+    Args:
+        loaded: from `load_workflow`.
+        simulate: replace every model by its `SimulatedModel` (nothing is sent).
+        seed: the simulation's seed.
+        db: the store's URL, instead of the workflow's `memory` (and the default store).
+        budget_usd: replaces the workflow's usd budget.
+        on_event: gets every event of the runs (a progress display).
+        time_scale: a simulation sleeps this fraction of the simulated latencies.
+        text: the file's text (read from `loaded.path` when not given).
+
+    Raises:
+        ConfigError: a tool that does not import, agents that refer to each other.
+    """
+    spec = loaded.spec
+    if text is None:
+        text = Path(loaded.path).read_text(encoding="utf-8")
+    agents = _agents(loaded, simulate, seed, time_scale)
+    budget = None if spec.budget is None else spec.budget.to_budget()
+    if budget_usd is not None:
+        if budget_usd < 0:
+            raise ConfigError(f"--budget-usd must be ≥ 0, got {budget_usd}")
+        base = budget or Budget()
+        budget = Budget(
+            tokens=base.tokens,
+            usd=budget_usd,
+            seconds=base.seconds,
+            calls=base.calls,
+            reserve_seconds=base.reserve_seconds,
+        )
+    options: dict[str, Any] = {
+        "memory": db or spec.memory or "default",
+        "budget": budget,
+        "prices": {model: tuple(pair) for model, pair in spec.prices.items()},
+        "max_concurrency": spec.max_concurrency or 16,
+        "on_event": on_event,
+        "seed": seed if simulate else None,
+    }
+    if spec.mode == "planner":
+        assert spec.planner is not None  # the spec's validation guarantees planner mode fields
+        orchestrator = Orchestrator(
+            workers=[agents[name] for name in spec.workers or ()],
+            planner=Planner(agents[spec.planner], max_tasks=spec.max_tasks),
+            synthesizer=None if spec.synthesizer is None else agents[spec.synthesizer],
+            max_replans=spec.max_replans,
+            judge_goal=spec.judge_goal,
+            **options,
+        )
+    else:
+        orchestrator = Orchestrator(workers=list(agents.values()), **options)
+    output_types = {
+        step.id: output_model(step.output, _class_name(step.id))
+        for step in spec.steps or ()
+        if isinstance(step, AgentStep) and step.output is not None
+    }
+    return CompiledWorkflow(
+        loaded=loaded,
+        text=text,
+        agents=agents,
+        orchestrator=orchestrator,
+        output_types=output_types,
+        simulated=simulate,
+        seed=seed,
+        time_scale=time_scale,
+    )
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def _goal(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> str:
+    return PROMPT_ENV.from_string(spec.goal or "").render({"inputs": dict(inputs)})
+
+
+async def run_workflow(
+    compiled: CompiledWorkflow, inputs: Mapping[str, Any], *, run_id: str | None = None
+) -> RunResult:
+    """Run the workflow with `inputs` and return the result.
+
+    Inputs not given take their defaults.
+
+    Raises:
+        ConfigError: an input is unknown, of the wrong type, or required and missing.
+    """
+    spec = compiled.spec
+    inputs = _complete(spec, inputs)
+    run_id = run_id or uuid.uuid4().hex
+    orchestrator = compiled.orchestrator
+    if spec.mode == "planner":
+        goal = _goal(spec, inputs)
+        planned = orchestrator.planned_run(run_id, goal, inputs, None)
+        planned.source = compiled.source()
+        return await orchestrator.run_driven(
+            planned, inputs, run_id=run_id, workflow=spec.name, goal=goal
+        )
+    driver = WorkflowRun(
+        run_id=run_id,
+        workflow=spec,
+        by_name=compiled.agents,
+        inputs=dict(inputs),
+        output_types=compiled.output_types,
+        source=compiled.source(),
+    )
+    return await orchestrator.run_driven(driver, inputs, run_id=run_id, workflow=spec.name)
+
+
+async def resume_workflow(
+    run_id: str,
+    *,
+    db: str | None = None,
+    on_event: EventHandler | None = None,
+) -> RunResult:
+    """Finish a run of a workflow file from the store, with the file's text stored with it.
+
+    A simulated run resumes simulated, with the same seed. Finished tasks keep their outputs.
+
+    Raises:
+        ConfigError: no such run, or the run did not come from a workflow file.
+    """
+    from delegate.memory.store import Store, default_url
+
+    url = db or default_url()
+    store = await anyio.to_thread.run_sync(Store.open, url)
+    try:
+        record = await anyio.to_thread.run_sync(store.get_run, run_id)
+        rows = await anyio.to_thread.run_sync(store.get_tasks, run_id)
+    finally:
+        store.close()
+    if record is None:
+        raise ConfigError(f"no run {run_id!r} in the store {url}; `delegate runs` lists them")
+    source = record.graph.get("workflow")
+    if not isinstance(source, Mapping) or not isinstance(source.get("text"), str):
+        raise ConfigError(
+            f"run {run_id!r} did not come from a workflow file; resume it from Python with "
+            "Orchestrator(...).resume(run_id) and the same workers"
+        )
+    loaded = load_workflow_text(source["text"], str(source.get("path", "<workflow>")))
+    compiled = compile_workflow(
+        loaded,
+        simulate=bool(source.get("simulate")),
+        seed=int(source.get("seed", 0)),
+        db=url,
+        on_event=on_event,
+        time_scale=float(source.get("time_scale", 1.0)),
+        text=source["text"],
+    )
+    if "planned" in record.graph:
+        return await compiled.orchestrator.resume(run_id)
+    driver = WorkflowRun(
+        run_id=run_id,
+        workflow=compiled.spec,
+        by_name=compiled.agents,
+        inputs=dict(record.inputs),
+        output_types=compiled.output_types,
+        source=compiled.source(),
+        restored={row.task_id: row for row in rows if row.status == "succeeded"},
+        plans=dict(record.graph.get("plans") or {}),
+    )
+    return await compiled.orchestrator.run_driven(
+        driver, record.inputs, run_id=run_id, workflow=record.workflow, resume=True
+    )
+
+
+# --- previewing ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a run would do, before it runs: the tasks, their projected cost and time.
+
+    Attributes:
+        tasks: (id, agent, model, deps) of each task, in order. A fan-out whose items are not
+            known before the run is shown with 3 items; a plan step as its planner's answer.
+        estimate: tokens, USD and seconds projected (`Orchestrator.estimate`).
+        plan: in planner mode, the plan the planner made (planning is the only thing done).
+        planning_usage: what that planning cost.
+    """
+
+    tasks: list[tuple[str, str | None, str | None, tuple[str, ...]]]
+    estimate: Estimate
+    plan: Plan | None = None
+    planning_usage: Usage | None = None
+
+
+def _preview_graph(compiled: CompiledWorkflow, inputs: Mapping[str, Any]) -> TaskGraph:
+    from delegate.orchestrator.planned import synthesizer_for
+    from delegate.workflows.driver import _evaluate
+
+    spec = compiled.spec
+    graph = TaskGraph()
+    for step in spec.steps or ():
+        needs = spec.needs_of(step.id)
+        if isinstance(step, PlanStep):
+            planner = synthesizer_for(compiled.agents[step.planner], None, planner=True)
+            graph.add(step.id, agent=planner, prompt=step.goal, deps=needs)
+            continue
+        # The step's own output type is left out: one agent per name in a graph (it changes
+        # only the schema's few tokens in the projection).
+        agent = compiled.agents[step.agent]
+        if step.foreach is None:
+            graph.add(step.id, agent=agent, prompt=step.prompt, deps=needs)
+            continue
+        try:
+            items = list(_evaluate(step.foreach, {"inputs": dict(inputs), "steps": {}}))
+        except Exception:  # depends on outputs not known yet
+            items = list(range(_FOREACH_GUESS))
+        ids = []
+        for index, item in enumerate(items):
+            task = graph.add(
+                f"{step.id}[{index}]",
+                agent=agent,
+                prompt=step.prompt,
+                deps=needs,
+                variables={"item": item, "loop": {"index": index + 1}},
+            )
+            ids.append(task.id)
+        graph.add(step.id, fn=lambda ctx: list(ctx.deps.values()), deps=ids)
+    return graph
+
+
+async def preview_workflow(compiled: CompiledWorkflow, inputs: Mapping[str, Any]) -> Preview:
+    """The run's tasks and their projected cost and time; in planner mode, after planning.
+
+    Nothing is executed beyond planning (which calls the planner's model, unless simulated).
+    """
+    spec = compiled.spec
+    orchestrator = compiled.orchestrator
+    plan: Plan | None = None
+    usage = None
+    if spec.mode == "planner":
+        planner = orchestrator.plans
+        assert planner is not None  # planner mode always has one
+        budget = orchestrator.budget
+        result = await planner.plan(
+            _goal(spec, inputs),
+            inputs=inputs,
+            workers=orchestrator.workers,
+            budget_text=describe_budget(
+                tokens=None if budget is None else budget.tokens,
+                usd=None if budget is None else budget.usd,
+                seconds=None if budget is None else budget.seconds,
+            ),
+            prices=orchestrator.prices,
+        )
+        plan, usage = result.plan, result.usage
+        graph = TaskGraph()
+        from delegate.orchestrator.planner import add_plan
+
+        add_plan(graph, plan)
+    else:
+        graph = _preview_graph(compiled, inputs)
+    estimate = orchestrator.estimate(graph, inputs)
+    tasks = [
+        (
+            task.id,
+            task.agent_name,
+            estimate.tasks[task.id].model if task.id in estimate.tasks else None,
+            task.deps,
+        )
+        for task in graph
+    ]
+    return Preview(tasks=tasks, estimate=estimate, plan=plan, planning_usage=usage)
+
+
+# --- credentials -----------------------------------------------------------------------------
+
+
+def missing_credentials(model_names: Iterable[str]) -> dict[str, list[str]]:
+    """The environment variables each model needs that are not set (empty: all set).
+
+    Asks litellm (imported here: it takes seconds), which knows every provider's variables.
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
+    import litellm
+
+    missing: dict[str, list[str]] = {}
+    for name in model_names:
+        try:
+            report = litellm.validate_environment(model=name)
+        except Exception:  # a model litellm cannot place: nothing to check
+            continue
+        keys = [str(key) for key in report.get("missing_keys") or ()]
+        if keys:
+            missing[name] = keys
+    return missing
