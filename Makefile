@@ -15,7 +15,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS := True
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo quickstart bench clean
 
 venv: $(STAMP)
 
@@ -36,7 +36,10 @@ test: lint
 		if [ $$status -eq 5 ]; then echo "pytest ran no tests: failing" >&2; fi; \
 		exit $$status; }
 
+# The main job: a shipped workflow, run end to end with simulated models (real prices, no key,
+# nothing sent), then the library quickstart with fake models.
 demo: $(STAMP)
+	$(VENV)/bin/delegate run configs/market-brief.yaml -i market="home batteries" --simulate
 	$(PY) examples/quickstart.py
 
 bench: $(STAMP)

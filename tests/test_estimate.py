@@ -116,3 +116,29 @@ def test_estimate_checks_the_graph_like_execute() -> None:
     graph.add("t", agent="nobody", prompt="{{ missing }}")
     with pytest.raises(GraphError, match="nobody"):
         Orchestrator().estimate(graph)
+
+
+def test_votes_judges_and_per_task_caps_are_projected() -> None:
+    mini = FunctionModel(lambda r: "x", input_price=1.0, output_price=1.0, name="mini")
+    judge = Agent("judge", FunctionModel(lambda r: "ok", name="judge-model"), max_output_tokens=50)
+    worker = Agent("worker", mini, max_output_tokens=1000)
+    orchestrator = Orchestrator(workers=[worker, judge], memory=None)
+
+    single = TaskGraph()
+    single.add("a", agent="worker", prompt="Answer.")
+    voted = TaskGraph()
+    voted.add("a", agent="worker", prompt="Answer.", votes=3, max_output_tokens=100)
+    judged = TaskGraph()
+    judged.add("a", agent="worker", prompt="Answer.", max_output_tokens=100, verify="judge")
+
+    one = orchestrator.estimate(single).tasks["a"]
+    three = orchestrator.estimate(voted).tasks["a"]
+    checked = orchestrator.estimate(judged).tasks["a"]
+    assert one.output_tokens == 1000
+    assert three.output_tokens == 300  # the task's cap, three samples
+    assert three.input_tokens == 3 * one.input_tokens
+    assert three.usd == pytest.approx(3 * (one.input_tokens + 100) / 1e6)
+    # the judge reads the prompt and an answer, and answers within its own cap (priced at 0)
+    assert checked.input_tokens == one.input_tokens + (one.input_tokens + 100)
+    assert checked.output_tokens == 100 + 50
+    assert checked.usd == pytest.approx((one.input_tokens + 100) / 1e6)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import TemplateError as JinjaTemplateError
 from pydantic import BaseModel, ConfigDict, Field
 
-from delegate.agents.models import Message, Model, ModelRequest, Price
+from delegate.agents.models import Message, Model, ModelRequest, Price, ReasoningEffort
 from delegate.agents.tokens import count_messages
 from delegate.orchestrator.calls import DEFAULT_OUTPUT_TOKENS, EFFORT_OUTPUT_TOKENS
 
@@ -74,12 +74,20 @@ class Estimate(BaseModel):
     unpriced: list[str] = Field(default_factory=list)
 
 
-def _output_allowance(agent: Agent) -> int:
-    if agent.max_output_tokens is not None:
-        return agent.max_output_tokens
-    if agent.reasoning_effort is not None:
-        return EFFORT_OUTPUT_TOKENS[agent.reasoning_effort]
+def _output_allowance(agent: Agent, task: Task | None = None) -> int:
+    cap = task.max_output_tokens if task is not None else None
+    cap = cap if cap is not None else agent.max_output_tokens
+    if cap is not None:
+        return cap
+    effort = _effort(agent, task)
+    if effort is not None:
+        return EFFORT_OUTPUT_TOKENS[effort]
     return DEFAULT_OUTPUT_TOKENS
+
+
+def _effort(agent: Agent, task: Task | None) -> ReasoningEffort | None:
+    effort = task.reasoning_effort if task is not None else None
+    return effort if effort is not None else agent.reasoning_effort
 
 
 def _render(task: Task, inputs: Mapping[str, Any]) -> str:
@@ -109,16 +117,33 @@ def _project(
         messages.append({"role": "system", "content": agent.instructions})
     messages.append({"role": "user", "content": _render(task, inputs)})
     schema = agent.output_type.model_json_schema() if agent.output_type is not None else None
-    output_tokens = _output_allowance(agent)
+    output_tokens = _output_allowance(agent, task)
     request = ModelRequest(
         messages=messages,
         output_schema=schema,
         tools=tuple(tool.definition for tool in agent.tools),
         max_output_tokens=output_tokens,
-        reasoning_effort=agent.reasoning_effort,
+        reasoning_effort=_effort(agent, task),
     )
     input_tokens = count_messages(messages, agent.model.name, request.tools, schema) + dep_outputs
     return input_tokens, output_tokens, request
+
+
+def _usd(
+    model: Model,
+    prices: Mapping[str, Price],
+    input_tokens: int,
+    output_tokens: int,
+    unpriced: list[str],
+) -> float | None:
+    """One call's cost, or None (and the model noted in `unpriced`) when its price is unknown."""
+    override = prices.get(model.name)
+    price = override if override is not None else model.price
+    if price is None:
+        if model.name not in unpriced:
+            unpriced.append(model.name)
+        return None
+    return price.cost(input_tokens, output_tokens)
 
 
 def estimate_tasks(
@@ -159,15 +184,29 @@ def estimate_tasks(
         )
         input_tokens, output_tokens, request = _project(task, agent, inputs, context)
         model = agent.model
-        override = prices.get(model.name)
-        price = override if override is not None else model.price
-        usd = None if price is None else price.cost(input_tokens, output_tokens)
-        if usd is None:
-            if model.name not in unpriced:
-                unpriced.append(model.name)
-        else:
+        # votes: that many samples, at once; a judge: one more call after them, reading the
+        # prompt and an answer (counted as if it were always asked).
+        votes = task.votes if task.votes is not None else agent.votes
+        one_usd = _usd(model, prices, input_tokens, output_tokens, unpriced)
+        usd = None if one_usd is None else one_usd * votes
+        if usd is not None:
             by_model[model.name] = by_model.get(model.name, 0.0) + usd
-        seconds = _latency(model, request, output_tokens, agent.reasoning_effort is not None)
+        seconds = _latency(model, request, output_tokens, _effort(agent, task) is not None)
+        output_tokens *= votes
+        input_tokens *= votes
+        judge = task.verify if task.verify is not None else agent.verify
+        if isinstance(judge, str):
+            judge = agents.get(judge)
+        if judge is not None:
+            judge_in = input_tokens // votes + output_tokens // votes
+            judge_out = _output_allowance(judge)
+            judge_usd = _usd(judge.model, prices, judge_in, judge_out, unpriced)
+            if judge_usd is not None:
+                by_model[judge.model.name] = by_model.get(judge.model.name, 0.0) + judge_usd
+            usd = None if usd is None or judge_usd is None else usd + judge_usd
+            input_tokens += judge_in
+            output_tokens += judge_out
+            seconds += _latency(judge.model, request, judge_out, False)
         projected[task.id] = TaskEstimate(
             id=task.id,
             agent=agent.name,

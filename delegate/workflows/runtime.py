@@ -238,6 +238,7 @@ class CompiledWorkflow:
     simulated: bool = False
     seed: int = 0
     time_scale: float = 1.0
+    budget_usd: float | None = None
 
     @property
     def spec(self) -> WorkflowSpec:
@@ -267,6 +268,7 @@ class CompiledWorkflow:
             "simulate": self.simulated,
             "seed": self.seed,
             "time_scale": self.time_scale,
+            "budget_usd": self.budget_usd,
         }
 
 
@@ -409,6 +411,7 @@ def compile_workflow(
         simulated=simulate,
         seed=seed,
         time_scale=time_scale,
+        budget_usd=budget_usd,
     )
 
 
@@ -490,6 +493,7 @@ async def resume_workflow(
         on_event=on_event,
         time_scale=float(source.get("time_scale", 1.0)),
         text=source["text"],
+        budget_usd=source.get("budget_usd"),
     )
     if "planned" in record.graph:
         return await compiled.orchestrator.resume(run_id)
