@@ -178,7 +178,8 @@ def schema() -> None:
 
 
 # -- running workflows: run, plan, runs, show, resume ---------------------------------------
-# The display and report code lives in `delegate.cli_run`; these commands only wire it up.
+# What they show is built by `delegate.cli_run` (a run) and `delegate.cli_show` (stored runs,
+# plans); the commands only wire it up.
 
 _WORKFLOW_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _DB_HELP = "The store's database URL. Default: $DELEGATE_DB_URL, else $DELEGATE_HOME/delegate.db."
