@@ -43,6 +43,7 @@ from delegate.orchestrator.planner import (
     PlanTask,
     describe_budget,
     plan_prompt,
+    plan_task_options,
     validate_plan,
 )
 from delegate.orchestrator.scheduler import build_nodes
@@ -462,12 +463,7 @@ class PlannedRun:
 
     def _add(self, task: PlanTask, scheduler: Scheduler) -> None:
         """Add one planned task to the graph and the running scheduler."""
-        worker = self.workers[task.agent]
-        options: dict[str, Any] = {}
-        if task.max_output_tokens is not None:
-            options["max_output_tokens"] = task.max_output_tokens
-        if task.effort is not None and worker.reasoning_effort is not None:
-            options["reasoning_effort"] = task.effort
+        options = plan_task_options(task, self.workers[task.agent])
         added = self.graph.add(
             task.id, agent=task.agent, prompt=plan_prompt(task), deps=task.deps, **options
         )

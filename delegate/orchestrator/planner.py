@@ -59,6 +59,7 @@ __all__ = [
     "add_plan",
     "describe_budget",
     "plan_prompt",
+    "plan_task_options",
     "plan_to_specs",
     "validate_plan",
 ]
@@ -678,6 +679,17 @@ def plan_prompt(task: PlanTask) -> str:
     if not task.expected_output:
         return task.instructions
     return f"{task.instructions}\n\nExpected output: {task.expected_output}"
+
+
+def plan_task_options(task: PlanTask, worker: Agent) -> dict[str, Any]:
+    """`TaskGraph.add` options from a plan task's hints: its output cap, and its effort when
+    the worker is a reasoning model (an effort means nothing to the others)."""
+    options: dict[str, Any] = {}
+    if task.max_output_tokens is not None:
+        options["max_output_tokens"] = task.max_output_tokens
+    if task.effort is not None and worker.reasoning_effort is not None:
+        options["reasoning_effort"] = task.effort
+    return options
 
 
 def plan_to_specs(plan: Plan) -> list[TaskSpec]:

@@ -367,21 +367,9 @@ class Orchestrator:
             )
         checked = dict(inputs or {})
         run_id = run_id or uuid.uuid4().hex
-        store = await anyio.to_thread.run_sync(self._open_store)
         planned = self.planned_run(run_id, goal, checked, output_type)
-        if store is not None:
-            record = _run_record(run_id, planned.spec(), checked, budget, workflow, goal)
-            await anyio.to_thread.run_sync(store.create_run, record)
-        return await self._run(
-            run_id,
-            [],
-            dict(self.workers),
-            checked,
-            budget,
-            store,
-            restored={},
-            workflow=workflow,
-            planned=planned,
+        return await self.run_driven(
+            planned, checked, budget=budget, run_id=run_id, workflow=workflow, goal=goal
         )
 
     def run_sync(

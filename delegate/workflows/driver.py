@@ -34,7 +34,14 @@ from delegate.orchestrator.calls import CallGate
 from delegate.orchestrator.graph import PROMPT_ENV, Task, TaskContext, TaskGraph, format_output
 from delegate.orchestrator.persist import graph_spec, restore_nodes, to_json
 from delegate.orchestrator.planned import PlannerCalls, synthesizer_for
-from delegate.orchestrator.planner import Plan, Planner, PlanTask, plan_prompt, validate_plan
+from delegate.orchestrator.planner import (
+    Plan,
+    Planner,
+    PlanTask,
+    plan_prompt,
+    plan_task_options,
+    validate_plan,
+)
 from delegate.orchestrator.scheduler import build_nodes
 from delegate.workflows._templates import expression_of
 from delegate.workflows.spec import AgentStep, PlanStep
@@ -363,13 +370,12 @@ class WorkflowRun:
 
     def _add_plan_task(self, task: PlanTask, scheduler: Scheduler) -> None:
         worker = self.by_name[task.agent]
-        options: dict[str, Any] = {}
-        if task.max_output_tokens is not None:
-            options["max_output_tokens"] = task.max_output_tokens
-        if task.effort is not None and worker.reasoning_effort is not None:
-            options["reasoning_effort"] = task.effort
         added = self.graph.add(
-            task.id, agent=worker, prompt=plan_prompt(task), deps=task.deps, **options
+            task.id,
+            agent=worker,
+            prompt=plan_prompt(task),
+            deps=task.deps,
+            **plan_task_options(task, worker),
         )
         self._add(added, scheduler)
 

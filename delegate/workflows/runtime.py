@@ -139,27 +139,7 @@ def parse_inputs(
     given: dict[str, Any] = {} if input_file is None else _read_input_file(input_file)
     problems: list[str] = []
     given |= _pairs(spec, pairs, problems)
-    inputs: dict[str, Any] = {}
-    for name, value in given.items():
-        declared = spec.inputs.get(name)
-        if declared is None:
-            if _unknown(name, spec) not in problems:
-                problems.append(_unknown(name, spec))
-            continue
-        try:
-            declared.check_value(value, f"input {name!r}:")
-        except ValueError as exc:
-            problems.append(str(exc))
-            continue
-        inputs[name] = value
-    for name, declared in spec.inputs.items():
-        if name in inputs or name in given:
-            continue
-        if declared.required:
-            hint = f" ({declared.description})" if declared.description else ""
-            problems.append(f"input {name!r}{hint} is required: pass -i {name}=...")
-        else:
-            inputs[name] = declared.default
+    inputs = _complete(spec, given, problems, hint=True)
     if problems:
         raise ConfigError("; ".join(problems))
     return inputs
@@ -185,24 +165,36 @@ def _pairs(spec: WorkflowSpec, pairs: Sequence[str], problems: list[str]) -> dic
     return values
 
 
-def _complete(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """`inputs` checked against the declarations, with the defaults of those not given."""
-    problems: list[str] = []
+def _complete(
+    spec: WorkflowSpec, inputs: Mapping[str, Any], problems: list[str], *, hint: bool = False
+) -> dict[str, Any]:
+    """`inputs` checked against the declarations, with the defaults of those not given.
+
+    Problems are appended to `problems`; `hint` adds the `-i` remedy for a missing input.
+    """
+    checked: dict[str, Any] = {}
     for name, value in inputs.items():
         declared = spec.inputs.get(name)
         if declared is None:
-            problems.append(_unknown(name, spec))
+            if _unknown(name, spec) not in problems:
+                problems.append(_unknown(name, spec))
             continue
         try:
             declared.check_value(value, f"input {name!r}:")
         except ValueError as exc:
             problems.append(str(exc))
-    missing = [n for n, d in spec.inputs.items() if d.required and n not in inputs]
-    problems.extend(f"input {name!r} is required" for name in missing)
-    if problems:
-        raise ConfigError("; ".join(problems))
-    defaults = {n: d.default for n, d in spec.inputs.items() if not d.required}
-    return {**defaults, **inputs}
+            continue
+        checked[name] = value
+    for name, declared in spec.inputs.items():
+        if name in inputs:
+            continue
+        if declared.required:
+            about = f" ({declared.description})" if declared.description else ""
+            remedy = f": pass -i {name}=..." if hint else ""
+            problems.append(f"input {name!r}{about} is required{remedy}")
+        else:
+            checked[name] = declared.default
+    return checked
 
 
 def _unknown(name: str, spec: WorkflowSpec) -> str:
@@ -433,7 +425,10 @@ async def run_workflow(
         ConfigError: an input is unknown, of the wrong type, or required and missing.
     """
     spec = compiled.spec
-    inputs = _complete(spec, inputs)
+    problems: list[str] = []
+    inputs = _complete(spec, inputs, problems)
+    if problems:
+        raise ConfigError("; ".join(problems))
     run_id = run_id or uuid.uuid4().hex
     orchestrator = compiled.orchestrator
     if spec.mode == "planner":
