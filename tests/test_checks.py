@@ -534,3 +534,18 @@ async def test_resume_keeps_verify_and_votes(tmp_path: Path) -> None:
     assert worker_model.calls == 2  # votes=2 was kept
     assert judge_model.calls == 1
     assert judge_model.requests[0].output_schema == Choice.model_json_schema()
+
+
+def test_the_auto_call_guard_counts_votes_and_judges() -> None:
+    from delegate.orchestrator.run import _answers
+
+    judge = Agent("judge", FunctionModel(lambda r: "ok"))
+    voter = Agent("voter", FunctionModel(lambda r: "x"), votes=5, verify=judge)
+    plain = Agent("plain", FunctionModel(lambda r: "x"))
+    graph = TaskGraph()
+    graph.add("a", agent=voter, prompt="A.")
+    graph.add("b", agent=plain, prompt="B.", votes=3)
+    graph.add("c", agent=plain, prompt="C.")
+    graph.add("d", fn=lambda ctx: 1)
+    agents = {"voter": voter, "plain": plain}
+    assert _answers(list(graph), agents) == (5 + 1) + 3 + 1

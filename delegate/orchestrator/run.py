@@ -66,8 +66,8 @@ __all__ = ["Orchestrator", "RunResult", "RunStatus", "RunUsage", "TaskResult"]
 
 RunStatus = Literal["succeeded", "partial", "failed"]
 
-# max_calls="auto": enough for every task's call, its retries and a short tool loop, however large
-# the graph, while a task that loops without end is still stopped.
+# max_calls="auto": enough for every answer a task asks for (its votes, a judge's), its retries and
+# a short tool loop, however large the graph, while a task that loops without end is still stopped.
 _AUTO_CALLS = 500
 _AUTO_CALLS_PER_TASK = 4
 
@@ -191,9 +191,10 @@ class Orchestrator:
         prices: USD per million input/output tokens by model name, `{"my/model": (0.2, 0.8)}`;
             they override the models' own prices (litellm's cost map for real models).
         max_calls: a guard against runaway loops: at most this many model calls per run.
-            "auto" (the default) allows 500, or 4 per model task for graphs of more than 125
-            of them; an int is an exact cap; None removes the guard. A budget's `calls`
-            applies as well, and the tighter wins.
+            "auto" (the default) allows 500, or 4 per answer the model tasks ask for (one
+            each, or their `votes`, plus one for a judge) when that is more; an int is an exact
+            cap; None removes the guard. A budget's `calls` applies as well, and the tighter
+            wins.
         max_concurrency: how many tasks run at once, across the whole run.
         retry: how transient failures are retried (default: 2 retries, 0.5 s base backoff).
         fail_fast: cancel the whole run at the first task that fails for good, instead of
@@ -693,7 +694,7 @@ class Orchestrator:
         guard = None
         cap = self.max_calls
         if cap == "auto":
-            cap = max(_AUTO_CALLS, _AUTO_CALLS_PER_TASK * sum(t.agent is not None for t in tasks))
+            cap = max(_AUTO_CALLS, _AUTO_CALLS_PER_TASK * _answers(tasks, agents))
         if cap is not None:
             # The runaway guard is a scope of its own, so its refusal names its own remedy.
             guard = ledger.open(
@@ -762,6 +763,20 @@ class Orchestrator:
                     raise GraphError(f"task {task.id!r}: {problem}")
                 add(task, judge)  # its budget and prices are checked like any worker's
         return agents
+
+
+def _answers(tasks: Sequence[Task], agents: Mapping[str, Agent]) -> int:
+    """How many answers the model tasks ask for: one each, or their `votes`, plus a judge's."""
+    total = 0
+    for task in tasks:
+        name = task.agent_name
+        if task.agent is None or name is None:
+            continue
+        agent = agents.get(name)
+        votes = task.votes if task.votes is not None else (agent.votes if agent else 1)
+        judged = task.verify is not None or (agent is not None and agent.verify is not None)
+        total += votes + judged
+    return total
 
 
 def _planner(
