@@ -344,6 +344,24 @@ async def test_agent_remembers_then_recalls_through_tools(store: Store) -> None:
     )
 
 
+async def test_remember_with_a_scope_reaches_later_runs_of_the_workflow(store: Store) -> None:
+    first = Memory(store, run_id="r1", workflow="w")
+    remember = memory_tools(first, task_id="t1")[0]
+    shared = json.dumps({"key": "fact/a", "value": "A", "scope": "workflow"})
+    assert await remember.call(shared) == (
+        "remembered 'fact/a' (version 1) for later runs of this workflow"
+    )
+    own = json.dumps({"key": "fact/b", "value": "B"})
+    assert await remember.call(own) == "remembered 'fact/b' (version 1)"
+    recall = memory_tools(Memory(store, run_id="r2", workflow="w"))[1]
+    assert await recall.call(json.dumps({"key": "fact/a"})) == "A"  # a later run of the workflow
+    missing = await recall.call(json.dumps({"key": "fact/b"}))
+    assert missing == "no memory under 'fact/b'"  # run 1's own
+    lone = memory_tools(Memory(store, run_id="r3"))[0]  # a run outside any workflow
+    answer = await lone.call(json.dumps({"key": "fact/c", "value": "C", "scope": "workflow"}))
+    assert answer.startswith("not remembered: memory namespace 'workflow' needs a workflow")
+
+
 async def test_tool_definitions_tell_the_model_what_they_do(store: Store) -> None:
     remember, recall, search_memory = memory_tools(Memory(store, run_id="r"))
     assert [t.name for t in (remember, recall, search_memory)] == [

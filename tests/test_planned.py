@@ -358,6 +358,7 @@ async def test_a_replan_that_gives_no_valid_plan_leaves_the_run_partial() -> Non
     assert [(p.reason, p.complete) for p in result.plans] == [("goal", True), ("failures", False)]
     assert result.plans[1].error is not None
     assert result.plans[1].error.startswith("the planner 'planner' gave no valid plan")
+    assert result.error == f"replanning (revision 2) failed: {result.plans[1].error}"
 
 
 async def test_time_for_the_answer_is_kept_back_from_the_workers_deadline() -> None:

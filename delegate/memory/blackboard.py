@@ -259,15 +259,21 @@ class Memory:
 def memory_tools(memory: Memory, *, task_id: str | None = None) -> builtins.list[Tool]:
     """The tools `remember`, `recall` and `search_memory`, bound to `memory`.
 
-    `remember` writes to the memory's default namespace (the run's); `recall` reads the run's,
-    then the workflow's, then the global namespace; `search_memory` searches all of them.
+    `remember` writes to the run's namespace, or with `scope` the workflow's (later runs of the
+    same workflow find it) or the global one; `recall` reads the run's, then the workflow's, then
+    the global namespace; `search_memory` searches all of them.
 
     Args:
         memory: the memory the tools read and write.
         task_id: recorded as the writer of what `remember` stores.
     """
 
-    async def remember(key: str, value: str, tags: tuple[str, ...] = ()) -> str:
+    async def remember(
+        key: str,
+        value: str,
+        tags: tuple[str, ...] = (),
+        scope: Literal["run", "workflow", "global"] = "run",
+    ) -> str:
         """Save a fact, result or note to the shared memory, for you and other agents to use later.
 
         Writing a key again keeps the old value in its history; `recall` returns the newest.
@@ -276,9 +282,16 @@ def memory_tools(memory: Memory, *, task_id: str | None = None) -> builtins.list
             key: a short, descriptive name for what you store, e.g. "findings/anyio-license".
             value: what to remember, as text.
             tags: optional labels to find it by, e.g. ["license", "python"].
+            scope: who can use it: "run" (this run, the default), "workflow" (later runs of
+                this workflow too) or "global" (every run).
         """
-        record = await memory.put(key, value, tags=tags, task_id=task_id)
-        return f"remembered {record.key!r} (version {record.version})"
+        try:
+            namespace = None if scope == "run" else memory.resolve(scope)  # run: the default
+        except ConfigError as exc:
+            return f"not remembered: {exc}"
+        record = await memory.put(key, value, tags=tags, task_id=task_id, namespace=namespace)
+        where = {"run": "", "workflow": " for later runs of this workflow", "global": " for all"}
+        return f"remembered {record.key!r} (version {record.version}){where[scope]}"
 
     async def recall(key: str) -> str:
         """Read what the shared memory holds under an exact key (the newest value).

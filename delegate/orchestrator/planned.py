@@ -367,7 +367,8 @@ class PlannedRun:
             attempts, errors = result.attempts, result.errors
         else:
             note, attempts, errors = "", 0, []
-            self.error = f"planning failed: {error}" if number == 1 else self.error
+            what = "planning" if number == 1 else f"replanning (revision {number})"
+            self.error = f"{what} failed: {error}"
         self._record(
             reason,
             failures,

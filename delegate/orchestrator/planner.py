@@ -57,6 +57,7 @@ __all__ = [
     "PlanTask",
     "Planner",
     "add_plan",
+    "default_prompt",
     "describe_budget",
     "plan_prompt",
     "plan_task_options",
