@@ -792,3 +792,54 @@ async def test_agent_tasks_and_model_requests_carry_the_agent_settings() -> None
     )
     assert request.tools == ()
     assert request.output_schema is None
+
+
+async def test_a_reduce_after_done_runs_over_a_partial_map() -> None:
+    def answer(request: ModelRequest) -> str:
+        prompt = str(request.messages[-1]["content"])
+        if prompt.endswith("Map b."):
+            raise BadRequestError("document b is unreadable")
+        return f"summary of {len(prompt)} chars" if "Reduce" in prompt else prompt[-6:]
+
+    model = FunctionModel(answer)
+    worker = Agent("worker", model)
+    graph = TaskGraph()
+    maps = [graph.add(f"map_{x}", agent=worker, prompt=f"Map {x}.") for x in "abc"]
+    graph.add("reduce", agent=worker, prompt="Reduce.", deps=maps, after="done")
+    graph.add("strict", agent=worker, prompt="Strict.", deps=maps)
+    result = await Orchestrator(memory=None, retry=FAST).execute(graph)
+
+    assert result.tasks["map_b"].status == "failed"
+    assert result.tasks["strict"].status == "skipped"
+    assert result.tasks["reduce"].status == "succeeded"
+    assert result.status == "partial"
+    reduce_prompt = str(model.requests[-1].messages[-1]["content"])
+    assert "## Result of task 'map_a'\nMap a." in reduce_prompt
+    assert (
+        "## Result of task 'map_b'\n(no result: the task failed: document b is unreadable)"
+    ) in reduce_prompt
+    assert reduce_prompt.endswith("## Your task\nReduce.")
+
+
+async def test_after_done_waits_for_every_dependency_and_survives_cascades() -> None:
+    order: list[str] = []
+
+    async def step(ctx: TaskContext) -> str:
+        order.append(ctx.task_id)
+        if ctx.task_id == "first":
+            raise ValueError("boom")
+        await anyio.sleep(0.01 if ctx.task_id == "slow" else 0)
+        return ctx.task_id
+
+    graph = TaskGraph()
+    graph.add("first", fn=step)
+    graph.add("middle", fn=step, deps=["first"])  # skipped: its dependency failed
+    graph.add("slow", fn=step)
+    graph.add("last", fn=step, deps=["middle", "slow"], after="done")
+    result = await Orchestrator(memory=None).execute(graph)
+
+    assert result.tasks["middle"].status == "skipped"
+    assert result.tasks["last"].status == "succeeded"
+    assert order.index("last") > order.index("slow")
+    with pytest.raises(GraphError, match='after must be "success" or "done"'):
+        TaskGraph().add("x", fn=step, after="always")  # type: ignore[arg-type]

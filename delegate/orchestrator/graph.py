@@ -20,7 +20,7 @@ import re
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -108,6 +108,8 @@ class Task:
             the run starts); None: the worker's own `verify`.
         votes: answers sampled for a majority; None: the worker's own `votes`.
         variables: more names for the prompt template (JSON data), e.g. a fan-out's `item`.
+        after: "success" (run once every dependency succeeded; skipped when one fails) or
+            "done" (run once every dependency has ended, however: a reduce over a partial map).
     """
 
     id: str
@@ -126,6 +128,7 @@ class Task:
     verify: Agent | str | None = None
     votes: int | None = None
     variables: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    after: Literal["success", "done"] = "success"
 
     @property
     def agent_name(self) -> str | None:
@@ -225,6 +228,7 @@ class TaskGraph:
         verify: Agent | str | None = None,
         votes: int | None = None,
         variables: Mapping[str, Any] | None = None,
+        after: Literal["success", "done"] = "success",
     ) -> Task:
         """Add a task and return its handle.
 
@@ -256,6 +260,10 @@ class TaskGraph:
                 worker's `votes`.
             variables: more names for the prompt template, as JSON data (a workflow's fan-out
                 gives each item task its `item` and `loop` this way).
+            after: "success" (the default): the task runs once all its dependencies succeeded,
+                and is skipped when one fails. "done": it runs once they have all ended, however
+                they ended — a reduce that should summarize a partial map; a failed
+                dependency's output is None, and the worker is told it failed and why.
 
         Raises:
             GraphError: a duplicate or malformed id, an unknown dependency, a bad argument.
@@ -270,6 +278,8 @@ class TaskGraph:
             raise GraphError(
                 f"task {id!r}: give exactly one of agent= (a model call) or fn= (a Python function)"
             )
+        if after not in ("success", "done"):
+            raise GraphError(f'task {id!r}: after must be "success" or "done", got {after!r}')
         if variables is not None and not isinstance(variables, Mapping):
             raise GraphError(
                 f"task {id!r}: variables must be a mapping of names to values, got "
@@ -308,6 +318,7 @@ class TaskGraph:
             verify,
             votes,
             dict(variables or {}),
+            after,
         )
         self._tasks[id] = task
         return task

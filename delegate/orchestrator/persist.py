@@ -165,6 +165,7 @@ def graph_spec(tasks: Sequence[Task]) -> dict[str, Any]:
             "verify": task.verify_name,
             "votes": task.votes,
             "variables": to_json(dict(task.variables)),
+            "after": task.after,
         }
         for task in tasks
     ]
@@ -195,6 +196,7 @@ def graph_from_spec(spec: Mapping[str, Any]) -> TaskGraph:
             verify=item.get("verify"),
             votes=item.get("votes"),
             variables=item.get("variables"),
+            after=item.get("after", "success"),
         )
     return graph
 

@@ -277,6 +277,8 @@ class Scheduler:
                 ),
                 None,
             )
+            if node.task.after == "done":
+                broken = None
             if broken is not None and node.status == "pending":
                 self._skip(node, f"dependency {broken!r} {self.by_id[broken].status}")
             elif node.pending == 0 and node.status == "pending" and self._group is not None:
@@ -499,13 +501,19 @@ class Scheduler:
         if "deps" in task.placeholders or "steps" in task.placeholders:
             return text  # the template picks from `deps` (or a workflow's `steps`) itself
         context = [
-            f"## Result of task {dep!r}\n{format_output(out)}"
+            f"## Result of task {dep!r}\n{self._result_text(dep, out)}"
             for dep, out in deps.items()
             if dep not in task.placeholders
         ]
         if not context:
             return text
         return "\n\n".join([*context, f"## Your task\n{text}"])
+
+    def _result_text(self, dep: str, output: Any) -> str:
+        node = self.by_id[dep]
+        if node.status == "succeeded" or node.passable:
+            return format_output(output)
+        return f"(no result: the task {node.status}: {node.error})"  # for tasks run after="done"
 
     # -- state changes ---------------------------------------------------------------------
 
@@ -580,6 +588,12 @@ class Scheduler:
             child = stack.pop()
             if child.status != "pending":
                 continue
+            if child.task.after == "done":
+                # It runs once its dependencies have ended, however they ended.
+                child.pending -= 1
+                if child.pending == 0:
+                    self._push(child)
+                continue
             self._finish(child, "skipped", reason)
             if self.bus.active:
                 self.bus.emit(TaskSkipped(run_id=self.run_id, task_id=child.task.id, reason=reason))
@@ -625,7 +639,10 @@ def build_nodes(
         by_id[task.id] = node
         for dep in task.deps:
             parent = by_id.get(dep) or known[dep]
-            if parent.status != "succeeded" and not parent.passable:
+            ended = parent.status == "succeeded" or parent.passable
+            if task.after == "done":
+                ended = parent.status in _TERMINAL
+            if not ended:
                 node.pending += 1
                 parent.children.append(node)
     for node in reversed(nodes):

@@ -132,7 +132,9 @@ def build_graph(documents: Sequence[Document], agents: Agents) -> TaskGraph:
         )
         for document in documents
     ]
-    table = graph.add("table", fn=compact_table, deps=extractions)
+    # after="done": the table, and so the review, covers whatever was extracted, even when
+    # some documents failed (their rows say so).
+    table = graph.add("table", fn=compact_table, deps=extractions, after="done")
     graph.add(
         "review",
         agent=agents.reviewer,
@@ -145,13 +147,21 @@ def build_graph(documents: Sequence[Document], agents: Agents) -> TaskGraph:
 
 def compact_table(context: TaskContext) -> str:
     """The reviewer's input: a markdown table with one short row per extracted invoice."""
-    rows = [table_row(name, invoice) for name, invoice in context.deps.items()]
+    rows = [
+        table_row(name, invoice) if invoice is not None else failed_row(name)
+        for name, invoice in context.deps.items()
+    ]
     lines = [
         "| " + " | ".join(TABLE_COLUMNS) + " |",
         "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
     ]
     lines += ["| " + " | ".join(row[column] for column in TABLE_COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def failed_row(name: str) -> dict[str, str]:
+    """The row of a document whose extraction failed: the reviewer sees the gap."""
+    return {column: "" for column in TABLE_COLUMNS} | {"document": name, "vendor": "(failed)"}
 
 
 def table_row(name: str, invoice: Invoice) -> dict[str, str]:
