@@ -426,3 +426,67 @@ async def test_a_transient_planner_failure_mid_stream_keeps_the_started_task() -
     prompts = [str(r.messages[-1]["content"]) for r in worker.requests]
     assert sum(p.endswith("Do facts.") for p in prompts) == 1
     assert result.plans[0].attempts == 1
+
+
+def _priced_team(planner_answers: list[Any], **models: float) -> tuple[Orchestrator, Planning]:
+    planning = Planning(planner_answers)
+    workers = [
+        Agent(name, FunctionModel(lambda r: "ok", output_price=price, name=name))
+        for name, price in models.items()
+    ]
+    return Orchestrator(planner=Agent("planner", planning.model), workers=workers, memory=None), (
+        planning
+    )
+
+
+async def test_a_plan_task_refused_by_the_budget_goes_back_to_the_planner() -> None:
+    # Attempt 1 starts `a` (pricey) while it streams, then fails validation; attempt 2 is valid
+    # as a whole, but with `a` already started its `c` no longer fits: that is a plan problem,
+    # sent back, never a task dropped behind the plan's back.
+    first = {"tasks": [_task("a", "pricey"), _task("z", "nobody")]}
+    second = {"tasks": [_task("b", "cheap"), _task("c", "pricey", ("b",)), _task("d", "cheap")]}
+    orchestrator, planning = _priced_team([first, second], cheap=0.1, pricey=1.0)
+    result = await orchestrator.run(GOAL, budget=Budget(usd=0.005))
+
+    assert len(planning.plan_requests) == 2
+    assert result.error is not None
+    assert "task 'c' could not start: with the tasks already started it does not fit" in (
+        result.error
+    )
+    assert "c" not in result.tasks
+    assert result.usage.cost_usd <= 0.005
+
+
+async def test_the_plan_cost_check_counts_each_task_at_its_own_output_cap() -> None:
+    capped = {"tasks": [_task(f"t{n}", "w", max_output_tokens=100) for n in range(3)]}
+    orchestrator, _ = _priced_team([capped], w=1.0)
+    result = await orchestrator.run(GOAL, budget=Budget(usd=0.005))
+    assert result.status == "succeeded"
+    assert list(result.tasks) == ["t0", "t1", "t2"]
+    assert result.plans[0].attempts == 1
+
+
+async def test_a_replan_may_not_reuse_the_id_of_a_failed_task() -> None:
+    reused = {"tasks": [_task("report", "writer", ("facts", "history"))]}
+    renamed = {"tasks": [_task("report_2", "writer", ("facts", "history"))]}
+    planning = Planning([FAN_OUT, reused, renamed])
+    result = await _orchestrator(planning, _worker_model(fail={"report"})).run(GOAL)
+
+    assert result.status == "succeeded"
+    assert result.plans[1].errors == [
+        [
+            "task id 'report' is taken by a task that failed in an earlier plan; give the new "
+            "task another id, e.g. 'report_2'"
+        ]
+    ]
+    assert result.tasks["report_2"].status == "succeeded"
+
+
+async def test_fail_fast_ends_a_planned_run_without_replanning() -> None:
+    planning = Planning([FAN_OUT, {"tasks": [_task("again")]}])
+    worker = _worker_model(fail={"facts"}, latency=0.05)
+    result = await _orchestrator(planning, worker, fail_fast=True).run(GOAL)
+
+    assert len(planning.plan_requests) == 1
+    assert result.status == ("partial" if result.output is not None else "failed")
+    assert result.tasks["facts"].status == "failed"

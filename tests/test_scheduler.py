@@ -843,3 +843,64 @@ async def test_empty_graph_succeeds_with_no_output() -> None:
     result, events = await _execute(TaskGraph())
     assert (result.status, result.output, result.tasks) == ("succeeded", None, {})
     assert [e.kind for e in events] == ["run_started", "run_finished"]
+
+
+async def test_nodes_added_in_a_batch_with_skips_and_after_done_run_once() -> None:
+    import random
+
+    from delegate.orchestrator.budget import BudgetLedger
+    from delegate.orchestrator.calls import RunAccount
+    from delegate.orchestrator.events import EventBus
+    from delegate.orchestrator.scheduler import Scheduler, build_nodes
+
+    calls: dict[str, int] = {}
+
+    def fn(ctx: TaskContext) -> str:
+        calls[ctx.task_id] = calls.get(ctx.task_id, 0) + 1
+        if ctx.task_id == "x":
+            raise ValueError("x fails")
+        return ctx.task_id
+
+    scheduler = Scheduler(
+        [],
+        run_id="r",
+        inputs={},
+        max_concurrency=4,
+        retry=RetryPolicy(max_retries=0),
+        fail_fast=False,
+        bus=EventBus(),
+        account=RunAccount(BudgetLedger(), None, {}),
+        rng=random.Random(0),
+    )
+    scheduler.hold()
+    graph = TaskGraph()
+
+    async def drive() -> None:
+        first = graph.add("first", fn=fn)
+        after = graph.add("after", fn=fn, deps=[first])
+        # `first` is skipped by a condition, yet `after`, added with it, runs.
+        scheduler.add(
+            build_nodes([first, after], {}, known=scheduler.by_id), skipped={"first": "no"}
+        )
+        x = graph.add("x", fn=fn)
+        scheduler.add(build_nodes([x], {}, known=scheduler.by_id))
+        await scheduler.settled()
+        a = graph.add("a", fn=fn, deps=[x])
+        d = graph.add("d", fn=fn, deps=[a], after="done")
+        scheduler.add(build_nodes([a, d], {}, known=scheduler.by_id))
+        scheduler.release()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(drive)
+            await scheduler.run()
+
+    statuses = {node.task.id: node.status for node in scheduler.nodes}
+    assert statuses == {
+        "first": "skipped",
+        "after": "succeeded",
+        "x": "failed",
+        "a": "skipped",
+        "d": "succeeded",
+    }
+    assert calls == {"after": 1, "x": 1, "d": 1}

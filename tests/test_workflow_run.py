@@ -257,3 +257,73 @@ def test_inputs_from_a_file(tmp_path: Path) -> None:
     file.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="must hold a mapping of input names"):
         parse_inputs(spec, [], file)
+
+
+async def test_a_step_budget_holds_for_steps_added_while_the_run_goes(tmp_path: Path) -> None:
+    text = """
+name: capped
+agents:
+  scout: {model: openai/gpt-4o-mini}
+steps:
+  - id: only
+    agent: scout
+    prompt: "Write a long essay."
+    budget: {calls: 0}
+"""
+    result = await run_workflow(_compile(text, tmp_path), {})
+    task = result.tasks["only"]
+    assert task.status == "failed"
+    assert task.usage.calls == 0
+    assert task.error is not None
+    assert task.error.startswith("budget of 0 calls for task 'only' would be exceeded")
+
+
+async def test_an_error_in_a_condition_fails_its_step_and_the_run_is_stored_ended(
+    tmp_path: Path,
+) -> None:
+    text = """
+name: divide
+inputs:
+  n: {type: integer}
+agents:
+  scout: {model: openai/gpt-4o-mini}
+steps:
+  - id: first
+    agent: scout
+    prompt: "Go."
+  - id: maybe
+    agent: scout
+    needs: [first]
+    when: "{{ 10 / inputs.n > 1 }}"
+    prompt: "Maybe."
+"""
+    result = await run_workflow(_compile(text, tmp_path), {"n": 0}, run_id="z")
+    assert result.status == "partial"
+    assert result.tasks["maybe"].error == (
+        "step 'maybe': when: ZeroDivisionError: division by zero"
+    )
+    from delegate.memory.store import Store
+
+    with Store.open(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        record = store.get_run("z")
+    assert record is not None
+    assert record.status == "partial"
+
+
+async def test_the_auto_call_guard_grows_with_the_tasks_a_run_adds(tmp_path: Path) -> None:
+    text = """
+name: many
+inputs:
+  things: {type: array}
+agents:
+  scout: {model: openai/gpt-4o-mini, votes: 3}
+steps:
+  - id: each
+    agent: scout
+    foreach: "{{ inputs.things }}"
+    prompt: "Say something about {{ item }}."
+"""
+    result = await run_workflow(_compile(text, tmp_path), {"things": list(range(200))})
+    assert result.status == "succeeded"
+    assert result.usage.calls == 600  # more than the 500 a run starts with
+    assert result.usage.refused == 0

@@ -38,14 +38,18 @@ if TYPE_CHECKING:
     from delegate.agents.agent import Agent
     from delegate.memory.blackboard import Memory
     from delegate.memory.store import Store
+    from delegate.orchestrator.graph import Task
 
 __all__ = [
+    "AUTO_CALLS",
+    "AUTO_CALLS_PER_ANSWER",
     "DEFAULT_OUTPUT_TOKENS",
     "EFFORT_OUTPUT_TOKENS",
     "CallGate",
     "Charged",
     "RunAccount",
     "UsageBook",
+    "answers_of",
 ]
 
 DEFAULT_OUTPUT_TOKENS = 4096
@@ -109,6 +113,21 @@ class RunAccount:
     cache: Store | None = None
     cached_models: dict[str, Model] = field(default_factory=dict)
     cache_hits: int = 0
+    guard: BudgetScope | None = None  # the runaway guard (max_calls)
+    auto_answers: int | None = None  # max_calls="auto": the answers counted so far
+
+    def admit_tasks(self, tasks: Sequence[Task], agents: Sequence[Agent | None]) -> None:
+        """Tasks added while the run is under way: open their budgets, grow an "auto" guard."""
+        for task in tasks:
+            if task.budget is not None and task.id not in self.tasks:
+                self.tasks[task.id] = self.ledger.open(f"task {task.id!r}", task.budget, self.run)
+        if self.auto_answers is None or self.guard is None:
+            return
+        self.auto_answers += sum(answers_of(t, a) for t, a in zip(tasks, agents, strict=True))
+        cap = max(AUTO_CALLS, AUTO_CALLS_PER_ANSWER * self.auto_answers)
+        if cap > (self.guard.budget.calls or 0):
+            self.guard.budget = dataclasses.replace(self.guard.budget, calls=cap)
+            self.guard.label = f"run (Orchestrator(max_calls={cap}))"
 
     def cached(self, model: Model) -> Model:
         """`model` behind the call cache, when the run has one."""
@@ -139,6 +158,21 @@ class RunAccount:
             await self.changed.wait()
         finally:
             self.waiting -= 1
+
+
+AUTO_CALLS = 500
+"""max_calls="auto": at least this many calls per run..."""
+AUTO_CALLS_PER_ANSWER = 4
+"""...or this many per answer the tasks ask for (room for retries and a short tool loop)."""
+
+
+def answers_of(task: Task, agent: Agent | None) -> int:
+    """How many answers a task asks for: its votes (1 by default), plus one for a judge."""
+    if task.agent is None:
+        return 0
+    votes = task.votes if task.votes is not None else (agent.votes if agent else 1)
+    judged = task.verify is not None or (agent is not None and agent.verify is not None)
+    return votes + judged
 
 
 class Charged(Protocol):

@@ -208,16 +208,28 @@ class PlannedRun:
         return agents
 
     def prepare(self, account: RunAccount) -> None:
-        """Share the run's memory with the planner and keep time back for the answer."""
+        """Share the run's memory with the planner and keep time back for the answer.
+
+        On resume, what the stored plans cost is counted again in the run's usage.
+        """
         self.memory = account.memory
         self.keep_time_for_answer(account)
+        agent = self.planner.agent
+        for revision in self.revisions:
+            if revision.usage.calls:
+                account.book.add(agent.model.name, agent.name, revision.usage)
 
     def result(self, result: RunResult, output: Any, deadline_passed: bool) -> RunResult:
         """The answer is the output; failures a replan recovered from do not count."""
+        # Failures a replan answered do not count; any other task that did not succeed does.
+        left = any(
+            task.status != "succeeded" and task.id not in self.handled
+            for task in result.tasks.values()
+        )
         if output is None:
             succeeded = any(task.status == "succeeded" for task in result.tasks.values())
             status: RunStatus = "partial" if succeeded else "failed"
-        elif self.unresolved or deadline_passed or self.error:
+        elif left or self.unresolved or deadline_passed or self.error:
             status = "partial"
         else:
             status = "succeeded"
@@ -251,6 +263,10 @@ class PlannedRun:
         """Plan, let the tasks run, replan after failures; then release the scheduler's hold."""
         try:
             await self._drive(scheduler, account, recorder)
+        except Exception as exc:  # a bug or an unexpected error: the run ends with what it has
+            self.error = f"planning stopped: {type(exc).__name__}: {exc}"
+            self.unresolved = True
+            log.error("planning_stopped", run_id=self.run_id, error=self.error)
         finally:
             scheduler.release()
 
@@ -259,20 +275,27 @@ class PlannedRun:
     ) -> None:
         reason: PlanReason | None = "goal"
         failures: dict[str, str] = {}
+        started: list[PlanTask] = []
         if self.revisions:
-            reason = None if self.revisions[-1].complete else "resumed"
+            last = self.revisions[-1]
+            reason = None
+            if not last.complete:  # a plan the crash interrupted: complete it, for its reasons
+                reason, failures, started = "resumed", dict(last.failures), list(last.tasks)
         replans = sum(r.reason in ("failures", "goal_unmet") for r in self.revisions)
         while True:
             if reason is not None:
-                planned = await self._revise(reason, failures, scheduler, account, recorder)
+                planned = await self._revise(
+                    reason, failures, scheduler, account, recorder, started
+                )
+                started = []
                 if not planned and (len(self.revisions) == 1 or failures):
                     # No first plan: nothing to run (the error is on the result); no replan:
                     # the failures stay unresolved once what is running has ended.
                     await scheduler.settled()
                     return
             await scheduler.settled()
-            if scheduler.stopped:
-                return
+            if scheduler.ending:
+                return  # cancelled, fail-fast or out of time: no replan, no goal check
             failures = self._new_failures(scheduler)
             reason = "failures"
             if not failures and self.judge_goal and replans < self.max_replans:
@@ -306,10 +329,14 @@ class PlannedRun:
         scheduler: Scheduler,
         account: RunAccount,
         recorder: RunRecorder | None,
+        started: Sequence[PlanTask] = (),
     ) -> bool:
-        """Ask for a plan (or a revision) and add its tasks as they come; False when none came."""
+        """Ask for a plan (or a revision) and add its tasks as they come; False when none came.
+
+        `started`: tasks of an interrupted plan, already in the graph, that the plan keeps.
+        """
         number = len(self.revisions) + 1
-        started = datetime.now(UTC)
+        began = datetime.now(UTC)
         if self.bus.active:
             self.bus.emit(PlanStarted(run_id=self.run_id, revision=number, reason=reason))
         added: list[PlanTask] = []
@@ -334,11 +361,18 @@ class PlannedRun:
             self._add(task, scheduler)
             added.append(task)
             if recorder is not None:  # the store learns of each task before its result
-                self._record(reason, failures, number, started, added, charge, recorder, None)
+                self._record(reason, failures, number, began, added, charge, recorder, None)
             return True
 
         def validate(plan: Plan, known: list[str]) -> list[str]:
-            return validate_plan(
+            kept = {task.id for task in started}
+            taken = [
+                f"task id {task.id!r} is taken by a task that {scheduler.by_id[task.id].status} "
+                f"in an earlier plan; give the new task another id, e.g. '{task.id}_2'"
+                for task in plan.tasks
+                if task.id in known_before and task.id not in known and task.id not in kept
+            ]
+            return taken + validate_plan(
                 plan,
                 workers=self.workers,
                 max_tasks=self.planner.max_tasks,
@@ -355,7 +389,8 @@ class PlannedRun:
                 "budget_text": self._budget_text(account, usd_left, share),
                 "memory": memory,
                 "finished": finished,
-                "started": list(added),  # by an attempt that failed on a transient error
+                # an interrupted plan's tasks, and those of an attempt that failed transiently
+                "started": [*started, *added],
                 "failures": problems,
                 "caller": CallGate(account, charge),
                 "validate": validate,
@@ -373,7 +408,7 @@ class PlannedRun:
             reason,
             failures,
             number,
-            started,
+            began,
             added,
             charge,
             recorder,
@@ -530,11 +565,25 @@ class PlannedRun:
         """The projected cost of the plan's tasks, except those of earlier revisions (`before`)."""
         # Tasks already in the graph cost nothing more here; their outputs are not projected.
         done = dict.fromkeys(self.graph.tasks, 0)
-        tasks = [_task(t) for t in plan.tasks if t.id not in before]
+        tasks = [self._task(t) for t in plan.tasks if t.id not in before]
         if not tasks:
             return 0.0
         estimate = estimate_tasks(tasks, self.workers, self.inputs, self.prices, done=done)
         return estimate.usd
+
+    def _task(self, task: PlanTask) -> Task:
+        """A plan task as a graph `Task`, outside any graph (for estimating a plan)."""
+        prompt = plan_prompt(task)
+        template, names = compile_prompt(task.id, prompt)
+        return Task(
+            id=task.id,
+            agent=task.agent,
+            prompt=prompt,
+            deps=tuple(task.deps),
+            template=template,
+            placeholders=names,
+            **plan_task_options(task, self.workers[task.agent]),
+        )
 
     # -- the goal check and the answer --------------------------------------------------------
 
@@ -549,6 +598,7 @@ class PlannedRun:
             reasoning_effort=base.reasoning_effort,
             max_output_tokens=base.max_output_tokens,
             temperature=base.temperature,
+            call_budget=base.call_budget,
         )
         charge = PlannerCalls()
         try:
@@ -628,20 +678,6 @@ def _allowance(agent: Agent) -> int:
     if agent.reasoning_effort is not None:
         return EFFORT_OUTPUT_TOKENS[agent.reasoning_effort]
     return DEFAULT_OUTPUT_TOKENS
-
-
-def _task(task: PlanTask) -> Task:
-    """A plan task as a graph `Task`, outside any graph (for estimating a plan)."""
-    prompt = plan_prompt(task)
-    template, names = compile_prompt(task.id, prompt)
-    return Task(
-        id=task.id,
-        agent=task.agent,
-        prompt=prompt,
-        deps=tuple(task.deps),
-        template=template,
-        placeholders=names,
-    )
 
 
 def synthesizer_for(agent: Agent, output_type: type[BaseModel] | None, *, planner: bool) -> Agent:

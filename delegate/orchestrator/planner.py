@@ -538,33 +538,22 @@ class Planner:
             ModelError: a planner call failed (transient ones are worth retrying).
         """
         finished = dict(finished or {})
-        taken = {task.id: task for task in started}  # handed over to on_task, by id
+        handover = _Handover(
+            on_task=on_task,
+            taken={task.id: task for task in started},
+            known=[*finished],
+            workers=workers,
+            inputs=list(inputs),
+            max_tasks=self.max_tasks,
+        )
 
         def check(plan: Plan, known: list[str]) -> list[str]:
-            changed = [
-                f"task {t.id!r} has already started and cannot change; list it unchanged, "
-                "or give the changed task a new id"
-                for t in plan.tasks
-                if t.id in taken and taken[t.id] != t
-            ]
+            changed = _changed(plan, handover.taken)
             if validate is not None:
                 return changed + validate(plan, known)
             return changed + validate_plan(
                 plan, workers=workers, max_tasks=self.max_tasks, finished=known
             )
-
-        def offer(task: PlanTask) -> None:
-            if on_task is not None and task.id not in taken and on_task(task):
-                taken[task.id] = task
-
-        def stream(raw: dict[str, Any]) -> None:
-            try:
-                task = PlanTask.model_validate(raw)
-            except ValidationError:
-                return  # reported with the whole plan
-            known = [*finished, *taken]
-            if len(taken) < self.max_tasks and not _task_errors(task, workers, known, inputs):
-                offer(task)
 
         instructions = self.render(
             goal,
@@ -585,22 +574,24 @@ class Planner:
             response = await send(
                 self.agent,
                 self.agent.model,
-                self._request(instructions, request, None if parser is None else parser, stream),
+                self._request(instructions, request, parser, handover.stream),
             )
             usage += response.usage
             plan, errors = _parse(response)
             if plan is not None:
                 listed = {task.id for task in plan.tasks}
-                earlier = [task for task in taken.values() if task.id not in listed]
-                errors = check(plan, [*finished, *(task.id for task in earlier)])
+                earlier = [task for task in handover.taken.values() if task.id not in listed]
+                # A task handed over earlier may be listed again (unchanged), finished or not.
+                known = [f for f in finished if f not in listed or f not in handover.taken]
+                errors = check(plan, [*known, *(task.id for task in earlier)])
             if plan is not None and not errors:
-                for task in plan.tasks:
-                    offer(task)
-                full = Plan(tasks=[*earlier, *plan.tasks], synthesis_note=plan.synthesis_note)
-                return PlanResult(plan=full, attempts=attempt, errors=history, usage=usage)
+                errors = handover.hand_over(plan)
+                if not errors:
+                    full = Plan(tasks=[*earlier, *plan.tasks], synthesis_note=plan.synthesis_note)
+                    return PlanResult(plan=full, attempts=attempt, errors=history, usage=usage)
             history.append(errors)
             answer = None if plan is None else plan.model_dump_json(indent=2)
-            request = _repair_request(goal, answer, errors, list(taken))
+            request = _repair_request(goal, answer, errors, list(handover.taken))
         raise PlanInvalid(
             f"the planner {self.agent.name!r} gave no valid plan in {self.max_attempts} "
             f"attempts; the last had these problems: {'; '.join(history[-1])}. Raise "
@@ -657,6 +648,64 @@ def _parse(response: ModelResponse) -> tuple[Plan | None, list[str]]:
         return Plan.model_validate_json(response.text), []
     except ValidationError as exc:
         return None, [f"the answer is not a valid plan: {validation_summary(exc)}"]
+
+
+def _parsed_task(raw: dict[str, Any]) -> PlanTask | None:
+    """A streamed task object as a `PlanTask`, or None when it is not one."""
+    try:
+        return PlanTask.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _changed(plan: Plan, taken: Mapping[str, PlanTask]) -> list[str]:
+    """Tasks the plan lists again, but changed, after they were handed over."""
+    return [
+        f"task {t.id!r} has already started and cannot change; list it unchanged, or give the "
+        "changed task a new id"
+        for t in plan.tasks
+        if t.id in taken and taken[t.id] != t
+    ]
+
+
+@dataclass(slots=True)
+class _Handover:
+    """What `Planner.plan` has handed over to `on_task`, and how a task gets handed over."""
+
+    on_task: Callable[[PlanTask], bool] | None
+    taken: dict[str, PlanTask]  # handed over, by id
+    known: list[str]  # finished tasks a task may depend on
+    workers: Mapping[str, Agent]
+    inputs: list[str]
+    max_tasks: int
+
+    def offer(self, task: PlanTask) -> bool:
+        """Hand `task` over; False when `on_task` declines it."""
+        if self.on_task is None or task.id in self.taken:
+            return True
+        if not self.on_task(task):
+            return False
+        self.taken[task.id] = task
+        return True
+
+    def stream(self, raw: dict[str, Any]) -> None:
+        """A task parsed from the stream: handed over now if it checks out on its own."""
+        task = _parsed_task(raw)  # (a malformed one is reported with the whole plan)
+        if task is None or len(self.taken) >= self.max_tasks:
+            return
+        known = [*self.known, *self.taken]
+        if not _task_errors(task, self.workers, known, self.inputs):
+            self.offer(task)
+
+    def hand_over(self, plan: Plan) -> list[str]:
+        """Offer a valid plan's tasks in order; the problem when one is declined."""
+        for task in plan.tasks:
+            if not self.offer(task):
+                return [
+                    f"task {task.id!r} could not start: with the tasks already started it does "
+                    "not fit in the budget left; plan fewer or cheaper tasks for what is left"
+                ]
+        return []
 
 
 def _task_errors(

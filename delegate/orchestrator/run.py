@@ -35,7 +35,13 @@ from delegate.errors import (
     did_you_mean,
 )
 from delegate.orchestrator.budget import BudgetLedger
-from delegate.orchestrator.calls import RunAccount, planner_only_usd
+from delegate.orchestrator.calls import (
+    AUTO_CALLS,
+    AUTO_CALLS_PER_ANSWER,
+    RunAccount,
+    answers_of,
+    planner_only_usd,
+)
 from delegate.orchestrator.driver import RunDriver
 from delegate.orchestrator.estimate import Estimate, estimate_tasks
 from delegate.orchestrator.events import EventBus, EventHandler, RunFinished, RunStarted
@@ -65,11 +71,6 @@ if TYPE_CHECKING:
 __all__ = ["Orchestrator", "RunResult", "RunStatus", "RunUsage", "TaskResult"]
 
 RunStatus = Literal["succeeded", "partial", "failed"]
-
-# max_calls="auto": enough for every answer a task asks for (its votes, a judge's), its retries and
-# a short tool loop, however large the graph, while a task that loops without end is still stopped.
-_AUTO_CALLS = 500
-_AUTO_CALLS_PER_TASK = 4
 
 
 class RunUsage(BaseModel):
@@ -693,8 +694,12 @@ class Orchestrator:
         ledger = BudgetLedger()
         guard = None
         cap = self.max_calls
+        answers = _answers(tasks, agents)
         if cap == "auto":
-            cap = max(_AUTO_CALLS, _AUTO_CALLS_PER_TASK * _answers(tasks, agents))
+            # Enough for every answer the tasks ask for, its retries and a short tool loop,
+            # however large the graph (it grows as tasks are added), while a task that loops
+            # without end is still stopped.
+            cap = max(AUTO_CALLS, AUTO_CALLS_PER_ANSWER * answers)
         if cap is not None:
             # The runaway guard is a scope of its own, so its refusal names its own remedy.
             guard = ledger.open(
@@ -705,7 +710,9 @@ class Orchestrator:
             )
         limited = (run_budget.tokens, run_budget.usd, run_budget.calls) != (None, None, None)
         run_scope = ledger.open("run", run_budget, guard) if limited else guard
-        account = RunAccount(ledger, run_scope, self.prices)
+        account = RunAccount(ledger, run_scope, self.prices, guard=guard)
+        if self.max_calls == "auto":
+            account.auto_answers = answers
         members = _with_fallbacks([*agents.values(), *([self.planner] if self.planner else [])])
         for agent in members:
             if agent.budget is not None:
@@ -767,16 +774,7 @@ class Orchestrator:
 
 def _answers(tasks: Sequence[Task], agents: Mapping[str, Agent]) -> int:
     """How many answers the model tasks ask for: one each, or their `votes`, plus a judge's."""
-    total = 0
-    for task in tasks:
-        name = task.agent_name
-        if task.agent is None or name is None:
-            continue
-        agent = agents.get(name)
-        votes = task.votes if task.votes is not None else (agent.votes if agent else 1)
-        judged = task.verify is not None or (agent is not None and agent.verify is not None)
-        total += votes + judged
-    return total
+    return sum(answers_of(task, agents.get(task.agent_name or "")) for task in tasks if task.agent)
 
 
 def _planner(

@@ -253,6 +253,7 @@ class Scheduler:
             if node.status not in _TERMINAL:
                 self._remaining += 1
             self._limit(node)
+        self.account.admit_tasks([node.task for node in nodes], [node.agent for node in nodes])
         for node in nodes:
             if node.status in _TERMINAL:
                 continue
@@ -265,6 +266,8 @@ class Scheduler:
                             run_id=self.run_id, task_id=node.task.id, reason=node.error or ""
                         )
                     )
+                for child in node.children:  # they wait for it no longer
+                    child.pending -= 1
                 continue
             if self.stopped:
                 self._finish(node, "cancelled", self.cancel_reason)
@@ -318,6 +321,11 @@ class Scheduler:
         deadline = self.account.deadline
         return deadline is not None and anyio.current_time() >= deadline
 
+    @property
+    def ending(self) -> bool:
+        """The run is over or on its way out (cancelled, fail-fast, past its deadline)."""
+        return self.stopped or self._reason is not None or self._past_deadline()
+
     # -- the ready queue -------------------------------------------------------------------
 
     def _push(self, node: Node) -> None:
@@ -339,6 +347,8 @@ class Scheduler:
         while self._ready:
             entry = heapq.heappop(self._ready)
             node = entry[2]
+            if node.status != "pending":
+                continue  # ended while it waited (skipped or cancelled)
             name = node.task.agent_name
             if name is not None and name in self._limits:
                 running = self._running.get(name, 0)
@@ -591,7 +601,7 @@ class Scheduler:
             if child.task.after == "done":
                 # It runs once its dependencies have ended, however they ended.
                 child.pending -= 1
-                if child.pending == 0:
+                if child.pending == 0 and self._group is not None:
                     self._push(child)
                 continue
             self._finish(child, "skipped", reason)

@@ -120,6 +120,9 @@ class WorkflowRun:
                     recorder.graph_changed(self.spec())
                 if pending and not added:
                     await scheduler.next_end()
+        except Exception as exc:  # a bug or an unexpected error: the run ends with what it has
+            self.error = f"the workflow stopped adding steps: {_describe(exc)}"
+            log.error("workflow_stopped", run_id=self.run_id, error=self.error)
         finally:
             scheduler.release()
 
@@ -172,8 +175,8 @@ class WorkflowRun:
         if step.when is not None:
             try:
                 go = bool(_evaluate(step.when, names))
-            except (JinjaTemplateError, DelegateError, TypeError, ValueError) as exc:
-                self._fail_step(step.id, needs, f"when: {exc}", scheduler)
+            except Exception as exc:  # it reads model outputs: anything may go wrong in it
+                self._fail_step(step.id, needs, f"when: {_describe(exc)}", scheduler)
                 return True
             if not go:
                 reason = f"when: {step.when.strip()} is false"
@@ -232,8 +235,8 @@ class WorkflowRun:
     ) -> None:
         try:
             items = _evaluate(step.foreach or "", names)
-        except (JinjaTemplateError, DelegateError, TypeError, ValueError) as exc:
-            self._fail_step(step.id, needs, f"foreach: {exc}", scheduler)
+        except Exception as exc:  # it reads model outputs: anything may go wrong in it
+            self._fail_step(step.id, needs, f"foreach: {_describe(exc)}", scheduler)
             return
         if isinstance(items, Mapping) or not isinstance(items, list | tuple):
             self._fail_step(
@@ -405,6 +408,10 @@ class WorkflowRun:
 
 class _StepError(DelegateError):
     """A step that could not be expanded (its `when`, `foreach` or goal did not evaluate)."""
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, DelegateError) else f"{type(exc).__name__}: {exc}"
 
 
 def _nothing(ctx: TaskContext) -> None:
