@@ -490,3 +490,40 @@ async def test_fail_fast_ends_a_planned_run_without_replanning() -> None:
     assert len(planning.plan_requests) == 1
     assert result.status == ("partial" if result.output is not None else "failed")
     assert result.tasks["facts"].status == "failed"
+
+
+async def test_resume_completes_an_interrupted_replan_with_its_failures(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    first = {"tasks": [_task("facts"), _task("report", "writer", ("facts",))]}
+    # The replan's long note keeps it streaming after its task has started.
+    again = {"tasks": [_task("report_2", "writer", ("facts",))], "synthesis_note": "x" * 4000}
+    scope = anyio.CancelScope()
+
+    def interrupt(event: Event) -> None:
+        if event.kind == "task_started" and getattr(event, "task_id", "") == "report_2":
+            scope.cancel()
+
+    planning = Planning([first, again], chunk_size=20, chunk_delay=0.005)
+    worker = _worker_model(fail={"report"})
+    with scope:
+        await _orchestrator(planning, worker, memory=url, on_event=interrupt).run(
+            GOAL, run_id="interrupted"
+        )
+    assert scope.cancelled_caught
+
+    resumed = Planning([again])
+    result = await _orchestrator(resumed, _worker_model(), memory=url).resume("interrupted")
+
+    assert result.status == "succeeded"
+    [request] = resumed.plan_requests
+    system = request.messages[0]["content"]
+    assert "## Failed tasks and why\n\n- report: cannot do report\n" in system
+    assert [(p.reason, p.complete) for p in result.plans] == [
+        ("goal", True),
+        ("failures", False),
+        ("resumed", True),
+    ]
+    assert result.tasks["report_2"].status == "succeeded"
+    # The first plan's call is counted again from the store; the replan cut off mid-stream
+    # never answered; then the resumed plan and the answer.
+    assert result.usage.by_role["planner"].calls == 3
