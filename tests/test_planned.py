@@ -527,3 +527,19 @@ async def test_resume_completes_an_interrupted_replan_with_its_failures(tmp_path
     # The first plan's call is counted again from the store; the replan cut off mid-stream
     # never answered; then the resumed plan and the answer.
     assert result.usage.by_role["planner"].calls == 3
+
+
+async def test_plan_only_plans_within_the_budget_and_runs_nothing() -> None:
+    from delegate.errors import BudgetExceeded
+
+    planning = Planning([FAN_OUT])
+    worker = _worker_model()
+    orchestrator = _orchestrator(planning, worker, prices={"reasoner": (1.0, 1.0)})
+    result = await orchestrator.plan(GOAL, budget=Budget(usd=1.0))
+
+    assert [task.id for task in result.plan.tasks] == ["facts", "history", "report"]
+    assert result.usage.calls == 1
+    assert worker.calls == 0
+    with pytest.raises(BudgetExceeded, match=r"budget of \$0.000001 for run would be exceeded"):
+        await orchestrator.plan(GOAL, budget=Budget(usd=0.000001))
+    assert len(planning.plan_requests) == 1  # the refused call was never sent

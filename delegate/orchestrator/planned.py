@@ -433,6 +433,38 @@ class PlannedRun:
             )
         return result is not None
 
+    async def plan_only(self, account: RunAccount) -> PlanResult:
+        """One plan for the goal, its calls held to the run's budget; nothing is run.
+
+        Raises:
+            PlanInvalid: no valid plan in the planner's attempts.
+            BudgetExceeded: the planner's call does not fit the budget.
+            ModelError: the planner's call failed.
+        """
+        usd_left, share = self._usd_left(account)
+
+        def validate(plan: Plan, known: list[str]) -> list[str]:
+            return validate_plan(
+                plan,
+                workers=self.workers,
+                max_tasks=self.planner.max_tasks,
+                finished=known,
+                budget_usd_left=None if usd_left is None else max(usd_left - share, 0.0),
+                estimate_usd=lambda candidate: self._estimate_usd(candidate, set()),
+                inputs=list(self.inputs),
+            )
+
+        return await self.planner.plan(
+            self.goal,
+            inputs=self.inputs,
+            workers=self.workers,
+            budget_text=self._budget_text(account, usd_left, share),
+            memory=await self._memory(),
+            caller=CallGate(account, PlannerCalls()),
+            validate=validate,
+            prices=self.prices,
+        )
+
     async def _ask(
         self, options: Callable[[], dict[str, Any]]
     ) -> tuple[PlanResult | None, str | None]:

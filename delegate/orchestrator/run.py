@@ -54,7 +54,7 @@ from delegate.orchestrator.persist import (
     to_json,
 )
 from delegate.orchestrator.planned import PlannedRun, PlanRevision, synthesizer_for
-from delegate.orchestrator.planner import Planner
+from delegate.orchestrator.planner import Planner, PlanResult
 from delegate.orchestrator.scheduler import (
     Node,
     RetryPolicy,
@@ -352,15 +352,7 @@ class Orchestrator:
             ConfigError: the orchestrator has no planner or no workers, or a bad argument.
             PriceUnknownError: a usd budget applies and a model has no known price.
         """
-        if self.plans is None or self.planner is None:
-            raise ConfigError(
-                'run(goal) needs a planner: Orchestrator(planner=Agent("planner", '
-                '"openai/o4-mini"), workers=[...]); or build a TaskGraph and call execute()'
-            )
-        if not self.workers:
-            raise ConfigError("run(goal) needs workers for the plan: Orchestrator(workers=[...])")
-        if not isinstance(goal, str) or not goal.strip():
-            raise ConfigError(f"goal must be a non-empty str, got {goal!r}")
+        self._check_planning(goal)
         if output_type is not None and not (
             isinstance(output_type, type) and issubclass(output_type, BaseModel)
         ):
@@ -373,6 +365,37 @@ class Orchestrator:
         return await self.run_driven(
             planned, checked, budget=budget, run_id=run_id, workflow=workflow, goal=goal
         )
+
+    async def plan(
+        self,
+        goal: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        budget: Budget | None = None,
+    ) -> PlanResult:
+        """The planner's plan for `goal`, checked and repaired like a run's first plan; nothing
+        runs. The planner's calls are held to the budget (this one's, else the default).
+
+        Raises:
+            ConfigError: no planner or no workers.
+            PlanInvalid: no valid plan in the planner's attempts.
+            BudgetExceeded: the planner's call does not fit the budget.
+        """
+        self._check_planning(goal)
+        planned = self.planned_run("plan", goal, dict(inputs or {}), None)
+        account = self._account([], {**planned.agents(), **self.workers}, budget)
+        return await planned.plan_only(account)
+
+    def _check_planning(self, goal: object) -> None:
+        if self.plans is None or self.planner is None:
+            raise ConfigError(
+                'run(goal) needs a planner: Orchestrator(planner=Agent("planner", '
+                '"openai/o4-mini"), workers=[...]); or build a TaskGraph and call execute()'
+            )
+        if not self.workers:
+            raise ConfigError("run(goal) needs workers for the plan: Orchestrator(workers=[...])")
+        if not isinstance(goal, str) or not goal.strip():
+            raise ConfigError(f"goal must be a non-empty str, got {goal!r}")
 
     def run_sync(
         self,

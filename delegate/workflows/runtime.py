@@ -33,7 +33,7 @@ from delegate.agents.limits import Budget
 from delegate.agents.tools import Tool, tool
 from delegate.errors import ConfigError, did_you_mean
 from delegate.orchestrator.graph import PROMPT_ENV, TaskGraph
-from delegate.orchestrator.planner import Plan, Planner, describe_budget
+from delegate.orchestrator.planner import Plan, Planner
 from delegate.orchestrator.run import Orchestrator, RunResult
 from delegate.workflows.driver import WorkflowRun
 from delegate.workflows.loader import LoadedWorkflow, load_workflow_text
@@ -567,27 +567,15 @@ def _preview_graph(compiled: CompiledWorkflow, inputs: Mapping[str, Any]) -> Tas
 async def preview_workflow(compiled: CompiledWorkflow, inputs: Mapping[str, Any]) -> Preview:
     """The run's tasks and their projected cost and time; in planner mode, after planning.
 
-    Nothing is executed beyond planning (which calls the planner's model, unless simulated).
+    Nothing is executed beyond planning (which calls the planner's model, unless simulated,
+    held to the workflow's budget).
     """
     spec = compiled.spec
     orchestrator = compiled.orchestrator
     plan: Plan | None = None
     usage = None
     if spec.mode == "planner":
-        planner = orchestrator.plans
-        assert planner is not None  # planner mode always has one
-        budget = orchestrator.budget
-        result = await planner.plan(
-            _goal(spec, inputs),
-            inputs=inputs,
-            workers=orchestrator.workers,
-            budget_text=describe_budget(
-                tokens=None if budget is None else budget.tokens,
-                usd=None if budget is None else budget.usd,
-                seconds=None if budget is None else budget.seconds,
-            ),
-            prices=orchestrator.prices,
-        )
+        result = await orchestrator.plan(_goal(spec, inputs), inputs)
         plan, usage = result.plan, result.usage
         graph = TaskGraph()
         from delegate.orchestrator.planner import add_plan
