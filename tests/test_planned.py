@@ -216,10 +216,35 @@ async def test_streaming_dispatch_starts_a_task_before_the_plan_ends() -> None:
     assert getattr(events[first_start][1], "task_id", None) == "facts"
 
 
-async def test_no_streaming_when_the_model_cannot_stream_still_runs_the_plan() -> None:
+class _Unstreamed:
+    """A model that cannot stream: it ignores `on_text` and answers whole."""
+
+    def __init__(self, inner: FunctionModel) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.price = inner.price
+
+    async def request(self, request: ModelRequest) -> Any:
+        import dataclasses
+
+        return await self.inner.request(dataclasses.replace(request, on_text=None))
+
+
+async def test_a_planner_that_cannot_stream_has_its_tasks_started_after_the_plan() -> None:
+    events: list[Event] = []
     planning = Planning([FAN_OUT])
-    result = await _orchestrator(planning).run(GOAL)
+    orchestrator = Orchestrator(
+        planner=Agent("planner", _Unstreamed(planning.model)),
+        workers=[Agent("scout", _worker_model()), Agent("writer", _worker_model())],
+        memory=None,
+        on_event=events.append,
+    )
+    result = await orchestrator.run(GOAL)
+
+    assert result.status == "succeeded"
     assert [t.id for t in result.plans[0].tasks] == ["facts", "history", "report"]
+    kinds = [event.kind for event in events]
+    assert kinds.index("plan_finished") < kinds.index("task_started")
 
 
 class Brief(BaseModel):

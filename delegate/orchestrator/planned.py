@@ -37,6 +37,7 @@ from delegate.orchestrator.events import PlanFinished, PlanStarted, SynthesisSta
 from delegate.orchestrator.graph import Task, TaskGraph, compile_prompt, format_output
 from delegate.orchestrator.persist import graph_spec
 from delegate.orchestrator.planner import (
+    SUMMARY_CHARS,
     Plan,
     Planner,
     PlanResult,
@@ -44,6 +45,7 @@ from delegate.orchestrator.planner import (
     describe_budget,
     plan_prompt,
     plan_task_options,
+    summarize_output,
     validate_plan,
 )
 from delegate.orchestrator.scheduler import build_nodes
@@ -82,7 +84,6 @@ GOAL_CHECK_INSTRUCTIONS = (
     "from them; otherwise met=false and say in `missing` exactly what is still needed."
 )
 
-_SUMMARY_CHARS = 300  # a finished task's output, as the replanning planner sees it
 _SYNTHESIS_INPUT_GUESS = 4000  # tokens of task results a synthesis reads, before they exist
 
 
@@ -544,10 +545,7 @@ class PlannedRun:
         finished: dict[str, str] = {}
         for node in scheduler.nodes:
             if node.status == "succeeded":
-                text = format_output(node.output).replace("\n", " ").strip()
-                if len(text) > _SUMMARY_CHARS:
-                    text = text[:_SUMMARY_CHARS] + "…"
-                finished[node.task.id] = text or "(empty output)"
+                finished[node.task.id] = summarize_output(node.output)
             elif node.status in ("pending", "running"):
                 finished[node.task.id] = "(still running)"
         return finished, dict(failures)
@@ -562,7 +560,7 @@ class PlannedRun:
         except DelegateError as exc:
             log.warning("planner_memory_unavailable", error=str(exc))
             return []
-        return [f"{record.key}: {render(record.value)[:_SUMMARY_CHARS]}" for record in records]
+        return [f"{record.key}: {render(record.value)[:SUMMARY_CHARS]}" for record in records]
 
     # -- budget -----------------------------------------------------------------------------
 

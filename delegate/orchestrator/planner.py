@@ -62,6 +62,7 @@ __all__ = [
     "plan_prompt",
     "plan_task_options",
     "plan_to_specs",
+    "summarize_output",
     "validate_plan",
 ]
 
@@ -729,6 +730,18 @@ def plan_prompt(task: PlanTask) -> str:
     if not task.expected_output:
         return task.instructions
     return f"{task.instructions}\n\nExpected output: {task.expected_output}"
+
+
+SUMMARY_CHARS = 300
+"""How much of a finished task's output a planner is shown (replanning, plan steps)."""
+
+
+def summarize_output(output: Any) -> str:
+    """A finished task's output as one short line for a planner's prompt."""
+    text = format_output(output).replace("\n", " ").strip()
+    if len(text) > SUMMARY_CHARS:
+        text = text[:SUMMARY_CHARS] + "…"
+    return text or "(empty output)"
 
 
 def plan_task_options(task: PlanTask, worker: Agent) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from delegate._log import get_logger
 from delegate.agents.agent import Agent, with_output_type
 from delegate.errors import DelegateError, ModelError, PlanInvalid
 from delegate.orchestrator.calls import CallGate
-from delegate.orchestrator.graph import PROMPT_ENV, Task, TaskContext, TaskGraph, format_output
+from delegate.orchestrator.graph import PROMPT_ENV, Task, TaskContext, TaskGraph
 from delegate.orchestrator.persist import graph_spec, restore_nodes, to_json
 from delegate.orchestrator.planned import PlannerCalls, synthesizer_for
 from delegate.orchestrator.planner import (
@@ -40,6 +40,7 @@ from delegate.orchestrator.planner import (
     PlanTask,
     plan_prompt,
     plan_task_options,
+    summarize_output,
     validate_plan,
 )
 from delegate.orchestrator.scheduler import build_nodes
@@ -61,7 +62,6 @@ __all__ = ["WorkflowRun"]
 log = get_logger("delegate.workflows")
 
 _TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
-_SUMMARY_CHARS = 300
 
 PLAN_STEP_PROMPT = (
     "## Goal\n{{ goal }}\n{% if note %}\n## What the answer must contain\n{{ note }}\n{% endif %}"
@@ -349,7 +349,7 @@ class WorkflowRun:
                 inputs=list(self.inputs),
             )
 
-        finished = {need: _summary(scheduler.by_id[need].output) for need in needs}
+        finished = {need: summarize_output(scheduler.by_id[need].output) for need in needs}
         try:
             result = await planner.plan(
                 goal,
@@ -429,11 +429,6 @@ def _ids(record: Mapping[str, Any]) -> list[str]:
 
 def _by_condition(error: str | None) -> bool:
     return error is not None and error.startswith("when: ")
-
-
-def _summary(output: Any) -> str:
-    text = format_output(output).replace("\n", " ").strip()
-    return text if len(text) <= _SUMMARY_CHARS else text[:_SUMMARY_CHARS] + "…"
 
 
 def _evaluate(text: str, names: Mapping[str, Any]) -> Any:
