@@ -2,7 +2,8 @@
 
 The corpus is `tests/workflows/hostile/`; the file over the size limit is made here. Every corpus
 file has an expectation below (the first problem's line and a piece of its message), and every
-expectation has its file.
+expectation has its file. The messages are delegate's own: whichever parser PyYAML was built with
+(libyaml or its own), and whatever either says, the file gets the same error.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,8 @@ from click.testing import CliRunner
 from delegate.cli import main
 from delegate.errors import WorkflowError
 from delegate.orchestrator.graph import PROMPT_ENV
-from delegate.workflows import MAX_BYTES, load_workflow, load_workflow_text
+from delegate.workflows import MAX_BYTES, MAX_DEPTH, load_workflow, load_workflow_text
+from delegate.workflows._yaml import Mark, YamlError, parse
 
 CORPUS = Path(__file__).parent / "workflows" / "hostile"
 
@@ -30,7 +33,7 @@ EXPECTED = {
     "billion-laughs.yaml": (8, "aliases expand to more than 10,000 values"),
     "binary.yaml": (4, "binary data (a NUL byte)"),
     "cycle.yaml": (7, "steps 'plan' → 'review' → 'draft' → 'plan' form a cycle"),
-    "deep-nesting.yaml": (7, "nests more than 64 levels deep"),
+    "deep-nesting.yaml": (7, f"the data nests more than {MAX_DEPTH} levels deep; flatten it"),
     "duplicate-keys.yaml": (8, "duplicate key 'prompt': it is also on line 7"),
     "empty.yaml": (1, "the file is empty"),
     "not-utf8.yaml": (2, "not UTF-8 text: byte 0xe9"),
@@ -75,6 +78,88 @@ def test_load_workflow_refuses_it_quickly_at_its_line(
     assert (first.file, first.line) == (str(CORPUS / name), line)
     assert message in first.message
     assert elapsed < 1.0
+
+
+def use_parser(parser: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if parser == "pyyaml":
+        monkeypatch.setattr("delegate.workflows._yaml._Parser", yaml.SafeLoader)
+    elif not yaml.__with_libyaml__:
+        pytest.skip("PyYAML was built without libyaml")
+    else:
+        monkeypatch.setattr("delegate.workflows._yaml._Parser", yaml.CSafeLoader)
+
+
+def problems(text: str | Path) -> list[tuple[int, int, str]]:
+    def load() -> object:
+        return load_workflow(text) if isinstance(text, Path) else load_workflow_text(text, "x.yaml")
+
+    with pytest.raises(WorkflowError) as caught:
+        load()
+    return [(p.line, p.col, p.message) for p in caught.value.problems]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_libyaml_and_pyyaml_report_the_same_problems(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reported = []
+    for parser in ("libyaml", "pyyaml"):
+        use_parser(parser, monkeypatch)
+        reported.append(problems(CORPUS / name))
+    assert reported[0] == reported[1]
+
+
+DEEP_HEAD = (
+    "name: deep\n"
+    "agents: {scout: {model: openai/gpt-4o-mini}}\n"
+    "steps:\n"
+    "  - id: a\n"
+    "    agent: scout\n"
+    "    prompt: hi\n"
+    "    output: "
+)
+
+
+@pytest.mark.parametrize("parser", ["libyaml", "pyyaml"])
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 1_001, 5_000])
+@pytest.mark.parametrize(
+    ("style", "nested", "where"),
+    [
+        # where: (line, col) of the first node past the limit; in nested mappings that is the key
+        # `a` of the deepest mapping within it
+        ("flow-list", lambda n: "[" * n + "]" * n, (7, 13 + MAX_DEPTH - 3)),
+        ("flow-mapping", lambda n: "{a: " * n + "1" + "}" * n, (7, 13 + 4 * (MAX_DEPTH - 4) + 1)),
+        ("block-list", lambda n: "\n      " + "- " * n + "x", (8, 7 + 2 * (MAX_DEPTH - 3))),
+    ],
+)
+def test_nesting_past_the_limit_is_refused_at_the_level_past_it(
+    parser: str,
+    levels: int,
+    style: str,
+    nested: Callable[[int], str],
+    where: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 1,001 and more levels meet libyaml's own limit (0.2.6 and later) before delegate's: the
+    # error is still delegate's, at the first value nested too deep (the document, `steps`, the
+    # step and `output` are the first 3 levels).
+    use_parser(parser, monkeypatch)
+    assert problems(DEEP_HEAD + nested(levels)) == [
+        (*where, f"the data nests more than {MAX_DEPTH} levels deep; flatten it")
+    ]
+
+
+@pytest.mark.parametrize("parser", ["libyaml", "pyyaml"])
+def test_nesting_up_to_the_limit_is_accepted(parser: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_parser(parser, monkeypatch)
+    levels = MAX_DEPTH - 1  # mappings; the innermost value is the last level
+    data = parse("{a: " * levels + "1" + "}" * levels).data
+    for _ in range(levels - 1):
+        data = data["a"]
+    assert data == {"a": 1}
+    with pytest.raises(YamlError) as caught:
+        parse("{a: " * (levels + 1) + "1" + "}" * (levels + 1))
+    assert caught.value.mark == Mark(1, 4 * levels + 2)  # the key of the innermost mapping
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -142,8 +142,8 @@ def _at(mark: Any) -> Mark:
 class _Composer:
     """Composes parser events into one document's node tree, like PyYAML's `Composer`."""
 
-    def __init__(self, text: str) -> None:
-        self._parser = _Parser(text)
+    def __init__(self, text: str, parser: Any) -> None:
+        self._parser = parser(text)
         self._resolver: Any = yaml.resolver.Resolver()  # untyped in the stubs
         self._anchors: dict[str, Node] = {}
 
@@ -251,6 +251,26 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str) -> YamlError:
     return YamlError(f"{message}; {hint}" if hint else message, where)
 
 
+def _compose(text: str) -> Node | None:
+    """The document's node tree, composed from libyaml's events, or PyYAML's own when libyaml
+    refuses the file: the problem PyYAML's parser meets first is the one reported.
+
+    libyaml has limits of its own, met in its scanner's look-ahead before any event reaches our
+    checks: since 0.2.6 it refuses data nested 1,000 levels deep in its own words. PyYAML's parser
+    has no such limit, so on a refused file it runs into `MAX_DEPTH` (or the same syntax error)
+    and the file gets one error whichever parser PyYAML was built with. Only refused files pay
+    for the second, slower parse.
+    """
+    try:
+        return _Composer(text, _Parser).compose()
+    except yaml.MarkedYAMLError as exc:
+        if _Parser is yaml.SafeLoader:
+            raise
+        refused = exc
+    _Composer(text, yaml.SafeLoader).compose()
+    raise refused  # the parsers disagree: libyaml's is the only word on it
+
+
 def parse(text: str) -> Document:
     """Parse one YAML document into plain values and an index of where each was written.
 
@@ -259,7 +279,7 @@ def parse(text: str) -> Document:
             a recursive alias, or nesting deeper than `MAX_DEPTH` — the first one met.
     """
     try:
-        node = _Composer(text).compose()
+        node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc, text) from None
     except yaml.reader.ReaderError as exc:
