@@ -6,6 +6,12 @@ file once. A model is looked up by its full litellm string ("openai/gpt-4o-mini"
 name without its provider prefix ("gpt-4o-mini") — the second only when that entry belongs to the
 same provider, so one provider's model is never priced as another's.
 
+A litellm routing prefix picks an API, not a model, so it does not change the price:
+"bedrock/converse/<id>", "bedrock/invoke/<id>" and "openai/responses/<id>" are looked up as
+"bedrock/<id>" and "openai/<id>". A Bedrock region path ("bedrock/us-gov-west-1/<id>") keeps the
+region's own entry where the map has one, and falls back to the model's otherwise, as litellm's
+`get_model_info` does.
+
 A price that is missing, zero or not a number is *unknown* (None), never free.
 """
 
@@ -15,6 +21,7 @@ import functools
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +34,15 @@ __all__ = ["context_window_for", "model_info", "price_for"]
 
 _COST_MAP_FILE = "model_prices_and_context_window_backup.json"
 _PER_MILLION = 1_000_000
+
+# Path segments after the provider that litellm reads as a route to an API, not as part of the
+# model id (litellm's `strip_bedrock_routing_prefix`, and the `responses/` bridge of any provider).
+_ROUTES: dict[str, frozenset[str]] = {
+    "bedrock": frozenset({"converse", "invoke", "chat_completions", "mantle"}),
+}
+_ANY_PROVIDER_ROUTES = frozenset({"responses"})
+# An AWS region as a Bedrock path segment: us-east-1, eu-central-2, us-gov-west-1, ...
+_AWS_REGION = re.compile(r"[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}")
 
 log = get_logger("delegate.costmap")
 
@@ -64,15 +80,38 @@ def model_info(model: str) -> dict[str, Any] | None:
         A copy of the entry, or None when the model is not in the map.
     """
     table = _cost_map()
-    entry = table.get(model)
-    if entry is None and "/" in model:
-        provider, bare = model.split("/", 1)
-        candidate = table.get(bare)
-        if candidate is not None and str(candidate.get("litellm_provider", "")).startswith(
-            provider
-        ):
-            entry = candidate
-    return dict(entry) if entry is not None else None
+    for name in _names(model):
+        entry = table.get(name)
+        if entry is None and "/" in name:
+            provider, bare = name.split("/", 1)
+            candidate = table.get(bare)
+            if candidate is not None and str(candidate.get("litellm_provider", "")).startswith(
+                provider
+            ):
+                entry = candidate
+        if entry is not None:
+            return dict(entry)
+    return None
+
+
+def _names(model: str) -> list[str]:
+    """The names `model` is priced by, in order: as written; without its routing segments; for
+    Bedrock, without its region path too."""
+    provider, slash, path = model.partition("/")
+    if not slash:
+        return [model]
+    routes = _ROUTES.get(provider, frozenset()) | _ANY_PROVIDER_ROUTES
+    segments = path.split("/")
+    lead = 0  # the routing and region segments before the model id
+    while lead < len(segments) - 1 and (
+        segments[lead] in routes
+        or (provider == "bedrock" and _AWS_REGION.fullmatch(segments[lead]))
+    ):
+        lead += 1
+    regions = [segment for segment in segments[:lead] if segment not in routes]
+    rest = segments[lead:]
+    names = [model, "/".join([provider, *regions, *rest]), "/".join([provider, *rest])]
+    return list(dict.fromkeys(names))
 
 
 def _positive(value: Any) -> float | None:
