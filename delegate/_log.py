@@ -7,15 +7,21 @@ application sets up. The `delegate` CLI calls `configure_logging()`.
 litellm logs through the stdlib loggers "LiteLLM", "LiteLLM Router" and "LiteLLM Proxy" with its
 own stream handler. When delegate first imports litellm it calls `route_litellm_logging()`, which
 replaces that handler with one that forwards each record, secrets masked, as a structlog event.
+
+Every credential delegate knows (`delegate._secrets`: API keys given to models, the provider
+keys in the environment) and whatever looks like one (`sk-...`, `Bearer ...`) is masked in every
+event: by `redact_secrets` when structlog renders, by `Logger` itself when it falls back to
+stdlib logging.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
+
+from delegate import _secrets
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger, Processor
@@ -33,26 +39,11 @@ __all__ = [
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
 """The stdlib loggers litellm writes to."""
 
-MASK = "***"
+MASK = _secrets.MASK
 
 # The structlog logger forwarded records are sent to. It must not be one of LITELLM_LOGGERS: a
 # host that renders structlog through stdlib logging would send each record back to us forever.
 _FORWARDED_AS = "delegate.litellm"
-
-# Key names whose values are credentials. Anchored at the end so that token *counts*
-# ("input_tokens", "max_tokens", "token_count") are never masked.
-_SECRET_KEY = re.compile(
-    r"(?:^|[_\-. ])(?:api[_\-]?key|apikey|secret[_\-]?key|private[_\-]?key|access[_\-]?key"
-    r"|authorization|token|secret|password|passwd|credentials?)$",
-    re.IGNORECASE,
-)
-
-# Values that look like credentials wherever they appear in a string.
-_SECRET_TEXT = (
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), "sk-" + MASK),
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"), "AIza" + MASK),
-    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{6,}", re.IGNORECASE), r"\1 " + MASK),
-)
 
 
 class Logger:
@@ -104,7 +95,8 @@ class Logger:
                 key: MASK if is_secret_key(key) else _redact_value(v) for key, v in values.items()
             }
             detail = " ".join(f"{key}={value!r}" for key, value in masked.items())
-            logger.log(level, "%s %s", event, detail)
+            # Masked again as a whole: a repr (of an exception, say) can show a key too.
+            logger.log(level, "%s", redact_text(f"{event} {detail}"))
 
 
 def get_logger(name: str, **initial_values: Any) -> Logger:
@@ -112,29 +104,28 @@ def get_logger(name: str, **initial_values: Any) -> Logger:
     return Logger(name, initial_values)
 
 
-def is_secret_key(key: str) -> bool:
-    """True when a key named `key` (e.g. "api_key", "Authorization") holds a credential."""
-    return bool(_SECRET_KEY.search(key))
+is_secret_key = _secrets.is_secret_key
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with credential-looking substrings and each of `secrets` masked.
+    """`text` with every credential delegate knows, each of `secrets` and credential-looking
+    substrings (`sk-...`, `Bearer ...`) masked.
+
+    Known credentials and `secrets` are masked as whole tokens, and only when at least
+    `delegate._secrets.MIN_LENGTH` characters long (see `delegate._secrets`).
 
     Args:
         text: any text that may be logged or shown.
         secrets: exact values to mask as well (e.g. the API key a model was built with).
     """
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, MASK)
-    for pattern, replacement in _SECRET_TEXT:
-        text = pattern.sub(replacement, text)
-    return text
+    return _secrets.redact(text, secrets, lookalikes=True)
 
 
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, BaseException):  # rendered with str() or repr() later: do it now
+        return redact_text(f"{type(value).__name__}: {value}")
     if isinstance(value, Mapping):
         return {
             key: (
@@ -223,6 +214,18 @@ def route_litellm_logging(level: int = logging.WARNING) -> None:
         logger.propagate = False
 
 
+def _redacted_traceback(stream: Any, exc_info: Any) -> None:
+    """ConsoleRenderer's exception formatter: a plain traceback, secrets masked (the renderer
+    formats tracebacks after every processor, so `redact_secrets` never sees them)."""
+    import io
+
+    import structlog
+
+    buffer = io.StringIO()
+    structlog.dev.plain_traceback(buffer, exc_info)
+    stream.write(redact_text(buffer.getvalue()))
+
+
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     """Configure structlog for an application (the `delegate` CLI); libraries should not call it.
 
@@ -252,7 +255,12 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
         processors += [structlog.processors.format_exc_info, redact_secrets]
         processors.append(structlog.processors.JSONRenderer())
     else:
-        processors += [redact_secrets, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        processors += [
+            redact_secrets,
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(), exception_formatter=_redacted_traceback
+            ),
+        ]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
