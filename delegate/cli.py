@@ -16,7 +16,7 @@ import errno
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import click
 
@@ -226,10 +226,25 @@ def _open_store(db: str | None) -> Any:
     return Store.open(url)
 
 
+def _stdout() -> TextIO:
+    """stdout, every credential delegate knows masked in what is written (the last line of
+    redaction: errors, logs and stored rows are masked before they get here)."""
+    from delegate._secrets import RedactingStream
+
+    return cast(TextIO, RedactingStream(sys.stdout))
+
+
+def _stderr() -> TextIO:
+    """stderr, credentials masked like `_stdout`'s."""
+    from delegate._secrets import RedactingStream
+
+    return cast(TextIO, RedactingStream(sys.stderr))
+
+
 def _display(as_json: bool, progress: bool, **options: Any) -> Any:
     from delegate.cli_run import RunDisplay
 
-    return None if as_json and not progress else RunDisplay(**options)
+    return None if as_json and not progress else RunDisplay(_stderr(), **options)
 
 
 def _execute(display: Any, run_id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -261,18 +276,20 @@ def _report(result: Any, display: Any, *, as_json: bool, **options: Any) -> int:
         document = cli_run.result_json(
             result, simulated=options["simulated"], workflow=options["workflow"]
         )
-        cli_run.write_json(document, sys.stdout)
+        cli_run.write_json(document, _stdout())
     else:
         live = display.live if display is not None else None
         cli_run.print_summary(
             result,
-            sys.stderr,
+            _stderr(),
             budget_usd=options["budget_usd"],
             simulated=options["simulated"],
             time_scale=options["time_scale"],
+            model_seconds=options.get("model_seconds"),
+            resumed=bool(options.get("resumed")),
             fancy=live,
         )
-        cli_run.print_output(result.output, sys.stdout)
+        cli_run.print_output(result.output, _stdout())
     return 0 if result.status == "succeeded" else 1
 
 
@@ -347,6 +364,7 @@ def run_command(
         "workflow": spec.name,
         "budget_usd": limit,
         "time_scale": time_scale,
+        "model_seconds": None if compiled.pace is None else compiled.pace.run_seconds(result),
     }
     ctx.exit(_report(result, display, as_json=as_json, **options))
 
@@ -385,9 +403,9 @@ def plan_command(
     preview = run_sync(preview_workflow, compiled, inputs)
     if as_json:
         document = cli_show.preview_json(preview, workflow=spec.name, simulated=compiled.simulated)
-        cli_run.write_json(document, sys.stdout)
+        cli_run.write_json(document, _stdout())
         return
-    cli_show.print_preview(preview, sys.stdout, workflow=spec.name, simulated=compiled.simulated)
+    cli_show.print_preview(preview, _stdout(), workflow=spec.name, simulated=compiled.simulated)
 
 
 @main.command("runs")
@@ -401,9 +419,9 @@ def runs_command(db: str | None, limit: int, as_json: bool) -> None:
     with _open_store(db) as store:
         runs = store.list_runs(limit=limit)
     if as_json:
-        cli_run.write_json(cli_show.runs_json(runs), sys.stdout)
+        cli_run.write_json(cli_show.runs_json(runs), _stdout())
     else:
-        cli_show.print_runs(runs, sys.stdout)
+        cli_show.print_runs(runs, _stdout())
 
 
 def _stored_run(store: Any, run_id: str) -> Any:
@@ -432,9 +450,9 @@ def show_command(run_id: str, db: str | None, full: bool, as_json: bool) -> None
         run = _stored_run(store, run_id)
         tasks = store.get_tasks(run_id)
     if as_json:
-        cli_run.write_json(cli_show.stored_run_json(run, tasks), sys.stdout)
+        cli_run.write_json(cli_show.stored_run_json(run, tasks), _stdout())
     else:
-        cli_show.print_stored_run(run, tasks, sys.stdout, full=full)
+        cli_show.print_stored_run(run, tasks, _stdout(), full=full)
 
 
 @main.command("resume")
@@ -482,11 +500,16 @@ def resume_command(
         budget_usd=budget_usd,
         simulated=simulated,
     )
-    result = _execute(display, run_id, resume_workflow, run_id, db=db, on_event=display)
+    from delegate.simulate import SimulatedPace
+
+    pace = SimulatedPace() if simulated else None
+    result = _execute(display, run_id, resume_workflow, run_id, db=db, on_event=display, pace=pace)
     options = {
         "simulated": simulated,
         "workflow": record.workflow,
         "budget_usd": budget_usd,
         "time_scale": source.get("time_scale"),
+        "model_seconds": None if pace is None else pace.run_seconds(result),
+        "resumed": True,
     }
     ctx.exit(_report(result, display, as_json=as_json, **options))

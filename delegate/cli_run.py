@@ -59,10 +59,12 @@ __all__ = [
     "TaskRow",
     "credentials_message",
     "format_usd",
+    "pace_line",
     "print_output",
     "print_summary",
     "result_json",
     "rows_from_result",
+    "untasked_rows",
     "write_json",
 ]
 
@@ -121,7 +123,11 @@ def _usage(data: Mapping[str, Any] | None) -> Usage:
         return Usage()
     names = ("input_tokens", "output_tokens", "reasoning_tokens", "cached_tokens", "calls")
     values: dict[str, Any] = {name: int(data.get(name) or 0) for name in names}
-    return Usage(cost_usd=float(data.get("cost_usd") or 0.0), **values)
+    return Usage(
+        cost_usd=float(data.get("cost_usd") or 0.0),
+        unconfirmed_usd=float(data.get("unconfirmed_usd") or 0.0),
+        **values,
+    )
 
 
 def _output_text(output: Any) -> str:
@@ -455,7 +461,7 @@ def _took(started: datetime | None, finished: datetime | None) -> float | None:
 
 
 def rows_from_result(result: RunResult) -> list[TaskRow]:
-    """A run's tasks as table rows, in graph order."""
+    """A run's tasks as table rows, in graph order (`untasked_rows` adds the other calls)."""
     return [
         TaskRow(
             id=task.id,
@@ -468,6 +474,76 @@ def rows_from_result(result: RunResult) -> list[TaskRow]:
         )
         for task in result.tasks.values()
     ]
+
+
+def _minus(total: Usage, part: Usage) -> Usage:
+    return Usage(
+        input_tokens=total.input_tokens - part.input_tokens,
+        output_tokens=total.output_tokens - part.output_tokens,
+        reasoning_tokens=total.reasoning_tokens - part.reasoning_tokens,
+        cached_tokens=total.cached_tokens - part.cached_tokens,
+        cost_usd=total.cost_usd - part.cost_usd,
+        calls=total.calls - part.calls,
+        unconfirmed_usd=total.unconfirmed_usd - part.unconfirmed_usd,
+    )
+
+
+def _datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def untasked_rows(
+    rows: Sequence[TaskRow],
+    total: Usage,
+    plans: Sequence[Mapping[str, Any]] = (),
+    *,
+    answered: bool = True,
+) -> list[TaskRow]:
+    """The calls of a run that are no task's, as rows, so a task table adds up to the run.
+
+    A planned run's plan revisions (`plans`, as JSON data) each get a row ("plan 1", ...);
+    what is left of `total` after the tasks and the plans — the final answer and any goal
+    checks — is the row "answer" ("goal checks, answer" for more than one call; "other calls"
+    for a run without plans, such as calls in flight when a resumed run stopped, charged at
+    what they reserved). No row when nothing is left.
+
+    Args:
+        rows: the task rows.
+        total: the run's usage.
+        plans: a planned run's plan revisions (`PlanRevision.to_json()`).
+        answered: the run has its answer (the "answer" row's status).
+    """
+    extra: list[TaskRow] = []
+    for plan in plans:
+        started = _datetime(plan.get("started_at"))
+        finished = _datetime(plan.get("finished_at"))
+        extra.append(
+            TaskRow(
+                id=f"plan {plan.get('revision', len(extra) + 1)}",
+                agent=None,
+                model=None,
+                status="succeeded" if plan.get("complete") else "failed",
+                attempts=int(plan.get("attempts") or 0),
+                usage=_usage(plan.get("usage")),
+                seconds=_took(started, finished),
+            )
+        )
+    counted = Usage()
+    for row in (*rows, *extra):
+        counted += row.usage
+    rest = _minus(total, counted)
+    if rest.calls > 0 or rest.total_tokens > 0 or rest.cost_usd > 1e-12:
+        label = "other calls"
+        if plans:  # the final answer, after the goal checks of `judge_goal` when there were any
+            label = "answer" if rest.calls <= 1 else "goal checks, answer"
+        status = "—" if not plans else "succeeded" if answered else "failed"
+        extra.append(TaskRow(label, None, None, status, rest.calls, rest, None))
+    return extra
 
 
 def _table(
@@ -527,13 +603,15 @@ def _table(
         stream.write(line(row) + "\n")
 
 
-def _task_table(stream: TextIO, rows: Sequence[TaskRow], fancy: bool | None) -> None:
+def _task_table(
+    stream: TextIO, rows: Sequence[TaskRow], fancy: bool | None, label: str = "all tasks"
+) -> None:
     total = Usage()
     for row in rows:
         total += row.usage
     cells = [row.cells() for row in rows]
     attempts = sum(row.attempts for row in rows)
-    total_row = ["all tasks", "", "", "", str(attempts), _tokens(total.total_tokens)]
+    total_row = [label, "", "", "", str(attempts), _tokens(total.total_tokens)]
     cells.append([*total_row, format_usd(total.cost_usd), ""])
     _table(stream, _TASK_HEADERS, cells, right=_TASK_RIGHT, fold={1, 2}, title="tasks", fancy=fancy)
 
@@ -560,9 +638,12 @@ def print_summary(
     budget_usd: float | None = None,
     simulated: bool = False,
     time_scale: float | None = None,
+    model_seconds: float | None = None,
+    resumed: bool = False,
     fancy: bool | None = None,
 ) -> None:
-    """The end of a run: the tasks table, usage by role (with `planner_only_usd`), the totals.
+    """The end of a run: the tasks table (with a planned run's plans and answer, so it adds up
+    to the run), usage by role (with `planner_only_usd`), the totals.
 
     Args:
         result: the finished run.
@@ -570,14 +651,30 @@ def print_summary(
         budget_usd: the run's usd budget, to show the spend against.
         simulated: mark the summary as simulated.
         time_scale: a simulation's time scale (its waits were this share of the simulated
-            latencies): the summary says how long the run would take at the models' pace.
+            latencies).
+        model_seconds: a simulation's critical path in simulated seconds
+            (`SimulatedPace.run_seconds`): the summary says the run would take that long at
+            the models' pace.
+        resumed: the run was resumed: `model_seconds` covers what ran now.
         fancy: rich tables (True) or plain (False); None: rich when `stream` is a terminal.
     """
     out = stream.write
     out("\n")
     if simulated:
         out(SIMULATED_NOTE + "\n")
-    _task_table(stream, rows_from_result(result), fancy)
+    rows = rows_from_result(result)
+    total = Usage(
+        input_tokens=result.usage.input_tokens,
+        output_tokens=result.usage.output_tokens,
+        reasoning_tokens=result.usage.reasoning_tokens,
+        cached_tokens=result.usage.cached_tokens,
+        cost_usd=result.usage.cost_usd,
+        calls=result.usage.calls,
+        unconfirmed_usd=result.usage.unconfirmed_usd,
+    )
+    plans = [plan.to_json() for plan in result.plans]
+    extra = untasked_rows(rows, total, plans, answered=result.output is not None)
+    _task_table(stream, [*rows, *extra], fancy, "total" if extra else "all tasks")
     usage = result.usage
     if usage.by_role:
         out("\n")
@@ -590,14 +687,27 @@ def print_summary(
             f"planner's price; saved {format_usd(saved)}{share}\n"
         )
     _totals(result, stream, budget_usd)
-    if simulated and time_scale and time_scale != 1:
-        out(
-            f"the simulation waited {time_scale:g}× the models' latency: at their pace the run "
-            f"would take about {result.duration / time_scale:.1f} s\n"
-        )
+    if simulated and model_seconds is not None:
+        out(pace_line(model_seconds, time_scale, resumed=resumed) + "\n")
     if simulated:
         out(SIMULATED_NOTE + "\n")
     stream.flush()
+
+
+def pace_line(model_seconds: float, time_scale: float | None, *, resumed: bool = False) -> str:
+    """What a simulated run says of its pace: how long it would take at the models' pace (the
+    critical path of its simulated calls), and what share of that the simulation waited."""
+    what = "what this resume ran" if resumed else "the run"
+    if model_seconds <= 0:
+        return f"no model call was made: at the models' pace {what} takes 0 s"
+    if time_scale:
+        waited = f"the simulation waited {time_scale:g}× the models' latency"
+    else:
+        waited = "the simulation did not wait for the models' latency"
+    return (
+        f"{waited}: at their pace {what} would take about {model_seconds:.1f} s "
+        "(the critical path of its simulated calls)"
+    )
 
 
 def _totals(result: RunResult, stream: TextIO, budget_usd: float | None) -> None:

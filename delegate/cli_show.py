@@ -30,6 +30,7 @@ from delegate.cli_run import (
     _took,
     _usage,
     format_usd,
+    untasked_rows,
 )
 
 if TYPE_CHECKING:
@@ -274,7 +275,12 @@ def print_stored_run(
     """
     out = stream.write
     _run_header(run, stream)
-    _task_table(stream, rows_from_records(run, tasks), fancy)
+    rows = rows_from_records(run, tasks)
+    extra: list[TaskRow] = []
+    if run.usage is not None:  # a finished run: its plans and answer are rows too
+        plans = [plan for plan in _stored_plans(run) if "step" not in plan]
+        extra = untasked_rows(rows, _usage(run.usage), plans, answered=run.output is not None)
+    _task_table(stream, [*rows, *extra], fancy, "total" if extra else "all tasks")
     plans = _stored_plans(run)
     if plans:
         _print_plans(plans, stream)

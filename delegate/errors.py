@@ -19,6 +19,7 @@ DelegateError                      base of everything raised on purpose
 │   │   ├── ModelTimeoutError      the call took too long
 │   │   └── ProviderUnavailableError  5xx, connection refused or reset
 │   └── PermanentModelError        retrying the same call cannot help
+│       ├── ModelSetupError        never sent: SDK not installed, no credentials, unknown model
 │       ├── BadRequestError        400/404/422: the request itself is wrong
 │       ├── AuthenticationError    401/403: missing or wrong credentials
 │       ├── ContextWindowExceededError  the prompt does not fit the model
@@ -30,6 +31,10 @@ DelegateError                      base of everything raised on purpose
 ```
 
 Messages name the thing and say what to do about it; constructors only store context.
+
+Every `ModelError` says how far its request got (`.delivery`), which is what a budget charges:
+"not_sent" (it never left: released), "refused" (the provider answered with an error and no
+usage: one call, no tokens) or "unknown" (it may have been processed: charged at its reservation).
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ from __future__ import annotations
 import datetime
 import difflib
 import email.utils
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from delegate import _secrets
 
 if TYPE_CHECKING:
     from delegate.workflows.problems import Problem
@@ -54,9 +62,11 @@ __all__ = [
     "ContextWindowExceededError",
     "CorruptRecordError",
     "DelegateError",
+    "Delivery",
     "GraphError",
     "ModelError",
     "ModelRequestsBlocked",
+    "ModelSetupError",
     "ModelTimeoutError",
     "OutputValidationError",
     "PermanentModelError",
@@ -207,19 +217,35 @@ class ModelRequestsBlocked(DelegateError):
     """A real provider call was attempted while requests are blocked (see `delegate.testing`)."""
 
 
+Delivery: TypeAlias = Literal["not_sent", "refused", "unknown"]
+"""How far a failed request got: what a budget charges for it.
+
+- "not_sent": it provably never left the process (refused connection, missing SDK or
+  credentials, an unknown model): nothing is charged.
+- "refused": the provider answered with an error and reported no usage (400, 401, 429, ...):
+  one call is counted, no tokens or money.
+- "unknown": it may have reached the provider and been processed (a timeout, a cancellation, a
+  dropped connection, a 5xx, an error mid-stream): charged at its reservation, as unconfirmed.
+"""
+
+
 class ModelError(DelegateError):
     """A model call failed.
 
     Attributes:
         model: the model the call went to ("" when unknown).
         retryable: whether the same call may succeed if sent again later.
+        delivery: how far the request got (see `Delivery`); each class has a default.
     """
 
     retryable = False
+    delivery: Delivery = "unknown"
 
-    def __init__(self, message: str, *, model: str = "") -> None:
+    def __init__(self, message: str, *, model: str = "", delivery: Delivery | None = None) -> None:
         super().__init__(message)
         self.model = model
+        if delivery is not None:
+            self.delivery = delivery
 
 
 class TransientModelError(ModelError):
@@ -231,8 +257,17 @@ class TransientModelError(ModelError):
 class RateLimitError(TransientModelError):
     """The provider answered 429. `retry_after` (seconds) is its hint, when it gave one."""
 
-    def __init__(self, message: str, *, model: str = "", retry_after: float | None = None) -> None:
-        super().__init__(message, model=model)
+    delivery: Delivery = "refused"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        retry_after: float | None = None,
+        delivery: Delivery | None = None,
+    ) -> None:
+        super().__init__(message, model=model, delivery=delivery)
         self.retry_after = retry_after
 
 
@@ -246,6 +281,15 @@ class ProviderUnavailableError(TransientModelError):
 
 class PermanentModelError(ModelError):
     """A failure that sending the same request again cannot fix."""
+
+    delivery: Delivery = "refused"
+
+
+class ModelSetupError(PermanentModelError):
+    """The call could not be made as set up, so it was never sent: the provider's SDK is not
+    installed, its credentials are missing, or the model name is not one litellm can route."""
+
+    delivery: Delivery = "not_sent"
 
 
 class BadRequestError(PermanentModelError):
@@ -360,15 +404,112 @@ def from_litellm(exc: BaseException, *, model: str = "") -> ModelError:
     litellm is never imported here: until delegate has imported it, `exc` cannot be one of its
     exceptions, and importing it (seconds, and without delegate's offline settings, so it would
     try to download its cost map) would not help. Such exceptions are mapped by `status_code`.
+
+    Every credential delegate knows (`delegate._secrets`) is masked from the message, and `exc`
+    is chained as the cause only when nothing in its chain holds one.
     """
     module = sys.modules.get("litellm.exceptions")
     message = f"{model or 'model'}: {type(exc).__name__}: {exc}"
-    if module is None:
-        mapped = _by_status(exc, message, model)
-    else:
-        mapped = _by_class(exc, message, model, module)
+    chain = _chain(exc)
+    mapped: ModelError | None = _setup_error(exc, chain, model)
+    if mapped is None:
+        if module is None:
+            mapped = _by_status(exc, message, model)
+        else:
+            mapped = _by_class(exc, message, model, module)
+        if isinstance(mapped, ProviderUnavailableError) and _never_connected(chain):
+            mapped.delivery = "not_sent"
     mapped.__cause__ = exc
-    return mapped
+    # The one redaction of provider errors: keys masked, a cause holding one not chained.
+    return _secrets.scrub_error(mapped)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and every exception it was raised from (cause or context), each once, bounded."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 32 and all(current is not c for c in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+# Exceptions (by class name, anywhere in the chain) raised when no connection was ever made, so
+# no request reached the provider: refused, unreachable host, DNS failure, TLS handshake failure.
+_NOT_CONNECTED = frozenset(
+    {
+        "ConnectionRefusedError",
+        "ConnectError",  # httpx: the TCP connect or TLS handshake failed
+        "ClientConnectorError",  # aiohttp, likewise
+        "ClientConnectorDNSError",
+        "ClientConnectorCertificateError",
+        "gaierror",
+    }
+)
+
+# Raised by litellm or the provider's SDK before sending, for credentials that are not there.
+_NO_CREDENTIALS = frozenset(
+    {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"}
+)
+_MISSING_KEY = re.compile(
+    r"missing (?:\w+ )?(?:api[ _]key|credentials)|api_key client option must be set",
+    re.IGNORECASE,
+)
+
+
+def _never_connected(chain: list[BaseException]) -> bool:
+    return any(type(item).__name__ in _NOT_CONNECTED for item in chain)
+
+
+def _setup_error(exc: BaseException, chain: list[BaseException], model: str) -> ModelError | None:
+    """A `ModelSetupError` when the call failed before it could be sent, else None."""
+    name = model or "model"
+    for item in chain:
+        if isinstance(item, ImportError):
+            missing = item.name or str(item)
+            return ModelSetupError(
+                f"{name}: the provider's SDK is not installed (cannot import {missing!r}); "
+                f"install the package litellm needs for this provider (e.g. pip install "
+                f"{_PIP_NAMES.get(missing.split('.')[0], missing.split('.')[0])})",
+                model=model,
+            )
+    if any(type(item).__name__ in _NO_CREDENTIALS for item in chain) or any(
+        _MISSING_KEY.search(str(item)) for item in chain[:4]
+    ):
+        return ModelSetupError(
+            f"{name}: no credentials for this provider: {type(exc).__name__}: {exc} — set the "
+            f"provider's API key environment variable ({_key_variable(model)}) or pass api_key=",
+            model=model,
+        )
+    if "LLM Provider NOT provided" in str(exc):
+        return ModelSetupError(
+            f"{name}: litellm does not know which provider serves this model; name it with its "
+            "provider prefix, e.g. 'openai/gpt-4o-mini' or 'anthropic/claude-haiku-4-5'",
+            model=model,
+        )
+    return None
+
+
+_PIP_NAMES = {"google": "google-auth", "boto3": "boto3", "botocore": "boto3"}
+
+_KEY_VARIABLES = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "azure": "AZURE_API_KEY",
+    "bedrock": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    "groq": "GROQ_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "together_ai": "TOGETHERAI_API_KEY",
+    "vertex_ai": "GOOGLE_APPLICATION_CREDENTIALS",
+}
+
+
+def _key_variable(model: str) -> str:
+    provider = model.partition("/")[0] if "/" in model else "openai"
+    return _KEY_VARIABLES.get(provider, f"{provider.upper()}_API_KEY")
 
 
 def _by_class(exc: BaseException, message: str, model: str, litellm: Any) -> ModelError:
@@ -413,4 +554,6 @@ def _by_status(exc: BaseException, message: str, model: str) -> ModelError:
         return ProviderUnavailableError(message, model=model)
     if isinstance(status, int) and status == 429:
         return RateLimitError(message, model=model, retry_after=_retry_after(exc))
-    return PermanentModelError(message, model=model)
+    # An answer with a 4xx status was refused by the provider; anything else may have got through.
+    answered = isinstance(status, int) and 400 <= status < 500
+    return PermanentModelError(message, model=model, delivery="refused" if answered else "unknown")

@@ -49,6 +49,12 @@ What a simulated call does:
   simulation shows the graph, the spend and the critical path, not what the tools would do.
 - **Streaming.** When the request has an `on_text` callback, the answer's text is passed to it in
   chunks, each at the moment the model would have produced it.
+
+How long a run would take at the models' pace is not its wall-clock time divided by
+`time_scale` (that also scales up delegate's own work, and is 0/0 at `time_scale=0`): a
+`SimulatedPace`, subscribed to the orchestrator and given to the models, adds up the simulated
+seconds of each task's calls and returns the critical path through the tasks' dependencies
+(`SimulatedPace.run_seconds(result)`); `delegate run --simulate` prints it.
 """
 
 from __future__ import annotations
@@ -59,8 +65,9 @@ import math
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
@@ -69,9 +76,13 @@ from delegate.agents import _costmap
 from delegate.agents.models import Message, Model, ModelRequest, ModelResponse, Price, Usage
 from delegate.agents.tokens import count_messages, count_text, truncate_text
 from delegate.errors import ConfigError, ContextWindowExceededError
+from delegate.orchestrator.events import Event, PlanStarted, SynthesisStarted, TaskStarted
 from delegate.orchestrator.graph import TASK_ID
 
-__all__ = ["ModelProfile", "SimulatedModel", "profile_for", "simulate"]
+if TYPE_CHECKING:
+    from delegate.orchestrator.run import RunResult
+
+__all__ = ["ModelProfile", "SimulatedModel", "SimulatedPace", "profile_for", "simulate"]
 
 
 # --- profiles --------------------------------------------------------------------------------
@@ -149,6 +160,133 @@ def profile_for(model: str) -> ModelProfile:
     return _DEFAULT
 
 
+# --- the pace of a run -----------------------------------------------------------------------
+
+# What the calls made in this context are part of: ("task", id), ("plan", revision), ("answer",).
+_DOING: ContextVar[tuple[Any, ...] | None] = ContextVar("delegate_simulated_doing", default=None)
+
+
+class SimulatedPace:
+    """How long a run of simulated models would take at the models' pace.
+
+    An event handler (`Orchestrator(on_event=pace)` or `orch.subscribe(pace)`) that notes, in
+    the context the scheduler starts each task in, which task's calls follow (a planned run's
+    plans and answer likewise); each `SimulatedModel` made with `pace=` records its calls'
+    simulated latencies under it. `run_seconds(result)` is then the critical path: each task
+    takes the sum of its calls' simulated seconds and starts when its dependencies (and the
+    plan that made it) have ended. What the estimate leaves out: delegate's own time, rate and
+    concurrency limits, the overlap of a streamed plan with the tasks it starts, and the
+    overlap of a task's concurrent calls (votes).
+
+    Attributes:
+        tasks: simulated seconds of the calls of each task, by task id.
+        plans: simulated seconds of a planned run's planner calls, by plan revision (its goal
+            checks are counted with the revision they follow).
+        other: simulated seconds of the calls outside tasks and plans (a planned run's answer).
+        calls: how many simulated calls were recorded.
+        waits: what tasks waited for beyond their `deps`, given the result (`run_seconds`'s
+            default `after`; a compiled workflow sets it to the tasks its steps expand after).
+    """
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, float] = {}
+        self.plans: dict[int, float] = {}
+        self.other = 0.0
+        self.calls = 0
+        self.waits: Callable[[RunResult], Mapping[str, Sequence[str]]] | None = None
+
+    def __call__(self, event: Event) -> None:
+        """Note what the calls that follow in the event's context belong to."""
+        # Handlers run synchronously in the context that emitted the event: the task's runner,
+        # the planner's loop, or the run's own task for the answer.
+        if isinstance(event, TaskStarted):
+            _DOING.set(("task", event.task_id))
+        elif isinstance(event, PlanStarted):
+            _DOING.set(("plan", event.revision))
+        elif isinstance(event, SynthesisStarted):
+            _DOING.set(("answer",))
+
+    def record(self, seconds: float) -> None:
+        """Count one call's simulated seconds for what the current context is doing."""
+        self.calls += 1
+        doing = _DOING.get()
+        if doing is not None and doing[0] == "task":
+            self.tasks[doing[1]] = self.tasks.get(doing[1], 0.0) + seconds
+        elif doing is not None and doing[0] == "plan":
+            self.plans[doing[1]] = self.plans.get(doing[1], 0.0) + seconds
+        else:
+            self.other += seconds
+
+    def run_seconds(
+        self, result: RunResult, after: Mapping[str, Sequence[str]] | None = None
+    ) -> float:
+        """The run's simulated seconds: the longest path through its tasks' dependencies.
+
+        A task starts once its dependencies, and the tasks in `after` for it, have ended (a
+        workflow adds a fan-out's items, or a plan step's tasks, only then); in a planned run,
+        once the plan revision that made it is complete, each revision being planned after
+        the tasks before it ended. The answer comes last. 0 when no call was made.
+
+        Args:
+            result: the finished run.
+            after: task id → tasks it waited for beyond its `deps` (ids not in the run are
+                ignored); default: `waits(result)`.
+        """
+        if after is None:
+            after = {} if self.waits is None else self.waits(result)
+        revision_of = {t.id: plan.revision for plan in result.plans for t in plan.tasks}
+        plan_end: dict[int, float] = {}
+        end: dict[str, float] = {}
+
+        def planned(revision: int) -> float:
+            # Revisions are planned one after the other, each once every task before it ended.
+            if revision not in plan_end:
+                before = max([*end.values(), *plan_end.values()], default=0.0)
+                plan_end[revision] = before + self.plans.get(revision, 0.0)
+            return plan_end[revision]
+
+        for task_id, waits in _in_order(result, after):
+            start = max((end[other] for other in waits), default=0.0)
+            if task_id in revision_of:
+                start = max(start, planned(revision_of[task_id]))
+            end[task_id] = start + self.tasks.get(task_id, 0.0)
+        for plan in result.plans:  # revisions that added no task
+            planned(plan.revision)
+        return max([*end.values(), *plan_end.values()], default=0.0) + self.other
+
+
+def _in_order(result: RunResult, after: Mapping[str, Sequence[str]]) -> list[tuple[str, list[str]]]:
+    """Each task with all it waited for (`deps` and `after`), those first: the order tasks were
+    added, except that a task waits for one added later (a plan step's planning task)."""
+    waits = {
+        task.id: [
+            other
+            for other in dict.fromkeys([*task.deps, *after.get(task.id, ())])
+            if other in result.tasks and other != task.id
+        ]
+        for task in result.tasks.values()
+    }
+    order: list[tuple[str, list[str]]] = []
+    done: set[str] = set()
+    visiting: set[str] = set()
+    for root in waits:
+        stack = [root]  # depth first, without recursion: a graph may be 10,000 tasks deep
+        while stack:
+            task_id = stack[-1]
+            if task_id in done:
+                stack.pop()
+            elif task_id not in visiting:
+                visiting.add(task_id)
+                # (one being visited is on a cycle, which a run cannot have: it is cut here)
+                stack.extend(o for o in waits[task_id] if o not in done and o not in visiting)
+            else:
+                stack.pop()
+                visiting.discard(task_id)
+                done.add(task_id)
+                order.append((task_id, [other for other in waits[task_id] if other in done]))
+    return order
+
+
 # --- the model -------------------------------------------------------------------------------
 
 
@@ -180,6 +318,7 @@ class SimulatedModel:
         time_scale: the call sleeps this times the simulated latency (0: not at all).
         price: replaces the cost map's price for `name` (None: the cost map's, or unknown).
         context_window: replaces the cost map's context window (None: the cost map's, or none).
+        pace: records each call's simulated latency (see `SimulatedPace`).
 
     Raises:
         ConfigError: an argument is invalid.
@@ -198,6 +337,7 @@ class SimulatedModel:
         time_scale: float = 1.0,
         price: Price | None = None,
         context_window: int | None = None,
+        pace: SimulatedPace | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(
@@ -224,6 +364,8 @@ class SimulatedModel:
             )
         if profile is not None and not isinstance(profile, ModelProfile):
             raise ConfigError(f"{prefix}profile must be a ModelProfile, got {profile!r}")
+        if pace is not None and not isinstance(pace, SimulatedPace):
+            raise ConfigError(f"{prefix}pace must be a SimulatedPace, got {pace!r}")
         self._name = name
         self.seed = seed
         self.workers = tuple(workers)
@@ -231,6 +373,7 @@ class SimulatedModel:
         self.time_scale = float(time_scale)
         self._price = price
         self._context_window = context_window
+        self.pace = pace
         self.requests: list[ModelRequest] = []
         """Every request this model received, in order."""
 
@@ -287,6 +430,8 @@ class SimulatedModel:
                 await self._sleep_until(started, outcome.first_text + n * step)
                 on_text(piece)
         await self._sleep_until(started, outcome.latency)
+        if self.pace is not None:
+            self.pace.record(outcome.latency)
         return ModelResponse(
             text=outcome.text,
             output=outcome.output,
@@ -374,19 +519,20 @@ def simulate(
     seed: int = 0,
     workers: Sequence[str] = (),
     time_scale: float = 1.0,
+    pace: SimulatedPace | None = None,
 ) -> SimulatedModel:
     """The simulated twin of a real model: same name, price and context window.
 
     Args:
         model: a litellm model string or any `Model` (its `price` and `context_window` carry
             over when it has them).
-        seed, workers, time_scale: as for `SimulatedModel`.
+        seed, workers, time_scale, pace: as for `SimulatedModel`.
 
     Raises:
         ConfigError: `model` is neither a string nor a `Model`, or another argument is invalid.
     """
     if isinstance(model, str):
-        return SimulatedModel(model, seed=seed, workers=workers, time_scale=time_scale)
+        return SimulatedModel(model, seed=seed, workers=workers, time_scale=time_scale, pace=pace)
     if not isinstance(model, Model):
         raise ConfigError(
             f"simulate() takes a litellm model string or a delegate Model, got "
@@ -398,6 +544,7 @@ def simulate(
         seed=seed,
         workers=workers,
         time_scale=time_scale,
+        pace=pace,
         price=model.price,
         context_window=window if isinstance(window, int) and not isinstance(window, bool) else None,
     )

@@ -757,7 +757,9 @@ def test_show_of_a_mixed_workflow_shows_the_plan_of_its_plan_step(url: str) -> N
     assert planned
     assert all(tasks[task_id]["status"] == "succeeded" for task_id in planned)
     text = invoke("show", "deep", "--db", url).stdout
-    assert f"plans:\n  plan step deep_dive: {len(planned)} tasks, complete\n" in text
+    cost = format_usd(plan["usage"]["cost_usd"])  # the planning's, also the row deep_dive.plan
+    assert f"plans:\n  plan step deep_dive: {len(planned)} tasks, {cost}, complete\n" in text
+    assert cost == format_usd(tasks["deep_dive.plan"]["usage"]["cost_usd"])
     for task in plan["tasks"]:
         assert f"    - {task['id']} ({task['agent']}, after " in text
 
@@ -840,9 +842,14 @@ def test_a_failed_run_is_exit_1_with_its_json(url: str) -> None:
     document = json.loads(result.stdout)
     assert document["status"] == "failed"
     assert document["tasks"]["angles"]["status"] == "failed"
-    assert "budget" in document["tasks"]["angles"]["error"]
+    refusal = document["tasks"]["angles"]["error"]
+    assert "budget" in refusal
     assert document["usage"]["refused"] >= 1
     assert document["usage"]["calls"] == 0
+    # The run's own reason: how many tasks failed, and the first one's error.
+    assert document["error"] == f"1 of 3 tasks failed: task 'angles' failed: {refusal}"
+    stored = json.loads(invoke("show", document["run_id"], "--db", url, "--json").stdout)
+    assert stored["error"] == document["error"]
 
     shown = invoke(
         "run", config, "-i", "market=x", "--simulate", "--time-scale", "0", "--db", url,
@@ -851,7 +858,12 @@ def test_a_failed_run_is_exit_1_with_its_json(url: str) -> None:
     assert shown.exit_code == 1
     assert shown.stdout == ""  # no output
     assert re.search(r"^run \w+ failed in ", shown.stderr, re.MULTILINE)
+    assert "\nerror: 1 of 3 tasks failed: task 'angles' failed: budget of $0.000001 " in (
+        shown.stderr
+    )
     assert "  angles failed: " in shown.stderr
+    # No call was made: the run takes no time at the models' pace (not wall time scaled up).
+    assert "\nno model call was made: at the models' pace the run takes 0 s\n" in shown.stderr
 
 
 def test_a_run_id_in_use_points_at_resume(url: str) -> None:
@@ -946,3 +958,169 @@ def test_resume_after_a_killed_run_runs_only_what_had_not_finished(tmp_path: Pat
     shown = json.loads(invoke("show", "killed", "--db", url, "--json").stdout)
     assert shown["status"] == "succeeded"
     assert shown["output"] == document["output"]
+
+
+def test_a_failed_library_run_has_its_reason_in_the_result_and_the_store(url: str) -> None:
+    result = _static_run(url, "half", fail=frozenset({"report"}))
+
+    assert result.status == "partial"
+    report = result.tasks["report"].error
+    assert report is not None
+    assert result.error == f"1 of 2 tasks failed: task 'report' failed: {report}"
+    with Store.open(url) as store:
+        assert store.get_run("half").error == result.error  # type: ignore[union-attr]
+    assert _static_run(url, "whole").error is None
+
+
+def _summary_total(stderr: str) -> tuple[int, str]:
+    """The tokens and USD of the task table's last row."""
+    last = table(stderr, "tasks")[-1]
+    return int(last[-2].replace(",", "")), last[-1]
+
+
+def test_a_plan_step_is_a_row_of_the_task_table_and_the_planners_role(url: str) -> None:
+    config = str(ROOT / "configs" / "due-diligence.yaml")
+    args = ["run", config, "-i", "company=ACME", "-i", "depth=deep", "--simulate"]
+    args += ["--time-scale", "0", "--db", url]
+    document = json.loads(invoke(*args, "--run-id", "as-json", "--json").stdout)
+    shown = invoke(*args, "--run-id", "shown")
+    assert shown.exit_code == 0, shown.output
+
+    tasks, usage = document["tasks"], document["usage"]
+    planning = tasks["deep_dive.plan"]
+    assert (planning["status"], planning["agent"], planning["model"]) == (
+        "succeeded",
+        "planner",
+        "openai/o4-mini",
+    )
+    assert planning["usage"]["calls"] == 1
+    # Every call of the run is in a task: the tasks add up to the run.
+    for key in ("input_tokens", "output_tokens", "calls"):
+        assert sum(task["usage"][key] for task in tasks.values()) == usage[key], key
+    assert sum(t["usage"]["cost_usd"] for t in tasks.values()) == pytest.approx(usage["cost_usd"])
+    # The planner's role: the plan step's planning and its answer (both the planner agent's).
+    planner = usage["by_role"]["planner"]
+    for key in ("input_tokens", "output_tokens", "calls"):
+        assert planner[key] == planning["usage"][key] + tasks["deep_dive"]["usage"][key], key
+    assert planner == usage["by_agent"]["planner"]
+
+    # The table says the same: a row for the planning, and a total that is the run's.
+    rows = {row[0]: row for row in table(shown.stderr, "tasks")[1:]}
+    assert rows["deep_dive.plan"][1:5] == ["planner", "openai/o4-mini", "succeeded", "1"]
+    tokens = usage["input_tokens"] + usage["output_tokens"]
+    assert _summary_total(shown.stderr) == (tokens, format_usd(usage["cost_usd"]))
+    assert f": {tokens:,} tokens in {usage['calls']} calls, " in shown.stderr
+    roles = {row[0]: row for row in table(shown.stderr, "usage by role")[1:]}
+    assert roles["planner"][1:] == [
+        str(planner["calls"]),
+        f"{planner['input_tokens'] + planner['output_tokens']:,}",
+        format_usd(planner["cost_usd"]),
+    ]
+
+
+def test_a_planned_runs_table_has_its_plans_and_answer_and_adds_up(url: str) -> None:
+    config = ROOT / "configs" / "research-planner.yaml"
+    args = ["run", str(config), *_input_args(config), "--simulate", "--time-scale", "0"]
+    shown = invoke(*args, "--db", url, "--run-id", "planned")
+    assert shown.exit_code == 0, shown.output
+    document = json.loads(invoke("show", "planned", "--db", url, "--json").stdout)
+    usage, [plan] = document["usage"], document["plans"]
+
+    rows = {row[0]: row for row in table(shown.stderr, "tasks")[1:]}
+    assert rows["plan 1"][3:7] == [
+        "succeeded",
+        str(plan["attempts"]),
+        f"{plan['usage']['input_tokens'] + plan['usage']['output_tokens']:,}",
+        format_usd(plan["usage"]["cost_usd"]),
+    ]
+    assert "goal checks, answer" in rows  # judge_goal: a goal check, then the answer
+    tokens = usage["input_tokens"] + usage["output_tokens"]
+    assert _summary_total(shown.stderr) == (tokens, format_usd(usage["cost_usd"]))
+    assert table(shown.stderr, "tasks")[-1][0] == "total"
+    # `delegate show` tables the stored run the same way.
+    stored = invoke("show", "planned", "--db", url).stdout
+    assert table(stored, "tasks")[1:] == table(shown.stderr, "tasks")[1:]
+
+
+def test_the_models_pace_of_a_simulated_run_is_its_critical_path(url: str) -> None:
+    from delegate._sync import run_sync
+    from delegate.workflows.runtime import compile_workflow, parse_inputs, run_workflow
+
+    config = ROOT / "configs" / "market-brief.yaml"
+    loaded = load_workflow(config)
+    compiled = compile_workflow(loaded, simulate=True, time_scale=0.0, db=url)
+    inputs = parse_inputs(loaded.spec, ["market=home batteries"])
+    result = run_sync(run_workflow, compiled, inputs, run_id="api")
+
+    # Each task's simulated seconds, from the models' own requests: the scout answered the
+    # angles (structured) and each angle; the editor the brief.
+    scout, editor = compiled.agents["scout"].model, compiled.agents["editor"].model
+    latency = {}
+    for request in scout.requests:
+        prompt = request.messages[-1]["content"]
+        if request.output_schema is not None:
+            latency["angles"] = scout.expected_latency(request)
+        else:
+            [index] = [
+                n for n, angle in enumerate(result.tasks["angles"].output.angles)
+                if prompt == f"Research {angle} for the home batteries market."
+            ]  # fmt: skip
+            latency[f"dig[{index}]"] = scout.expected_latency(request)
+    [brief] = editor.requests
+    latency["brief"] = editor.expected_latency(brief)
+    # The items start once the angles are known; the brief once every item has ended.
+    expected = latency["angles"] + max(latency[f"dig[{n}]"] for n in range(3)) + latency["brief"]
+    assert compiled.pace.run_seconds(result) == pytest.approx(expected)
+    assert expected > 2  # seconds of real models, whatever the wall clock did
+
+    waits = {
+        "0.05": "waited 0.05× the models' latency",
+        "0": "did not wait for the models' latency",
+    }
+    for scale, waited in waits.items():
+        shown = invoke(
+            "run", str(config), "-i", "market=home batteries", "--simulate", "--time-scale",
+            scale, "--db", url, "--run-id", f"cli-{scale}",
+        )  # fmt: skip
+        assert shown.exit_code == 0, shown.output
+        assert (
+            f"the simulation {waited}: at their pace the run would take about {expected:.1f} s "
+            "(the critical path of its simulated calls)\n"
+        ) in shown.stderr
+
+
+UNKNOWN_MODEL = """name: typo
+agents:
+  scout: {model: openai/gpt-4o-mni}
+  local: {model: ollama/llama3-homegrown}
+steps:
+  - {id: a, agent: scout, prompt: hi}
+  - {id: b, agent: local, prompt: hi}
+"""
+
+
+def test_an_unknown_model_is_exit_2_with_did_you_mean(tmp_path: Path, url: str) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(UNKNOWN_MODEL)
+    message = (
+        f"{path}:3:18: agent 'scout': model 'openai/gpt-4o-mni' is not one litellm knows (did "
+        "you mean 'openai/gpt-4o-mini'?); correct the name, or, for a model litellm does not "
+        "list (a new model, a deployment), give its price: prices: {openai/gpt-4o-mni: "
+        "[input_usd_per_million, output_usd_per_million]}"
+    )
+
+    validated = invoke("validate", str(path))
+    assert validated.exit_code == 2
+    assert validated.stderr == message + "\n"  # the local server's model is not a problem
+
+    ran = invoke("run", str(path), "--simulate", "--time-scale", "0", "--db", url)
+    assert ran.exit_code == 2
+    assert ran.stderr == f"Error: {message}\n"
+    assert "Traceback" not in ran.output
+    with Store.open(url) as store:
+        assert store.list_runs() == []  # refused before it started
+
+    # Given its price, a model litellm does not list is taken as it is.
+    priced = tmp_path / "priced.yaml"
+    priced.write_text(UNKNOWN_MODEL + "prices: {openai/gpt-4o-mni: [0.15, 0.6]}\n")
+    assert invoke("validate", str(priced)).exit_code == 0

@@ -650,7 +650,7 @@ async def test_the_api_key_never_reaches_logs_reprs_or_errors(
     assert logs == [
         {
             "logger_name": "LiteLLM",
-            "event": "retrying with key sk-***",
+            "event": "retrying with key ***",  # the model's key, masked whole
             "log_level": "warning",
         }
     ]
@@ -766,6 +766,49 @@ def test_context_window_comes_from_the_local_cost_map() -> None:
     assert LiteLLMModel("openai/not-a-model").context_window is None
 
 
+HAIKU_35_BEDROCK = "anthropic.claude-3-5-haiku-20241022-v1:0"
+HAIKU_3_BEDROCK = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+@pytest.mark.parametrize(
+    ("name", "price", "window"),
+    [
+        # litellm's cost map: $0.80/$4.00 per million, $0.08 cached, 200k tokens ...
+        (f"bedrock/{HAIKU_35_BEDROCK}", Price(0.8, 4.0, 0.08), 200_000),
+        # ... and the same through each route litellm reads off the name
+        (f"bedrock/converse/{HAIKU_35_BEDROCK}", Price(0.8, 4.0, 0.08), 200_000),
+        (f"bedrock/invoke/{HAIKU_35_BEDROCK}", Price(0.8, 4.0, 0.08), 200_000),
+        (f"bedrock/chat_completions/{HAIKU_35_BEDROCK}", Price(0.8, 4.0, 0.08), 200_000),
+        (f"bedrock/converse/us.{HAIKU_35_BEDROCK}", Price(0.8, 4.0, 0.08), 200_000),
+        # a region the map has no entry of its own for: the model's entry
+        (f"bedrock/us-east-1/{HAIKU_35_BEDROCK}", Price(0.8, 4.0, 0.08), 200_000),
+        (f"bedrock/converse/us-east-1/{HAIKU_35_BEDROCK}", Price(0.8, 4.0, 0.08), 200_000),
+        # a region with its own entry keeps it, routed or not ($0.30/$1.50, 195,904 tokens)
+        (f"bedrock/us-gov-west-1/{HAIKU_3_BEDROCK}", Price(0.3, 1.5, None), 195_904),
+        (f"bedrock/converse/us-gov-west-1/{HAIKU_3_BEDROCK}", Price(0.3, 1.5, None), 195_904),
+        ("openai/responses/gpt-4o-mini", Price(0.15, 0.6, 0.075), 128_000),
+        # a route never makes another provider's model this one's
+        ("groq/responses/gpt-4o-mini", None, None),
+        ("bedrock/converse/gpt-4o-mini", None, None),
+        ("bedrock/converse/not-a-model", None, None),
+    ],
+)
+def test_routing_prefixes_are_priced_like_the_model_they_route_to(
+    name: str, price: Price | None, window: int | None
+) -> None:
+    model = LiteLLMModel(name)
+    assert (model.price, model.context_window) == (price, window)
+
+
+def test_a_routed_bedrock_model_has_its_bare_ids_cost_map_entry() -> None:
+    bare = _costmap.model_info(HAIKU_35_BEDROCK)
+    assert bare is not None
+    assert bare["litellm_provider"] == "bedrock"
+    for route in ("converse", "invoke"):
+        assert _costmap.model_info(f"bedrock/{route}/{HAIKU_35_BEDROCK}") == bare
+    assert (bare["input_cost_per_token"], bare["output_cost_per_token"]) == (8e-07, 4e-06)
+
+
 def test_model_info_returns_a_copy() -> None:
     info = _costmap.model_info("openai/gpt-4o-mini")
     assert info is not None
@@ -842,8 +885,10 @@ def test_redact_secrets_masks_credentials_and_keeps_token_counts() -> None:
     }
 
 
-def test_redact_text_masks_given_secrets_anywhere() -> None:
-    assert _log.redact_text("key=hunter2!", ["hunter2"]) == "key=***!"
+def test_redact_text_masks_given_secrets_as_whole_tokens() -> None:
+    assert _log.redact_text("key=hunter22!", ["hunter22"]) == "key=***!"
+    assert _log.redact_text("key=xhunter22!", ["hunter22"]) == "key=xhunter22!"
+    assert _log.redact_text("key=hunter2!", ["hunter2"]) == "key=hunter2!"  # under 8: kept
     assert _log.redact_text("nothing here", ["", "absent"]) == "nothing here"
 
 
@@ -905,6 +950,7 @@ def test_get_logger_binds_its_name_and_values() -> None:
 def test_configure_logging_renders_json_to_stderr_with_secrets_masked(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    LiteLLMModel("openai/gpt-4o-mini", api_key=SECRET)  # its key is known from now on
     try:
         _log.configure_logging("WARNING", json=True)
         logger = _log.get_logger("delegate.test")
@@ -917,7 +963,7 @@ def test_configure_logging_renders_json_to_stderr_with_secrets_masked(
     assert "hidden" not in captured.err
     assert SECRET not in captured.err
     assert '"api_key": "***"' in captured.err
-    assert '"note": "key sk-***"' in captured.err
+    assert '"note": "key ***"' in captured.err
     assert '"level": "warning"' in captured.err
 
 

@@ -549,9 +549,11 @@ async def test_resume_completes_an_interrupted_replan_with_its_failures(tmp_path
         ("resumed", True),
     ]
     assert result.tasks["report_2"].status == "succeeded"
-    # The first plan's call is counted again from the store; the replan cut off mid-stream
-    # never answered; then the resumed plan and the answer.
-    assert result.usage.by_role["planner"].calls == 3
+    # The first run's spend is restored from the store: the first plan's call and the replan
+    # cut off mid-stream (sent, so paid for at its reservation); then the resumed plan and the
+    # answer.
+    assert result.usage.by_role["planner"].calls == 4
+    assert result.usage.by_role["planner"].output_tokens > 4096 * 1  # the cut-off allowance
 
 
 async def test_plan_only_plans_within_the_budget_and_runs_nothing() -> None:

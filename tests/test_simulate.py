@@ -23,7 +23,7 @@ from delegate.agents.models import Message, ModelRequest, Price, ToolDefinition
 from delegate.agents.tokens import count_messages, count_text
 from delegate.errors import ConfigError, ContextWindowExceededError, PriceUnknownError
 from delegate.orchestrator.planner import Plan, Planner, validate_plan
-from delegate.simulate import ModelProfile, SimulatedModel, profile_for, simulate
+from delegate.simulate import ModelProfile, SimulatedModel, SimulatedPace, profile_for, simulate
 from delegate.testing import FunctionModel
 
 pytestmark = pytest.mark.anyio
@@ -672,3 +672,86 @@ async def test_simulated_runs_repeat_exactly_and_the_estimate_uses_the_profiles(
     )
     assert usage.calls == 6
     assert usage.reasoning_tokens > 0
+
+
+# --- the models' pace ---------------------------------------------------------------------------
+
+
+def _latency(model: SimulatedModel) -> float:
+    """The simulated seconds of every call `model` received, computed again from the requests."""
+    return sum(model.expected_latency(request) for request in model.requests)
+
+
+async def test_the_pace_of_a_run_is_the_critical_path_of_its_simulated_calls() -> None:
+    pace = SimulatedPace()
+    # One model per task, so each task's simulated seconds can be computed on their own.
+    models = {
+        name: SimulatedModel(MINI, seed=n, time_scale=0, pace=pace)
+        for n, name in enumerate(("a", "b", "c", "d", "e"))
+    }
+    models["c"] = SimulatedModel(O3, time_scale=0, pace=pace)  # a slow branch
+    agents = {name: Agent(f"agent_{name}", model) for name, model in models.items()}
+    graph = TaskGraph()
+    a = graph.add("a", agent=agents["a"], prompt="Find the angles.")
+    b = graph.add("b", agent=agents["b"], prompt="Dig into angle one.", deps=[a])
+    c = graph.add("c", agent=agents["c"], prompt="Dig into angle two.", deps=[a])
+    graph.add("d", agent=agents["d"], prompt="Combine.", deps=[b, c])
+    graph.add("e", agent=agents["e"], prompt="An aside.")  # independent, short
+    orchestrator = Orchestrator(memory=None, on_event=pace)
+
+    result = await orchestrator.execute(graph)
+
+    assert result.status == "succeeded"
+    seconds = {name: _latency(model) for name, model in models.items()}
+    assert all(model.calls == 1 for model in models.values())
+    assert pace.tasks == pytest.approx(seconds)
+    assert pace.calls == 5
+    expected = max(seconds["a"] + max(seconds["b"], seconds["c"]) + seconds["d"], seconds["e"])
+    assert pace.run_seconds(result) == pytest.approx(expected)
+    assert seconds["c"] > seconds["b"]  # the o3 branch is the critical one
+    # `after`: what a task waited for beyond its deps (a workflow's fan-out after its source).
+    assert pace.run_seconds(result, after={"e": ["d"]}) == pytest.approx(
+        seconds["a"] + seconds["c"] + seconds["d"] + seconds["e"]
+    )
+
+
+async def test_the_pace_of_a_planned_run_puts_the_plan_and_the_answer_on_the_path() -> None:
+    pace = SimulatedPace()
+    planner = SimulatedModel(O3, workers=["scout"], time_scale=0, pace=pace)
+    scout = SimulatedModel(MINI, time_scale=0, pace=pace)
+    orchestrator = Orchestrator(
+        planner=Agent("planner", planner),
+        workers=[Agent("scout", scout)],
+        memory=None,
+        on_event=pace,
+    )
+
+    result = await orchestrator.run("Should a small office switch to heat pumps?")
+
+    assert result.status == "succeeded"
+    plan_calls = [r for r in planner.requests if r.output_name == "Plan"]
+    answers = [r for r in planner.requests if r.output_name != "Plan"]
+    assert (len(plan_calls), len(answers)) == (1, 1)
+    assert pace.plans == {1: pytest.approx(planner.expected_latency(plan_calls[0]))}
+    assert pace.other == pytest.approx(planner.expected_latency(answers[0]))
+    assert sum(pace.tasks.values()) == pytest.approx(_latency(scout))
+    # The plan, then the tasks' critical path (the last task combines the others), the answer.
+    tasks = [t.id for t in result.plans[0].tasks]
+    parts = max(pace.tasks[t] for t in tasks[:-1])
+    assert pace.run_seconds(result) == pytest.approx(
+        pace.plans[1] + parts + pace.tasks[tasks[-1]] + pace.other
+    )
+
+
+async def test_a_run_whose_calls_were_all_refused_takes_no_time_at_the_models_pace() -> None:
+    pace = SimulatedPace()
+    model = SimulatedModel(MINI, time_scale=0, pace=pace)
+    graph = TaskGraph()
+    graph.add("only", agent=Agent("worker", model), prompt="Write a long report.")
+    orchestrator = Orchestrator(memory=None, on_event=pace)
+
+    result = await orchestrator.execute(graph, budget=Budget(usd=0.000001))
+
+    assert (result.status, result.usage.calls, model.calls) == ("failed", 0, 0)
+    assert pace.run_seconds(result) == 0
+    assert pace.calls == 0

@@ -9,7 +9,9 @@ from typing import Any
 import anyio
 import pytest
 
+from delegate import Agent
 from delegate.errors import ConfigError
+from delegate.testing import FunctionModel
 from delegate.workflows.loader import load_workflow, load_workflow_text
 from delegate.workflows.runtime import (
     compile_workflow,
@@ -162,7 +164,7 @@ async def test_a_plan_step_is_planned_run_and_answered_inside_the_workflow(
     result = await run_workflow(compiled, {"company": "Acme"}, run_id="p1")
 
     assert result.status == "succeeded"
-    planned = [t for t in result.tasks if t not in ("profile", "study", "memo")]
+    planned = [t for t in result.tasks if t not in ("profile", "study.plan", "study", "memo")]
     assert planned  # the planner's tasks ran as tasks of the workflow
     assert result.tasks["study"].agent == "boss"  # the planner's model wrote the step's output
     assert set(result.tasks["study"].deps) == {"profile", *planned}
@@ -172,13 +174,59 @@ async def test_a_plan_step_is_planned_run_and_answered_inside_the_workflow(
     assert len(plan_requests) == 1
     assert "- profile: " in plan_requests[0].messages[0]["content"]  # the finished step
 
-    # Resuming the finished run plans nothing again and calls no model.
+    # The planning is a task of its own: the boss's one planning call, its tokens and cost.
+    planning = result.tasks["study.plan"]
+    assert (planning.status, planning.agent, planning.model) == (
+        "succeeded",
+        "boss",
+        "openai/o4-mini",
+    )
+    assert planning.usage.calls == 1
+    assert planning.output == {
+        "tasks": planned,
+        "synthesis_note": planning.output["synthesis_note"],
+    }
+    # Every call is in a task: the tasks add up to the run, and the boss's two calls (the
+    # plan and the step's answer) are the planner's role.
+    assert sum(t.usage.calls for t in result.tasks.values()) == result.usage.calls
+    assert sum(t.usage.total_tokens for t in result.tasks.values()) == (
+        result.usage.input_tokens + result.usage.output_tokens
+    )
+    assert result.usage.by_role["planner"] == result.usage.by_agent["boss"]
+    assert result.usage.by_role["planner"].calls == 2
+
+    # Resuming the finished run plans nothing again and calls no model; what the run spent,
+    # the planning included, is restored.
     again = await resume_workflow("p1", db=f"sqlite:///{tmp_path / 'runs.db'}")
     assert again.status == "succeeded"
-    # No new call: the tasks' usage is restored; the plan step's planning call, not a task of
-    # the graph, is not counted again.
-    assert again.usage.calls == result.usage.calls - 1
+    assert boss.calls == 2
+    assert again.usage.calls == result.usage.calls
+    assert again.usage.cost_usd == pytest.approx(result.usage.cost_usd)
+    assert again.usage.by_role["planner"].calls == 2
     assert list(again.tasks) == list(result.tasks)
+
+
+async def test_a_plan_step_without_a_valid_plan_fails_its_planning_and_skips_the_step(
+    tmp_path: Path,
+) -> None:
+    compiled = _compile(PLAN_STEP, tmp_path)
+    confused = FunctionModel(lambda request: "no plan here", name="openai/o4-mini")
+    compiled.agents["boss"] = Agent("boss", confused)
+
+    result = await run_workflow(compiled, {"company": "Acme"}, run_id="bad-plan")
+
+    planning = result.tasks["study.plan"]
+    assert (planning.status, planning.agent, planning.usage.calls) == ("failed", "boss", 2)
+    assert planning.error is not None
+    assert planning.error.startswith("step 'study': plan: ")
+    assert (result.tasks["study"].status, result.tasks["study"].error) == (
+        "skipped",
+        "dependency 'study.plan' failed",
+    )
+    assert result.tasks["memo"].status == "skipped"
+    assert result.status == "partial"
+    assert result.error == f"1 of 4 tasks failed: task 'study.plan' failed: {planning.error}"
+    assert result.usage.by_role["planner"].calls == 2  # the failed attempts are paid for
 
 
 async def test_resume_finishes_an_interrupted_run_without_redoing_finished_steps(

@@ -756,6 +756,83 @@ def test_models_under_a_usd_budget_need_a_price() -> None:
     assert [line for line, _ in problems(step_budget)] == [3, 3]
 
 
+def _agents(**models: str) -> str:
+    lines = [f"  {name}: {{model: {model}}}" for name, model in models.items()]
+    first = next(iter(models))
+    return (
+        "name: demo\nagents:\n"
+        + "\n".join(lines)
+        + f"\nsteps:\n  - {{id: a, agent: {first}, prompt: x}}\n"
+    )
+
+
+UNLISTED = (
+    "correct the name, or, for a model litellm does not list (a new model, a deployment), give "
+    "its price: prices: {{{model}: [input_usd_per_million, output_usd_per_million]}}"
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "suggestion"),
+    [
+        ("openai/gpt-4o-mni", "openai/gpt-4o-mini"),
+        ("anthropic/claude-haiku-4.5", "anthropic/claude-haiku-4-5"),
+        ("gpt-4o-mni", "gpt-4o-mini"),  # no provider: litellm's names without one
+        ("openai/zzz-no-such-model", None),
+    ],
+)
+def test_a_model_litellm_does_not_know_is_a_problem_with_the_closest_name(
+    model: str, suggestion: str | None
+) -> None:
+    hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+    assert problems(_agents(scout=model)) == [
+        (
+            3,
+            f"agent 'scout': model {model!r} is not one litellm knows{hint}; "
+            + UNLISTED.format(model=model),
+        )
+    ]
+
+
+def test_an_unknown_provider_suggests_the_one_meant() -> None:
+    text = _agents(scout="opnai/gpt-4o-mini")
+    assert problems(text) == [
+        (
+            3,
+            "agent 'scout': model 'opnai/gpt-4o-mini' names the provider 'opnai', which litellm "
+            "does not know (did you mean 'openai/gpt-4o-mini'?); write it as litellm's "
+            "'<provider>/<model>'",
+        )
+    ]
+
+
+def test_local_servers_priced_models_and_routes_are_known() -> None:
+    text = _agents(
+        scout="ollama/my-homegrown-llama",  # a local server's models are its own
+        vllm="hosted_vllm/meta-llama/Llama-3.1-8B-Instruct",
+        finetune="openai/ft-my-finetune",  # priced below
+        routed="bedrock/converse/anthropic.claude-haiku-4-5-20251001-v1:0",  # an API route
+        mini="openai/gpt-4o-mini",
+    )
+    spec = load(text + "prices: {openai/ft-my-finetune: [0.3, 1.2]}\n")
+    assert spec.agents["finetune"].model == "openai/ft-my-finetune"
+    # A price does not make an unknown provider known.
+    bad = text.replace("openai/ft-my-finetune", "opneai/ft-my-finetune")
+    [(line, message)] = problems(bad + "prices: {opneai/ft-my-finetune: [0.3, 1.2]}\n")
+    assert line == 5
+    assert "names the provider 'opneai', which litellm does not know" in message
+
+
+def test_an_unknown_cheaper_model_is_reported_once_even_under_a_usd_budget() -> None:
+    text = _agents(scout="openai/gpt-4o-mini").replace(
+        "{model: openai/gpt-4o-mini}", "{model: openai/gpt-4o-mini, cheaper: openai/gpt-4o-nano}"
+    )
+    text = text + "budget: {usd: 0.1}\n"
+    [(line, message)] = problems(text)
+    assert line == 3
+    assert message.startswith("agent 'scout': model 'openai/gpt-4o-nano' is not one litellm")
+
+
 def test_unknown_keys_suggest_or_list_the_allowed_ones() -> None:
     found = problems(
         """\

@@ -22,8 +22,7 @@ from typing import Any, Literal, NotRequired, Protocol, TypedDict, runtime_check
 import anyio
 import anyio.to_thread
 
-from delegate import _log
-from delegate._log import redact_text
+from delegate import _log, _secrets
 from delegate.agents import _costmap
 from delegate.errors import (
     ConfigError,
@@ -46,6 +45,8 @@ __all__ = [
     "Usage",
     "resolve_model",
 ]
+
+log = _log.get_logger("delegate.models")
 
 ALLOW_MODEL_REQUESTS = True
 """When False, `LiteLLMModel` refuses to call any provider not on this machine.
@@ -105,6 +106,12 @@ class Usage:
 
     `output_tokens` includes `reasoning_tokens` (providers bill reasoning as output);
     `cached_tokens` is the part of `input_tokens` the provider served from its prompt cache.
+
+    `calls` counts requests sent, whatever came back (a 429 or a timeout is a call).
+    `unconfirmed_usd` is the part of `cost_usd` that is delegate's estimate, not the provider's
+    report: a request that may have reached the provider and then failed (a timeout, a
+    cancellation, a dropped connection, a 5xx, an error mid-stream) is charged at what it
+    reserved — its prompt plus its whole output allowance — since the provider may bill it.
     """
 
     input_tokens: int = 0
@@ -113,6 +120,7 @@ class Usage:
     cached_tokens: int = 0
     cost_usd: float = 0.0
     calls: int = 0
+    unconfirmed_usd: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -122,6 +130,7 @@ class Usage:
             self.cached_tokens + other.cached_tokens,
             self.cost_usd + other.cost_usd,
             self.calls + other.calls,
+            self.unconfirmed_usd + other.unconfirmed_usd,
         )
 
     @property
@@ -138,6 +147,7 @@ class Usage:
             "cached_tokens": self.cached_tokens,
             "cost_usd": self.cost_usd,
             "calls": self.calls,
+            "unconfirmed_usd": self.unconfirmed_usd,
         }
 
 
@@ -352,7 +362,9 @@ class LiteLLMModel:
         model: a litellm model string, e.g. "openai/gpt-4o-mini" or "anthropic/claude-haiku-4-5".
         api_base: the provider's base URL, for proxies and self-hosted servers.
         api_key: the key to send; by default litellm reads the provider's environment variable.
-            Never shown in reprs, logs or error messages.
+            Never shown in reprs, logs, errors, events, stored runs or CLI output; neither is
+            the environment's key, nor the values of auth-like `extra_headers` or credentials
+            in `api_base` (values of at least 8 characters: see `delegate._secrets`).
         timeout: seconds before a call is abandoned, unless the request sets its own.
         **litellm_kwargs: more arguments for `litellm.acompletion` (`extra_headers`, `seed`,
             `api_version`, ...).
@@ -391,6 +403,10 @@ class LiteLLMModel:
         self._api_key = api_key
         self._timeout = timeout
         self._kwargs = litellm_kwargs
+        # Masked from every message, log, event, stored row and CLI line from now on.
+        _secrets.register(api_key)
+        _secrets.register_url(api_base)
+        _secrets.register_kwargs(litellm_kwargs)
 
     @property
     def name(self) -> str:
@@ -418,7 +434,8 @@ class LiteLLMModel:
         return _costmap.context_window_for(self._name)
 
     def __repr__(self) -> str:
-        return f"LiteLLMModel({self._name!r}, api_base={self._api_base!r})"
+        api_base = None if self._api_base is None else _secrets.redact(self._api_base)
+        return f"LiteLLMModel({self._name!r}, api_base={api_base!r})"
 
     def _arguments(self, litellm: Any, request: ModelRequest) -> dict[str, Any]:
         arguments: dict[str, Any] = {
@@ -456,7 +473,7 @@ class LiteLLMModel:
 
     def _check_allowed(self) -> None:
         if not ALLOW_MODEL_REQUESTS and not _is_loopback(self._api_base):
-            where = self._api_base or "the provider's default endpoint"
+            where = _secrets.redact(self._api_base or "the provider's default endpoint")
             raise ModelRequestsBlocked(
                 f"model {self._name!r}: a real request to {where} was attempted while model "
                 "requests are blocked; tests must use delegate.testing's FunctionModel or "
@@ -464,14 +481,10 @@ class LiteLLMModel:
             )
 
     def _error(self, exc: Exception) -> ModelError:
-        mapped = from_litellm(exc, model=self._name)
-        if self._api_key and any(self._api_key in str(arg) for arg in mapped.args):
-            mapped.args = tuple(redact_text(str(arg), (self._api_key,)) for arg in mapped.args)
-        if self._api_key and self._api_key in f"{exc!s}{exc!r}":
-            # The provider echoed the key: keep it out of tracebacks too.
-            mapped.__cause__ = None
-            mapped.__suppress_context__ = True
-        return mapped
+        # The model boundary: every key delegate knows (this model's, registered when it was
+        # built, and the provider's in the environment) is masked from the message, and a
+        # cause that holds one, echoed by the provider, is not chained (`from_litellm`).
+        return from_litellm(exc, model=self._name)
 
     async def request(self, request: ModelRequest) -> ModelResponse:
         """Send `request` to the model once and return its answer.
@@ -542,6 +555,7 @@ class LiteLLMModel:
         pieces: list[str] = []
         finish: str | None = None
         usage: Usage | None = None
+        cap = _OutputCap(request.max_output_tokens, self._name)
         chunks: AsyncIterator[Any] = aiter(stream)
         while (chunk := await self._next_chunk(litellm, chunks)) is not None:
             if _field(chunk, "usage") is not None:
@@ -552,10 +566,25 @@ class LiteLLMModel:
             finish = _field(choices[0], "finish_reason") or finish
             delta = _field(_field(choices[0], "delta"), "content")
             if isinstance(delta, str) and delta:
-                pieces.append(delta)
-                on_text(delta)
+                delta = cap.take(delta, pieces)
+                if delta:
+                    pieces.append(delta)
+                    on_text(delta)
+                if cap.reached:
+                    # The provider ignores max_tokens (a local server, a proxy): stop reading,
+                    # so the call costs no more than it reserved.
+                    finish = "length"
+                    log.warning(
+                        "output_cap_ignored",
+                        model=self._name,
+                        max_output_tokens=request.max_output_tokens,
+                    )
+                    break
         text = "".join(pieces)
-        if usage is None or usage.total_tokens == 0:
+        if cap.reached:
+            # Usage the provider reports after the cut is not received: count the allowance.
+            usage = self._counted_usage(request, text, output_tokens=cap.limit)
+        elif usage is None or usage.total_tokens == 0:
             usage = self._counted_usage(request, text)
         return ModelResponse(
             text=text,
@@ -582,14 +611,17 @@ class LiteLLMModel:
             error = self._error(exc)
         raise error from error.__cause__
 
-    def _counted_usage(self, request: ModelRequest, text: str) -> Usage:
+    def _counted_usage(
+        self, request: ModelRequest, text: str, output_tokens: int | None = None
+    ) -> Usage:
         """Usage counted by delegate, for a stream that ended without the provider's usage."""
         from delegate.agents.tokens import count_messages, count_text
 
         input_tokens = count_messages(
             request.messages, self._name, request.tools, request.output_schema
         )
-        output_tokens = count_text(text, self._name)
+        if output_tokens is None:
+            output_tokens = count_text(text, self._name)
         price = self.price
         return Usage(
             input_tokens=input_tokens,
@@ -638,6 +670,44 @@ class LiteLLMModel:
             finish_reason=str(_field(choice, "finish_reason") or "stop"),
             model=self._name,
         )
+
+
+class _OutputCap:
+    """Counts a streamed answer's tokens against its `max_output_tokens`, piece by piece.
+
+    Each piece is counted on its own (a few microseconds for a provider's small pieces); the sum
+    can only overcount a little at piece boundaries, so the cut never comes late.
+    """
+
+    __slots__ = ("counted", "limit", "model", "reached")
+
+    def __init__(self, limit: int | None, model: str) -> None:
+        self.limit = limit
+        self.model = model
+        self.counted = 0
+        self.reached = False
+
+    def take(self, piece: str, before: list[str]) -> str:
+        """The part of `piece` that fits the cap (all of it without one); `before` is the text
+        taken so far."""
+        if self.limit is None:
+            return piece
+        from delegate.agents.tokens import count_text, truncate_text
+
+        tokens = count_text(piece, self.model)
+        if self.counted + tokens <= self.limit:
+            self.counted += tokens
+            return piece
+        # Past the cap by the pieces' sum: count the whole answer once, exactly, to be sure.
+        done = "".join(before)
+        whole = count_text(done + piece, self.model)
+        if whole <= self.limit:
+            self.counted = whole
+            return piece
+        self.reached = True
+        taken = truncate_text(done + piece, self.limit, self.model)
+        self.counted = self.limit
+        return taken[len(done) :] if taken.startswith(done) else ""
 
 
 def _structured(request: ModelRequest, text: str) -> Any:

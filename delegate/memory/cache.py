@@ -250,6 +250,7 @@ class _StoredUsage(_Strict):
     cached_tokens: int
     cost_usd: float
     calls: int
+    unconfirmed_usd: float = 0.0
 
 
 class _StoredResponse(_Strict):

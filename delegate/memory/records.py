@@ -36,6 +36,8 @@ class RunRecord(_Record):
         usage: the run's usage when it finished.
         output: the run's output (any JSON value).
         error: why the run failed, when it did.
+        spend: what the run's calls have charged its budgets so far, calls in flight at their
+            reservation (kept as the run goes, so a resumed run keeps its budget).
         created_at: when the run was created (UTC).
         finished_at: when the run finished (UTC), None while it runs.
     """
@@ -50,6 +52,7 @@ class RunRecord(_Record):
     usage: dict[str, Any] | None = None
     output: Any = None
     error: str | None = None
+    spend: dict[str, Any] | None = None
     created_at: datetime.datetime = Field(default_factory=_now)
     finished_at: datetime.datetime | None = None
 

@@ -37,11 +37,12 @@ __all__ = [
     "MemoryRow",
     "MemoryTagRow",
     "RunRow",
+    "RunSpendRow",
     "TaskRow",
     "UTCDateTime",
 ]
 
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 # SQLite only aliases the rowid for a column declared exactly INTEGER PRIMARY KEY.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -92,6 +93,21 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime(), index=True)
     finished_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
+
+
+class RunSpendRow(Base):
+    """What a run's calls have charged so far (JSON), rewritten at each group commit.
+
+    Apart from `runs`, whose row carries the whole graph spec, so that the frequent rewrite
+    stays small.
+    """
+
+    __tablename__ = "run_spend"
+
+    run_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    spend: Mapped[str] = mapped_column(Text)
 
 
 class TaskRow(Base):

@@ -16,6 +16,10 @@ row, or a transaction-level advisory lock per memory key).
 
 JSON only, never pickle: payloads are TEXT holding `json.dumps` output; a payload that does
 not parse when read back raises `CorruptRecordError`.
+
+No credential is written: every one delegate knows (`delegate._secrets`) is masked in each JSON
+payload and in the free-text columns (a run's goal and error, a task's error, a memory's text)
+as they are written, whatever produced them.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+from delegate import _secrets
 from delegate.errors import ConfigError, CorruptRecordError, RunExistsError, StoreError
 from delegate.memory import migrations
 from delegate.memory._search import is_latest, pg_search, sqlite_search
@@ -50,6 +55,7 @@ from delegate.memory.schema import (
     MemoryRow,
     MemoryTagRow,
     RunRow,
+    RunSpendRow,
     TaskRow,
 )
 
@@ -109,12 +115,17 @@ def _json_default(obj: object) -> Any:
 
 def _dumps(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default)
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default)
     except (TypeError, ValueError) as exc:
         raise ConfigError(
             f"{what} cannot be stored: {exc}; store JSON values only (dict, list, str, int, "
             "float, bool, None, or a pydantic model)"
         ) from None
+    return _secrets.redact_json(text)  # one pass over the text; free when no key is known
+
+
+def _masked(text: str | None) -> str | None:
+    return None if text is None else _secrets.redact(text)
 
 
 def _loads(raw: str | None, *, table: str, row: str, column: str) -> Any:
@@ -152,7 +163,7 @@ def _now() -> datetime.datetime:
 # -- rows → records -----------------------------------------------------------------------------
 
 
-def _run_record(row: RunRow) -> RunRecord:
+def _run_record(row: RunRow, spend: RunSpendRow | None = None) -> RunRecord:
     where = f"run {row.id!r}"
 
     def load(column: str, raw: str | None) -> Any:
@@ -172,6 +183,7 @@ def _run_record(row: RunRow) -> RunRecord:
         usage=load_dict("usage", row.usage),
         output=load("output", row.output),
         error=row.error,
+        spend=None if spend is None else load_dict("spend", spend.spend),
         created_at=row.created_at,
         finished_at=row.finished_at,
     )
@@ -242,7 +254,7 @@ def _task_values(task: TaskRecord, position: int) -> dict[str, Any]:
         "agent": task.agent,
         "model": task.model,
         "output": _dumps(task.output, f"{what}: output"),
-        "error": task.error,
+        "error": _masked(task.error),
         "usage": None if task.usage is None else _dumps(task.usage, f"{what}: usage"),
         "started_at": task.started_at,
         "finished_at": task.finished_at,
@@ -373,6 +385,10 @@ class Store:
             f"INSERT INTO events (run_id, seq, kind, at, data) "
             f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark})"
         )
+        self._spend_upsert = (
+            f"INSERT INTO run_spend (run_id, spend) VALUES ({mark}, {mark}) "
+            "ON CONFLICT (run_id) DO UPDATE SET spend = excluded.spend"
+        )
         self._tasks_upsert = (
             f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) "
             f"VALUES ({', '.join(mark for _ in _TASK_COLUMNS)}) "
@@ -483,20 +499,25 @@ class Store:
         row = {
             "id": run.id,
             "workflow": run.workflow,
-            "goal": run.goal,
+            "goal": _masked(run.goal),
             "inputs": _dumps(run.inputs, f"{what}: inputs"),
             "graph": _dumps(run.graph, f"{what}: graph"),
             "status": run.status,
             "budget": None if run.budget is None else _dumps(run.budget, f"{what}: budget"),
             "usage": None if run.usage is None else _dumps(run.usage, f"{what}: usage"),
             "output": _dumps(run.output, f"{what}: output"),
-            "error": run.error,
+            "error": _masked(run.error),
             "created_at": run.created_at,
             "finished_at": run.finished_at,
         }
         try:
             with self._write() as session:
-                session.connection().execute(self._insert(RunRow), row)
+                conn = session.connection()
+                conn.execute(self._insert(RunRow), row)
+                if run.spend is not None:
+                    conn.exec_driver_sql(
+                        self._spend_upsert, (run.id, _dumps(run.spend, f"{what}: spend"))
+                    )
         except IntegrityError:
             raise RunExistsError(
                 f"run {run.id!r} already exists in {self.url}; resume it with "
@@ -516,7 +537,7 @@ class Store:
             "status": status,
             "output": _dumps(output, f"run {run_id!r}: output"),
             "usage": _dumps(usage, f"run {run_id!r}: usage"),
-            "error": error,
+            "error": _masked(error),
             "finished_at": _now(),
         }
         with self._write() as session:
@@ -530,13 +551,23 @@ class Store:
         """The run with this id, or None."""
         with self._read() as session:
             row = session.get(RunRow, run_id)
-            return None if row is None else _run_record(row)
+            if row is None:
+                return None
+            spend = session.get(RunSpendRow, run_id)
+            return _run_record(row, spend)
 
     def list_runs(self, *, limit: int = 20) -> list[RunRecord]:
         """The `limit` most recent runs, newest first."""
         query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(limit)
         with self._read() as session:
-            return [_run_record(row) for row in session.scalars(query)]
+            rows = list(session.scalars(query))
+            spends = {
+                spend.run_id: spend
+                for spend in session.scalars(
+                    select(RunSpendRow).where(RunSpendRow.run_id.in_([row.id for row in rows]))
+                )
+            }
+            return [_run_record(row, spends.get(row.id)) for row in rows]
 
     def write_batch(
         self,
@@ -545,12 +576,14 @@ class Store:
         events: Sequence[EventRecord],
         *,
         graph: dict[str, Any] | None = None,
+        spend: dict[str, Any] | None = None,
     ) -> None:
         """In one write transaction, upsert `tasks` and append `events` to the run's log.
 
         Tasks are upserted by (run_id, task_id); the last record of a task in the batch wins.
         Events get the numbers following the run's last event (their own `seq` is ignored).
-        `graph`, when given, replaces the run's graph spec (a planned run's graph grows).
+        `graph`, when given, replaces the run's graph spec (a planned run's graph grows);
+        `spend`, when given, replaces what the run's calls have charged so far.
 
         Raises:
             ConfigError: a record belongs to another run.
@@ -577,6 +610,10 @@ class Store:
                     update(RunRow)
                     .where(RunRow.id == run_id)
                     .values(graph=_dumps(graph, f"run {run_id!r}: graph"))
+                )
+            if spend is not None:
+                conn.exec_driver_sql(
+                    self._spend_upsert, (run_id, _dumps(spend, f"run {run_id!r}: spend"))
                 )
             if latest:
                 self._upsert_tasks(conn, run_id, list(latest.values()))
@@ -660,7 +697,7 @@ class Store:
             "namespace": namespace,
             "key": key,
             "value": _dumps(value, f"memory {key!r} in namespace {namespace!r}"),
-            "text": text,
+            "text": _masked(text),
             "tags": json.dumps(tag_list, ensure_ascii=False),
             "run_id": run_id,
             "task_id": task_id,

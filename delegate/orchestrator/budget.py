@@ -566,6 +566,24 @@ class BudgetLedger:
                 scope.reserved_usd_nanos -= reservation.usd_nanos
                 scope.reserved_calls -= 1
 
+    def restore(self, scope: BudgetScope, *, tokens: int, usd_nanos: int, calls: int) -> None:
+        """Count what `scope` had spent before this ledger existed (a resumed run's earlier
+        calls). Only `scope` itself is charged: a stored scope's figures already include its
+        inner scopes' spend.
+
+        Raises:
+            ConfigError: a negative amount.
+        """
+        if min(tokens, usd_nanos, calls) < 0:
+            raise ConfigError(
+                f"restoring {scope.label}: spent amounts must be ≥ 0, got tokens={tokens}, "
+                f"usd_nanos={usd_nanos}, calls={calls}"
+            )
+        with self._lock:
+            scope.spent_tokens += tokens
+            scope.spent_usd_nanos += usd_nanos
+            scope.spent_calls += calls
+
     def _count_refusal(self, scope: BudgetScope) -> None:
         self.refused += 1
         scope.refusals += 1

@@ -14,24 +14,34 @@ anything is sent:
 4. if it fits only once calls in flight have settled, the gate waits for them rather than
    shrinking the call or failing it.
 
-After the call the real usage (reasoning tokens are output tokens) replaces the reservation; a
-call cancelled in flight is settled at its reservation, since the provider may bill it anyway.
-Calls under a calls-only budget (the default 500-call guard) skip the token counting.
+After the call the real usage (reasoning tokens are output tokens) replaces the reservation. A call
+that fails is charged by one rule, by how far its request got (`delegate.errors.Delivery`):
+
+- never sent (refused connection, missing SDK or key, unknown model, blocked): released, free;
+- refused by the provider with no usage (400, 401, 429, ...): one call, no tokens, no money;
+- anything else — a timeout, a cancellation, a dropped connection, a 5xx, an error mid-stream, an
+  unexpected exception — may have reached the provider, which may bill it: it is settled at its
+  reservation (the prompt plus the whole output allowance), reported as `Usage.unconfirmed_usd`.
+
+Whatever the ledger charges is also added to the task's usage and the run's, so what a budget
+counted and what the user is shown are the same numbers. Calls under a calls-only budget (the
+default max_calls guard) skip the token counting; one that fails after sending is still sized
+then (its prompt counted, its output at the allowance) so that its possible cost is reported.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from delegate.agents.models import Model, ModelRequest, ModelResponse, Price, ReasoningEffort, Usage
 from delegate.agents.tokens import count_messages
-from delegate.errors import BudgetExceeded
+from delegate.errors import BudgetExceeded, ConfigError, Delivery, ModelError, ModelRequestsBlocked
 from delegate.orchestrator.budget import BudgetLedger, BudgetScope, Reservation
 
 if TYPE_CHECKING:
@@ -50,6 +60,7 @@ __all__ = [
     "RunAccount",
     "UsageBook",
     "answers_of",
+    "delivery_of",
 ]
 
 DEFAULT_OUTPUT_TOKENS = 4096
@@ -115,6 +126,70 @@ class RunAccount:
     cache_hits: int = 0
     guard: BudgetScope | None = None  # the runaway guard (max_calls)
     auto_answers: int | None = None  # max_calls="auto": the answers counted so far
+    # Calls between their reservation and their charge: (model, agent, reservation).
+    inflight: dict[int, tuple[str, str, Reservation]] = field(default_factory=dict)
+    changes: int = 0  # bumped whenever what the calls charged changes (the store's cue)
+    # Awaited before each call is sent, when the run keeps its spend durably (see `spend`).
+    journal: Callable[[], Awaitable[None]] | None = None
+    resumed: bool = False  # the book and the ledger were restored from a stored spend
+
+    def _keyed_scopes(self) -> Iterator[tuple[str, BudgetScope]]:
+        # Copies first (one C-level step each under the GIL): `spend` runs in the store's writer
+        # thread while the event loop may add tasks.
+        agents, tasks = dict(self.agents), dict(self.tasks)
+        if self.guard is not None:
+            yield "guard", self.guard
+        if self.run is not None and self.run is not self.guard:
+            yield "run", self.run
+        for name, scope in agents.items():
+            yield f"agent:{name}", scope
+        for task_id, scope in tasks.items():
+            yield f"task:{task_id}", scope
+
+    def spend(self) -> dict[str, Any]:
+        """What the run's calls have charged, as JSON for the store: a call in flight counts at
+        its reservation, since after a crash nobody can know what it cost.
+
+        Safe to call from another thread than the event loop's (the store's writer does): it
+        reads copies, each taken in one step.
+        """
+        scopes = {
+            key: [
+                scope.spent_tokens + scope.reserved_tokens,
+                scope.spent_usd_nanos + scope.reserved_usd_nanos,
+                scope.spent_calls + scope.reserved_calls,
+            ]
+            for key, scope in self._keyed_scopes()
+        }
+        book = UsageBook(dict(self.book.pairs))
+        for model, agent, reservation in tuple(self.inflight.values()):
+            book.add(model, agent, _at_reservation(reservation))
+        return {
+            "version": 1,
+            "scopes": scopes,
+            "book": [[m, a, usage.to_dict()] for (m, a), usage in book.pairs.items()],
+            "refused": self.ledger.refused,
+            "cache_hits": self.cache_hits,
+        }
+
+    def restore(self, spend: Mapping[str, Any]) -> None:
+        """Charge what a stored run's calls spent before it stopped (`spend` from `spend()`).
+
+        The run's budgets keep counting from there: a resumed run cannot spend its budget twice.
+        """
+        scopes = spend.get("scopes")
+        if isinstance(scopes, Mapping):
+            for key, scope in self._keyed_scopes():
+                counts = scopes.get(key)
+                if isinstance(counts, list) and len(counts) == 3:
+                    tokens, nanos, calls = (int(value) for value in counts)
+                    self.ledger.restore(scope, tokens=tokens, usd_nanos=nanos, calls=calls)
+        for item in spend.get("book") or ():
+            model, agent, usage = item
+            self.book.add(str(model), str(agent), Usage(**usage))
+        self.ledger.refused += int(spend.get("refused") or 0)
+        self.cache_hits += int(spend.get("cache_hits") or 0)
+        self.resumed = True
 
     def admit_tasks(self, tasks: Sequence[Task], agents: Sequence[Agent | None]) -> None:
         """Tasks added while the run is under way: open their budgets, grow an "auto" guard."""
@@ -179,6 +254,7 @@ class Charged(Protocol):
     """What a gate's calls are charged to: a task (`Node`), or the planner's calls of a run."""
 
     usage: Usage
+    model: str | None  # the model of its first call, so a failed task still says which it called
 
     @property
     def task_id(self) -> str | None:
@@ -211,11 +287,13 @@ class CallGate:
         ticket = await self._admit(agent, model, request, scopes) if scopes else None
         if ticket is not None:
             model, request = ticket.model, ticket.request
+            await self._journal(agent, ticket)
+        if self.node.model is None:
+            self.node.model = model.name
         try:
             response = await model.request(request)
         except BaseException as exc:
-            if ticket is not None:
-                self._close_failed(ticket, exc)
+            self._charge_failed(agent, model, request, ticket, exc)
             raise
         price = account.price(model)
         usage = response.usage
@@ -227,12 +305,36 @@ class CallGate:
                 response = dataclasses.replace(response, usage=usage)
         if ticket is not None:
             account.ledger.settle(ticket.reservation, usage if ticket.sized else _ONE_CALL)
+            account.inflight.pop(id(ticket), None)
             account.notify()
+        account.changes += 1
         if response.cached:
             account.cache_hits += 1
         self.node.usage += usage
         account.book.add(response.model or model.name, agent.name, usage)
         return response
+
+    async def _journal(self, agent: Agent, ticket: _Ticket) -> None:
+        """Count the call as in flight; when the run keeps its spend durably, wait until the
+        store holds its reservation, so that no crash can lose what it may cost."""
+        account = self.account
+        account.inflight[id(ticket)] = (ticket.model.name, agent.name, ticket.reservation)
+        account.changes += 1
+        # Only a budget the user set must survive a crash exactly; the max_calls guard and a
+        # per-call cap (a scope outside the ledger) need not hold each call back for a commit.
+        if account.journal is None or not any(
+            scope is not account.guard and scope.ledger is not None
+            for scope in ticket.reservation.scopes
+        ):
+            return
+        try:
+            await account.journal()
+        except BaseException:
+            # Never sent: the reservation goes back.
+            account.inflight.pop(id(ticket), None)
+            account.ledger.release(ticket.reservation)
+            account.notify()
+            raise
 
     def _clip_timeout(self, request: ModelRequest) -> ModelRequest:
         deadline = self.account.deadline
@@ -351,23 +453,91 @@ class CallGate:
             request = dataclasses.replace(request, max_output_tokens=best, reasoning_effort=effort)
         return _Ticket(model, request, reservation)
 
-    def _close_failed(self, ticket: _Ticket, exc: BaseException) -> None:
-        ledger = self.account.ledger
-        reservation = ticket.reservation
-        if isinstance(exc, anyio.get_cancelled_exc_class()) and ticket.sized:
-            # Cancelled in flight: the provider may bill it, so count it at its reservation.
-            ledger.settle(
-                reservation,
-                Usage(
-                    input_tokens=reservation.input_tokens,
-                    output_tokens=reservation.output_tokens,
-                    cost_usd=reservation.usd,
-                    calls=1,
-                ),
-            )
-        else:
-            ledger.release(reservation)
-        self.account.notify()
+    def _charge_failed(
+        self,
+        agent: Agent,
+        model: Model,
+        request: ModelRequest,
+        ticket: _Ticket | None,
+        exc: BaseException,
+    ) -> None:
+        """Charge a call that raised, by how far its request got (see the module docstring)."""
+        account = self.account
+        delivery = delivery_of(exc)
+        usage: Usage | None = None
+        if delivery == "refused":
+            usage = _ONE_CALL
+        elif delivery == "unknown":
+            usage = _unconfirmed(ticket, account.price(model), model.name, request)
+        if ticket is not None:
+            if usage is None:
+                account.ledger.release(ticket.reservation)
+            else:
+                # A calls-only reservation holds no tokens: it is settled as the one call it is.
+                account.ledger.settle(ticket.reservation, usage if ticket.sized else _ONE_CALL)
+            account.inflight.pop(id(ticket), None)
+            account.notify()
+        account.changes += 1
+        if usage is not None:
+            self.node.usage += usage
+            account.book.add(model.name, agent.name, usage)
+
+
+def delivery_of(exc: BaseException) -> Delivery:
+    """How far the request of a call that raised `exc` got: what it is charged."""
+    if isinstance(exc, ModelError):
+        return exc.delivery
+    if isinstance(exc, ModelRequestsBlocked | ConfigError | BudgetExceeded):
+        return "not_sent"
+    # A cancellation, a task timeout, an exception from on_text or from a custom Model: the
+    # request may be out, so it is paid for.
+    return "unknown"
+
+
+def _rough_tokens(request: ModelRequest) -> int:
+    """An estimate of a request's input tokens, on the high side: three characters a token."""
+    characters = sum(len(message.get("content") or "") + 16 for message in request.messages)
+    if request.tools:
+        characters += sum(len(tool.description) + 200 for tool in request.tools)
+    if request.output_schema is not None:
+        characters += 500
+    return -(-characters // 3)
+
+
+def _at_reservation(reservation: Reservation) -> Usage:
+    """A call charged at what it reserved (an estimate: the provider did not report it)."""
+    return Usage(
+        input_tokens=reservation.input_tokens,
+        output_tokens=reservation.output_tokens,
+        cost_usd=reservation.usd,
+        calls=1,
+        unconfirmed_usd=reservation.usd,
+    )
+
+
+def _unconfirmed(
+    ticket: _Ticket | None, price: Price | None, model: str, request: ModelRequest
+) -> Usage:
+    """The charge for a call that may have been processed: its reservation, as an estimate."""
+    if ticket is not None and ticket.sized:
+        return _at_reservation(ticket.reservation)
+    # Not sized before the call (a calls-only budget, or none): size it now, so that its possible
+    # cost is reported. Roughly: no budget depends on it, and an exact count could load a
+    # tokenizer (half a second) on the way out of a run cancelled at its deadline.
+    input_tokens = _rough_tokens(request)
+    output_tokens = (
+        request.max_output_tokens
+        if request.max_output_tokens is not None
+        else _default_output(request.reasoning_effort)
+    )
+    cost = 0.0 if price is None else price.cost(input_tokens, output_tokens)
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost,
+        calls=1,
+        unconfirmed_usd=cost,
+    )
 
 
 _ONE_CALL = Usage(calls=1)

@@ -27,8 +27,9 @@ class RunDriver(Protocol):
 
     The orchestrator calls, in order: `agents` (before the run: their budgets and prices are
     set up like the workers'), `prepare` (with the run's account), `drive` beside the scheduler
-    (which stays open until `drive` releases its hold), `answer` once every task has ended, and
-    `result` to shape the `RunResult`. `spec` is the run's graph as stored, for `resume`.
+    (which stays open until `drive` releases its hold), `answer` once every task has ended,
+    `roles` to report usage by role, and `result` to shape the `RunResult`. `spec` is the run's
+    graph as stored, for `resume`.
     """
 
     def agents(self) -> Mapping[str, Agent]:
@@ -37,6 +38,11 @@ class RunDriver(Protocol):
 
     def prepare(self, account: RunAccount) -> None:
         """Called once the run's account exists, before anything runs."""
+        ...
+
+    def roles(self) -> Mapping[str, str]:
+        """Agent name → role in `RunUsage.by_role` for the agents the driver plans with
+        ("planner"); the orchestrator's own planner and synthesizer are named already."""
         ...
 
     async def drive(

@@ -14,10 +14,10 @@ output that JSON cannot hold is stored as not restorable, and the task runs agai
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields, is_dataclass
 from datetime import UTC, datetime
@@ -47,8 +47,11 @@ if TYPE_CHECKING:
 
 __all__ = ["RunRecorder", "graph_from_spec", "graph_spec", "restore_output", "to_json"]
 
-FLUSH_INTERVAL = 0.01
-"""Seconds a group commit waits for more writes to join it."""
+FLUSH_INTERVAL = 0.005
+"""Seconds between two group commits of a run's writer thread."""
+
+MAX_PENDING = 1024
+"""Events that may wait to be written; past it the event loop writes a batch itself."""
 
 _NOT_RESTORABLE = "__delegate_not_restorable__"
 _TERMINAL_EVENTS = (TaskSucceeded, TaskFailed, TaskSkipped, TaskCancelled)
@@ -228,7 +231,7 @@ def restore_nodes(
         node.answered_by = row.agent
         node.started_at = row.started_at.timestamp() if row.started_at else None
         node.finished_at = row.finished_at.timestamp() if row.finished_at else None
-        if node.usage.calls:
+        if node.usage.calls and not account.resumed:  # else the stored spend counted it
             account.book.add(row.model or "unknown", row.agent or "unknown", node.usage)
         for child in node.children:
             child.pending -= 1
@@ -262,17 +265,43 @@ def _event_fields(kind: type[Event]) -> tuple[str, ...]:
 
 
 class RunRecorder:
-    """Subscribes to one run's events and writes them, and finished tasks, in group commits."""
+    """Subscribes to one run's events and writes them, and finished tasks, in group commits.
 
-    def __init__(self, store: Store, run_id: str, by_id: Mapping[str, Node]) -> None:
+    The commits are driven by a writer thread with its own clock (every `FLUSH_INTERVAL`), not by
+    the event loop: a run whose tasks finish without ever yielding is written as it goes all the
+    same, so a process killed at any instant loses at most the last commit window. What waits to
+    be written is bounded (`MAX_PENDING` events): past it, the event loop itself writes a batch
+    before going on (back-pressure), so a fast run cannot outgrow its writer.
+
+    With the run's `RunAccount`, each commit also writes what the run's calls have charged so
+    far (calls in flight at their reservation), and `durable()` lets a call wait until a commit
+    holds its reservation before it is sent: a resumed run then keeps its budget whenever the
+    process died.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        by_id: Mapping[str, Node],
+        account: RunAccount | None = None,
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self.by_id = by_id  # the scheduler's own map: tasks added during the run are found too
+        self.account = account
+        self._lock = threading.Lock()  # guards what waits to be written
         self._graph: dict[str, Any] | None = None
         self._tasks: dict[str, TaskRecord] = {}
         self._events: list[EventRecord] = []
-        self._wake = anyio.Event()
-        self._closing = False
+        self._commit_lock = threading.Lock()  # one commit at a time, from whichever thread
+        self._spend_written = -1  # the account's `changes` when its spend was last written
+        self._started = 0  # commits started
+        self._completed = 0  # commits finished
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._closed = anyio.Event()
 
     def __call__(self, event: Event) -> None:
         """The event handler: queue the event (and the task's result when it finished)."""
@@ -282,16 +311,22 @@ class RunRecorder:
             return
         # model_construct: the values are ours and already JSON data; validation would cost
         # more than the write itself.
-        self._events.append(
-            EventRecord.model_construct(
-                run_id=self.run_id, seq=0, kind=event.kind, at=event.at, data=_event_data(event)
-            )
+        record = EventRecord.model_construct(
+            run_id=self.run_id, seq=0, kind=event.kind, at=event.at, data=_event_data(event)
         )
+        task = None
         if isinstance(event, _TERMINAL_EVENTS):
             node = self.by_id.get(event.task_id)
             if node is not None:
-                self._tasks[node.task.id] = self.task_record(node)
-        self._wake.set()
+                task = self.task_record(node)
+        with self._lock:
+            self._events.append(record)
+            if task is not None:
+                self._tasks[task.task_id] = task
+            full = len(self._events) >= MAX_PENDING
+        if full and self._thread is not None:
+            # Back-pressure: the run makes events faster than the writer writes them.
+            self._commit()
 
     def task_record(self, node: Node) -> TaskRecord:
         """The stored form of a task's current state."""
@@ -314,34 +349,81 @@ class RunRecorder:
         )
 
     async def run(self) -> None:
-        """Flush batches until `close` is called and everything queued is written."""
-        while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            if not self._closing:
-                await anyio.sleep(FLUSH_INTERVAL)  # let more writes join this commit
-            await self.flush()
-            if self._closing and not self._events and not self._tasks and self._graph is None:
+        """Write in the background until `close` is called; then write what is left.
+
+        Raises:
+            StoreError: a commit failed (the run cannot be kept).
+        """
+        self._thread = threading.Thread(
+            target=self._write_loop, name=f"delegate-writer-{self.run_id}"[:60], daemon=True
+        )
+        self._thread.start()
+        try:
+            await self._closed.wait()
+        finally:
+            self._stop.set()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._thread.join)
+                await anyio.to_thread.run_sync(self._commit)
+        self._raise_failure()
+
+    def _write_loop(self) -> None:
+        """The writer thread: a commit every `FLUSH_INTERVAL`, whatever the event loop does."""
+        while not self._stop.wait(FLUSH_INTERVAL):
+            try:
+                self._commit()
+            except BaseException:  # kept in `_error`; the loop side raises it
                 return
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    async def durable(self) -> None:
+        """Until a commit that started after this call has written the run's spend."""
+        with self._lock:
+            target = self._started + 1
+        await anyio.to_thread.run_sync(self._commit, target)
+        self._raise_failure()
 
     def graph_changed(self, spec: dict[str, Any]) -> None:
         """Queue the run's new graph spec; it is written before the results of its new tasks."""
-        self._graph = spec
-        self._wake.set()
+        with self._lock:
+            self._graph = spec
 
     async def flush(self) -> None:
         """Write everything queued so far in one transaction."""
-        if not self._events and not self._tasks and self._graph is None:
-            return
-        tasks, self._tasks = list(self._tasks.values()), {}
-        events, self._events = self._events, []
-        graph, self._graph = self._graph, None
         with anyio.CancelScope(shield=True):  # a cancelled run still keeps what it finished
-            await anyio.to_thread.run_sync(
-                functools.partial(self.store.write_batch, self.run_id, tasks, events, graph=graph)
-            )
+            await anyio.to_thread.run_sync(self._commit)
+        self._raise_failure()
 
     def close(self) -> None:
         """Ask `run` to write what is left and stop."""
-        self._closing = True
-        self._wake.set()
+        self._closed.set()
+
+    def _commit(self, target: int | None = None) -> None:
+        """Write what waits, in one transaction; with `target`, only until commit number
+        `target` has finished (a commit that started meanwhile may already have written it)."""
+        with self._commit_lock:
+            if self._error is not None:
+                raise self._error
+            if target is not None and self._completed >= target:
+                return
+            with self._lock:
+                self._started += 1
+                number = self._started
+                tasks, self._tasks = list(self._tasks.values()), {}
+                events, self._events = self._events, []
+                graph, self._graph = self._graph, None
+            spend = None
+            account = self.account
+            if account is not None and account.changes != self._spend_written:
+                self._spend_written = account.changes
+                spend = account.spend()
+            if tasks or events or graph is not None or spend is not None:
+                try:
+                    self.store.write_batch(self.run_id, tasks, events, graph=graph, spend=spend)
+                except BaseException as exc:
+                    self._error = exc
+                    raise
+            self._completed = number

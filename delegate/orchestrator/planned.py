@@ -145,6 +145,7 @@ class PlannerCalls:
     """What the planner's and the synthesizer's calls are charged to: no task, just usage."""
 
     usage: Usage = field(default_factory=Usage)
+    model: str | None = None
 
     @property
     def task_id(self) -> str | None:
@@ -217,8 +218,12 @@ class PlannedRun:
         self.keep_time_for_answer(account)
         agent = self.planner.agent
         for revision in self.revisions:
-            if revision.usage.calls:
+            if revision.usage.calls and not account.resumed:  # else the stored spend has it
                 account.book.add(agent.model.name, agent.name, revision.usage)
+
+    def roles(self) -> Mapping[str, str]:
+        """None of its own: the planner and synthesizer are the orchestrator's."""
+        return {}
 
     def result(self, result: RunResult, output: Any, deadline_passed: bool) -> RunResult:
         """The answer is the output; failures a replan recovered from do not count."""
@@ -485,7 +490,10 @@ class PlannedRun:
             except ModelError as exc:
                 if not exc.retryable or attempt > self.retry.max_retries:
                     return None, str(exc)
-                await anyio.sleep(self.retry.delay(attempt, self.rng))
+                delay = self.retry.wait(exc, attempt, self.rng)
+                if isinstance(delay, str):
+                    return None, f"{exc} — {delay}"
+                await anyio.sleep(delay)
             except (PlanInvalid, BudgetExceeded) as exc:
                 return None, str(exc)
             else:
@@ -688,7 +696,11 @@ class PlannedRun:
                 except ModelError as exc:
                     if not exc.retryable or attempt == self.retry.max_retries:
                         raise
-                    await anyio.sleep(self.retry.delay(attempt + 1, self.rng))
+                    delay = self.retry.wait(exc, attempt + 1, self.rng, account.deadline)
+                    if isinstance(delay, str):
+                        exc.args = (f"{exc} — {delay}",)
+                        raise
+                    await anyio.sleep(delay)
         except (DelegateError, TimeoutError) as exc:
             message = str(exc) or "the final answer ran out of time"
             self.error = f"the final answer failed: {message}"

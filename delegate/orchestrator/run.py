@@ -77,6 +77,11 @@ class RunUsage(BaseModel):
     """Tokens, money and calls of a run, in total and broken down by model, agent and role.
 
     Attributes:
+        cost_usd: what the run's calls cost, as the providers reported it, plus the estimate
+            for calls that failed after their request may have reached the provider.
+        unconfirmed_usd: the part of `cost_usd` that is such an estimate (a timed-out,
+            cancelled or 5xx call charged at its reservation); the provider's bill may be lower.
+        calls: requests sent, whatever came back (429s and timeouts included).
         refused: calls a budget refused (never sent).
         cache_hits: calls answered from the call cache (no cost).
         by_role: "planner" (the orchestrator's planner agent: plans, goal checks and, by default,
@@ -92,6 +97,7 @@ class RunUsage(BaseModel):
     reasoning_tokens: int = 0
     cached_tokens: int = 0
     cost_usd: float = 0.0
+    unconfirmed_usd: float = 0.0
     calls: int = 0
     refused: int = 0
     cache_hits: int = 0
@@ -132,8 +138,9 @@ class RunResult(BaseModel):
         started_at, finished_at: wall-clock times of the run.
         goal: the goal of a planned run (`Orchestrator.run`).
         plans: a planned run's plan revisions, in order (the first plan, then each replan).
-        error: why a planned run has no answer or stopped short (no valid plan, the final
-            answer failed), when that happened.
+        error: why the run did not succeed (None when it did): a planned run's own reason
+            when it has one (no valid plan, the final answer failed), else how many tasks
+            failed and the first failures' errors (`run_error`). The store's run row keeps it.
 
     For a planned run, `output` is the final answer (text, or the `output_type` instance), and
     `tasks` holds every planned task, failed ones included.
@@ -437,9 +444,17 @@ class Orchestrator:
         """
         checked = dict(inputs)
         store = await anyio.to_thread.run_sync(self._open_store)
+        spend = None
         if store is not None and not resume:
             record = _run_record(run_id, driver.spec(), checked, budget, workflow, goal)
             await anyio.to_thread.run_sync(store.create_run, record)
+        elif store is not None:
+            stored = await anyio.to_thread.run_sync(store.get_run, run_id)
+            if stored is not None:
+                # The run's own budget, and what its calls already spent, hold after resume.
+                if budget is None and stored.budget:
+                    budget = Budget(**stored.budget)
+                spend = stored.spend
         return await self._run(
             run_id,
             [],
@@ -450,6 +465,7 @@ class Orchestrator:
             restored={},
             workflow=workflow,
             planned=driver,
+            spend=spend,
         )
 
     def planned_run(
@@ -543,6 +559,7 @@ class Orchestrator:
             restored=restored,
             workflow=record.workflow,
             planned=planned,
+            spend=record.spend,
         )
 
     def resume_sync(self, run_id: str, *, output_type: type[BaseModel] | None = None) -> RunResult:
@@ -583,11 +600,14 @@ class Orchestrator:
         restored: Mapping[str, TaskRecord],
         workflow: str | None,
         planned: RunDriver | None = None,
+        spend: Mapping[str, Any] | None = None,
     ) -> RunResult:
         nodes = build_nodes(tasks, agents)
         # Every model a driven run may call is priced and budgeted up front.
         members = agents if planned is None else {**planned.agents(), **agents}
         account = self._account(tasks, members, budget)
+        if spend:
+            account.restore(spend)  # a resumed run: what it spent before still counts
         if store is not None:
             from delegate.memory.blackboard import Memory
 
@@ -609,7 +629,10 @@ class Orchestrator:
             planned.prepare(account)
             scheduler.hold()  # open until the driver is done adding tasks
         started = time.time()
-        recorder = None if store is None else RunRecorder(store, run_id, scheduler.by_id)
+        recorder = None if store is None else RunRecorder(store, run_id, scheduler.by_id, account)
+        if recorder is not None:
+            # Under a budget, each call's reservation is durable before it is sent.
+            account.journal = recorder.durable
         unsubscribe = None if recorder is None else self.events.subscribe(recorder)
         output: Any = None
         try:
@@ -634,16 +657,33 @@ class Orchestrator:
                 # written yet is written now.
                 with anyio.CancelScope(shield=True):
                     await recorder.flush()
+        return await self._conclude(run_id, scheduler, account, planned, output, started, store)
+
+    async def _conclude(
+        self,
+        run_id: str,
+        scheduler: Scheduler,
+        account: RunAccount,
+        planned: RunDriver | None,
+        output: Any,
+        started: float,
+        store: Store | None,
+    ) -> RunResult:
+        """The run's result, written to the store and announced."""
         planner_price = None if self.planner is None else account.price(self.planner.model)
         usage = _usage(
             account,
-            self._roles(),
+            self._roles(planned),
             planner_only_usd(account.book, planner_price),
         )
         nodes = scheduler.nodes
         result = _result(run_id, nodes, usage, scheduler.deadline_passed, started, time.time())
         if planned is not None:
             result = planned.result(result, output, scheduler.deadline_passed)
+        if result.error is None and result.status != "succeeded":
+            # The run's own reason: a planned run keeps its planner's; others name their tasks'.
+            error = run_error(result.tasks.values(), scheduler.deadline_passed)
+            result = result.model_copy(update={"error": error})
         if store is not None:
             await anyio.to_thread.run_sync(_finish_run, store, result)
         if self.events.active:
@@ -652,9 +692,10 @@ class Orchestrator:
             )
         return result
 
-    def _roles(self) -> dict[str, str]:
-        """Agent name → role in `RunUsage.by_role` (everyone else is one of the "workers")."""
-        roles: dict[str, str] = {}
+    def _roles(self, driver: RunDriver | None = None) -> dict[str, str]:
+        """Agent name → role in `RunUsage.by_role` (everyone else is one of the "workers"); a
+        driver names its own planners (a workflow's plan steps)."""
+        roles: dict[str, str] = {} if driver is None else dict(driver.roles())
         if self.synthesizer is not None:
             roles[self.synthesizer.name] = "synthesizer"
         if self.planner is not None:
@@ -889,15 +930,14 @@ def _run_record(
 
 
 def _finish_run(store: Store, result: RunResult) -> None:
-    failed = [f"{t.id}: {t.error}" for t in result.tasks.values() if t.error]
-    if result.error:
-        failed.insert(0, result.error)
+    # The run's row holds the run's reason (`RunResult.error`), as `run --json` shows it; each
+    # task's row holds its own.
     store.finish_run(
         result.run_id,
         status=result.status,
         output=to_json(result.output),
         usage=result.usage.model_dump(mode="json"),
-        error="; ".join(failed)[:2000] or None,
+        error=None if result.error is None else result.error[:2000],
     )
 
 
@@ -986,6 +1026,7 @@ def _usage(account: RunAccount, named: Mapping[str, str], planner_only: float | 
         reasoning_tokens=total.reasoning_tokens,
         cached_tokens=total.cached_tokens,
         cost_usd=total.cost_usd,
+        unconfirmed_usd=total.unconfirmed_usd,
         calls=total.calls,
         refused=account.ledger.refused,
         cache_hits=account.cache_hits,
@@ -1044,6 +1085,37 @@ def _result(
         started_at=datetime.fromtimestamp(started, UTC),
         finished_at=datetime.fromtimestamp(finished, UTC),
     )
+
+
+_SHOWN_FAILURES = 3  # failures a run's error names; the others are counted
+
+
+def run_error(tasks: Iterable[TaskResult], deadline_passed: bool = False) -> str | None:
+    """Why a run did not succeed, from its tasks: how many failed, and the first failures'
+    reasons (in the order they ended), e.g. "2 of 5 tasks failed: task 'a' failed: …".
+
+    Cancelled tasks are counted the same way when none failed; a deadline that ended the run
+    says so. None when nothing failed, was cancelled or ran out of time.
+    """
+    ordered = list(tasks)
+    for status, verb in (("failed", "failed"), ("cancelled", "were cancelled")):
+        ended = sorted(
+            (task for task in ordered if task.status == status),
+            key=lambda task: task.finished_at or datetime.max.replace(tzinfo=UTC),
+        )
+        if not ended:
+            continue
+        reasons = [
+            f"task {task.id!r} {status}: {task.error or 'no reason given'}"
+            for task in ended[:_SHOWN_FAILURES]
+        ]
+        more = len(ended) - _SHOWN_FAILURES
+        if more > 0:
+            reasons.append(f"and {more} more")
+        return f"{len(ended)} of {len(ordered)} tasks {verb}: " + "; ".join(reasons)
+    if deadline_passed:
+        return "the run's time budget ran out before every task finished"
+    return None
 
 
 async def _plan_and_answer(

@@ -9,9 +9,11 @@ tasks ends, so it never holds a runner while others could work. No supersteps, n
 waits are on tasks themselves and on an idle runner's wake-up event.
 
 Transient failures (rate limits, timeouts, unavailable providers) are retried with exponential
-backoff and jitter, honouring a provider's `retry_after`; permanent ones are not. A task that fails
-skips its dependents (with the reason) while independent branches run on; `fail_fast=True`
-cancels everything instead.
+backoff and jitter, honouring a provider's `retry_after` up to `RetryPolicy.max_delay` (a longer
+hint, or a wait past the run's deadline, ends the retries); permanent ones are not. A task waiting
+out a backoff holds no runner and no agent slot: it is queued again when the wait is over. A task
+that fails skips its dependents (with the reason) while independent branches run on;
+`fail_fast=True` cancels everything instead.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 from jinja2 import TemplateError as JinjaTemplateError
 
+from delegate import _secrets
 from delegate.agents.models import Usage
 from delegate.errors import (
     ConfigError,
@@ -71,7 +74,9 @@ class RetryPolicy:
 
     The n-th retry waits `min(max_delay, base_delay * 2**(n-1))`, scaled by a random factor in
     `[1 - jitter, 1]` so that many tasks hit by one rate limit do not come back in lockstep; a
-    provider's `retry_after` is a lower bound on the wait.
+    provider's `retry_after` is a lower bound on the wait. A `retry_after` beyond `max_delay`, or
+    a wait that would end past the run's deadline, is not waited out: the retries end there, with
+    the reason (`wait`).
 
     Attributes:
         max_retries: retries after the first attempt (0 disables retrying).
@@ -110,6 +115,29 @@ class RetryPolicy:
         backoff *= 1 - self.jitter * rng.random()
         return max(backoff, float(retry_after or 0.0))
 
+    def wait(
+        self, error: BaseException, retry: int, rng: random.Random, deadline: float | None = None
+    ) -> float | str:
+        """Seconds to wait before retry number `retry` after a transient `error`, or why not to.
+
+        Returns the delay, or a sentence saying why the retries end here: the provider asked for
+        a wait longer than `max_delay`, or the wait would end past `deadline` (anyio's clock).
+        """
+        retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+        if retry_after is not None and retry_after > self.max_delay:
+            return (
+                f"the provider asked to wait {retry_after:g} s before retrying, more than "
+                f"RetryPolicy.max_delay ({self.max_delay:g} s); raise max_delay to wait that "
+                "long, or lower the request rate (a rate limit or max_concurrency)"
+            )
+        delay = self.delay(retry, rng, retry_after)
+        if deadline is not None and anyio.current_time() + delay >= deadline:
+            return (
+                f"retrying after {delay:.3g} s would pass the run's deadline; raise "
+                "budget.seconds to leave time for retries"
+            )
+        return delay
+
 
 @dataclass(slots=True, eq=False)
 class Node:
@@ -140,9 +168,11 @@ class Node:
 
 
 def _describe(exc: BaseException) -> str:
+    # A task's error is shown, stored and sent in events: no key in it, whatever raised it (a
+    # tool, a function task); model errors were masked at the model boundary already.
     if isinstance(exc, DelegateError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+        return _secrets.redact(str(exc), lookalikes=True)
+    return _secrets.redact(f"{type(exc).__name__}: {exc}", lookalikes=True)
 
 
 class Scheduler:
@@ -328,9 +358,9 @@ class Scheduler:
 
     # -- the ready queue -------------------------------------------------------------------
 
-    def _push(self, node: Node) -> None:
+    def _push(self, node: Node, *, queued: bool = True) -> None:
         heapq.heappush(self._ready, (-node.priority, node.seq, node))
-        if self.bus.active:
+        if queued and self.bus.active:  # a retry was announced by its TaskRetried already
             self.bus.emit(TaskQueued(run_id=self.run_id, task_id=node.task.id))
         self._wake()
 
@@ -394,58 +424,69 @@ class Scheduler:
     # -- one task --------------------------------------------------------------------------
 
     async def _run_node(self, node: Node) -> None:
+        """One attempt of a task; a retry is queued again after its backoff, holding no runner."""
         task = node.task
         max_retries = self.retry.max_retries if task.retries is None else task.retries
         node.status = "running"
-        node.started_at = time.time()
+        if node.started_at is None:
+            node.started_at = time.time()
         try:
-            while True:
-                node.attempts += 1
-                if self.bus.active:
-                    self.bus.emit(
-                        TaskStarted(
-                            run_id=self.run_id,
-                            task_id=task.id,
-                            attempt=node.attempts,
-                            agent=task.agent_name,
-                        )
+            node.attempts += 1
+            if self.bus.active:
+                self.bus.emit(
+                    TaskStarted(
+                        run_id=self.run_id,
+                        task_id=task.id,
+                        attempt=node.attempts,
+                        agent=task.agent_name,
                     )
-                try:
-                    with _timeout(task.timeout):
-                        output = await self._attempt(node)
-                except TimeoutError:
-                    error: Exception = TaskTimeoutError(
-                        f"task {task.id!r} timed out after {task.timeout}s; raise its timeout "
-                        "or give the worker less to do"
-                    )
-                except Exception as exc:
-                    error = exc
-                else:
-                    self._succeed(node, output)
-                    return
-                if getattr(error, "retryable", False) and node.attempts <= max_retries:
-                    retry_after = error.retry_after if isinstance(error, RateLimitError) else None
-                    delay = self.retry.delay(node.attempts, self.rng, retry_after)
-                    if self.bus.active:
-                        self.bus.emit(
-                            TaskRetried(
-                                run_id=self.run_id,
-                                task_id=task.id,
-                                attempt=node.attempts,
-                                error=_describe(error),
-                                delay=delay,
-                            )
-                        )
-                    await anyio.sleep(delay)
-                    continue
+                )
+            try:
+                with _timeout(task.timeout):
+                    output = await self._attempt(node)
+            except TimeoutError:
+                error: Exception = TaskTimeoutError(
+                    f"task {task.id!r} timed out after {task.timeout}s; raise its timeout "
+                    "or give the worker less to do"
+                )
+            except Exception as exc:
+                error = exc
+            else:
+                self._succeed(node, output)
+                return
+            if not getattr(error, "retryable", False) or node.attempts > max_retries:
                 self._fail(node, _describe(error))
                 return
+            delay = self.retry.wait(error, node.attempts, self.rng, self.account.deadline)
+            if isinstance(delay, str):
+                self._fail(node, f"{_describe(error)} — {delay}")
+                return
+            if self.bus.active:
+                self.bus.emit(
+                    TaskRetried(
+                        run_id=self.run_id,
+                        task_id=task.id,
+                        attempt=node.attempts,
+                        error=_describe(error),
+                        delay=delay,
+                    )
+                )
+            node.status = "pending"  # until its backoff is over; it holds no runner meanwhile
+            if self._group is None:  # pragma: no cover - runners only exist inside `run`
+                raise ConfigError("the scheduler is not running")
+            self._group.start_soon(self._retry_later, node, delay)
         except anyio.get_cancelled_exc_class():
             reason = self.cancel_reason
             self._finish(node, "cancelled", reason)
             if self.bus.active:
                 self.bus.emit(TaskCancelled(run_id=self.run_id, task_id=task.id, reason=reason))
             raise
+
+    async def _retry_later(self, node: Node, delay: float) -> None:
+        """Queue `node` again once its backoff is over (unless the run ended it meanwhile)."""
+        await anyio.sleep(delay)
+        if node.status == "pending":
+            self._push(node, queued=False)
 
     async def _attempt(self, node: Node) -> Any:
         task = node.task

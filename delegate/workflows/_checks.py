@@ -104,6 +104,9 @@ def _strings(value: Any) -> list[tuple[int, str]]:
     )
 
 
+_SUGGESTED_MODELS = 20  # unknown models per file with a "did you mean" (each scans litellm's list)
+
+
 def _step_label(step: Mapping[str, Any], position: int) -> str:
     step_id = step.get("id")
     return f"step {step_id!r}" if isinstance(step_id, str) and step_id else f"step #{position + 1}"
@@ -133,6 +136,7 @@ class _Checker:
         self.infos: dict[str, StepInfo] = {}
         self.edges: dict[str, list[str]] = {}
         self.tools: dict[str, str | None] = {}  # each tool is looked up once
+        self.unknown_models: set[str] = set()
 
     def issue(self, loc: Loc, message: str, *, key: bool = False, line: int = 0) -> None:
         self.report.issues.append(Issue(loc, message, key, line))
@@ -143,6 +147,7 @@ class _Checker:
         self._steps()
         self._planner_mode()
         self._output()
+        self._models()
         self._prices()
 
     # -- mode and agents ------------------------------------------------------------------------
@@ -436,6 +441,22 @@ class _Checker:
                     pending.append(other)
         return {name: label for name, label in scopes.items() if name in self.agents}
 
+    def _models(self) -> None:
+        """Every agent's models must be ones litellm can serve (see `_models.model_problem`)."""
+        from delegate.workflows._models import model_problem
+
+        prices = _mapping(self.data.get("prices"))
+        for name, spec in self.agents.items():
+            for key in ("model", "cheaper"):
+                model = _mapping(spec).get(key)
+                if not isinstance(model, str) or not model.strip() or model != model.strip():
+                    continue  # malformed: reported by field validation
+                suggest = len(self.unknown_models) < _SUGGESTED_MODELS
+                problem = model_problem(model, model in prices, suggest)
+                if problem is not None:
+                    self.unknown_models.add(model)
+                    self.issue(("agents", name, key), f"agent {name!r}: {problem}")
+
     def _prices(self) -> None:
         from delegate.agents._costmap import price_for
 
@@ -444,6 +465,8 @@ class _Checker:
             spec = _mapping(self.agents.get(name))
             for key in ("model", "cheaper"):
                 model = spec.get(key)
+                if model in self.unknown_models:
+                    continue  # reported as unknown already
                 if isinstance(model, str) and model not in prices and price_for(model) is None:
                     self.issue(
                         ("agents", name, key),

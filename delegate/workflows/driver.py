@@ -9,18 +9,23 @@ every step it needs has ended, because what it becomes depends on their outputs:
   prompt, and a task `<id>` whose output is the list of the items' outputs;
 - `kind: plan`: the step's planner plans the sub-goal over the step's workers (streamed: tasks
   start while it plans), and the planner's model writes the step's output, `<id>`, from the
-  planned tasks' outputs.
+  planned tasks' outputs. The planning itself is the task `<id>.plan` (its planner, model,
+  calls, usage and time; its output is the planned task ids): it is in the task table and the
+  run's usage like any task, and its agent counts as a "planner" in `RunUsage.by_role`. When no
+  valid plan comes, `<id>.plan` fails with the reason and `<id>` is skipped.
 
 A step that needs a failed step is skipped with the reason, like any task. The run's output is
 the output of the workflow's `output` step, else of its last step.
 
 On resume the same expansion is done again from the restored outputs (so it comes out the
-same), except that plan steps reuse the plan stored with the run: nothing is planned twice.
+same), except that plan steps reuse the plan stored with the run: nothing is planned twice, and
+what the stored planning cost is counted in the run's usage again.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,8 +36,9 @@ from delegate._log import get_logger
 from delegate.agents.agent import Agent, with_output_type
 from delegate.errors import DelegateError, ModelError, PlanInvalid
 from delegate.orchestrator.calls import CallGate
+from delegate.orchestrator.events import TaskFailed, TaskStarted, TaskSucceeded
 from delegate.orchestrator.graph import PROMPT_ENV, Task, TaskContext, TaskGraph
-from delegate.orchestrator.persist import graph_spec, restore_nodes, to_json
+from delegate.orchestrator.persist import graph_spec, restore_nodes, to_json, usage_from
 from delegate.orchestrator.planned import PlannerCalls, synthesizer_for
 from delegate.orchestrator.planner import (
     Plan,
@@ -95,6 +101,14 @@ class WorkflowRun:
     def prepare(self, account: RunAccount) -> None:
         """Keep the run's account (restored tasks' usage is counted in it)."""
         self._account = account
+
+    def roles(self) -> Mapping[str, str]:
+        """The planners of the plan steps count as "planner" in `RunUsage.by_role`."""
+        return {
+            step.planner: "planner"
+            for step in self.workflow.steps or ()
+            if isinstance(step, PlanStep)
+        }
 
     def spec(self) -> dict[str, Any]:
         """The graph so far, the workflow file and the plans of its plan steps."""
@@ -286,7 +300,12 @@ class WorkflowRun:
             self._fail_step(step.id, needs, f"goal: {exc}", scheduler)
             return
         stored = self.plans.get(step.id)
+        planned_now = stored is None or not stored.get("complete")
         if stored is not None:  # resumed: the plan was made before
+            spent = usage_from(stored.get("usage"))
+            if spent.calls and not account.resumed:  # else the stored spend counted it
+                planner = self.by_name[step.planner]
+                account.book.add(planner.model.name, planner.name, spent)
             tasks = [PlanTask.model_validate(t) for t in stored.get("tasks", ())]
             for task in tasks:
                 self._add_plan_task(task, scheduler)
@@ -296,9 +315,11 @@ class WorkflowRun:
         else:
             note = await self._plan(step, goal, needs, scheduler, account, [])
         record = self.plans.get(step.id, {})
+        self._add_planning(step, needs, record, scheduler, announce=planned_now)
         if not record.get("complete"):
-            error = record.get("error") or "no valid plan"
-            self._fail_step(step.id, [*needs, *_ids(record)], f"plan: {error}", scheduler)
+            # Skipped by the scheduler, with the failed planning as its reason.
+            deps = [*needs, _planning_id(step.id), *_ids(record)]
+            self._add(self._placeholder(step.id, deps), scheduler)
             return
         planner = synthesizer_for(self.by_name[step.planner], None, planner=True)
         answer = self.graph.add(
@@ -321,10 +342,24 @@ class WorkflowRun:
         started: list[PlanTask],
     ) -> str:
         workers = {name: self.by_name[name] for name in step.workers}
-        planner = Planner(self.by_name[step.planner], max_tasks=step.max_tasks)
+        agent = self.by_name[step.planner]
+        planner = Planner(agent, max_tasks=step.max_tasks)
         taken = {s.id for s in self.workflow.steps or ()} | set(self.graph.tasks)
+        taken.add(_planning_id(step.id))
         record = self.plans.setdefault(step.id, {"tasks": [], "complete": False})
         record["tasks"] = [t.model_dump() for t in started]
+        record["started_at"] = time.time()
+        if scheduler.bus.active:
+            # The planning shows as its task while it runs (its calls are made from here).
+            scheduler.bus.emit(
+                TaskStarted(
+                    run_id=self.run_id,
+                    task_id=_planning_id(step.id),
+                    attempt=1,
+                    agent=agent.name,
+                )
+            )
+        charge = PlannerCalls()
 
         def on_task(task: PlanTask) -> bool:
             if task.id in taken and task.id not in {t["id"] for t in record["tasks"]}:
@@ -357,7 +392,7 @@ class WorkflowRun:
                 workers=workers,
                 budget_text="as the workflow's budget allows",
                 finished=finished,
-                caller=CallGate(account, PlannerCalls()),
+                caller=CallGate(account, charge),
                 validate=validate,
                 on_task=on_task,
                 prices=account.prices,
@@ -367,9 +402,70 @@ class WorkflowRun:
             record["error"] = str(exc)
             log.warning("plan_step_failed", step=step.id, error=str(exc))
             return ""
+        finally:
+            # Stored with the plan: the planning's row, and its usage on resume.
+            record["usage"] = (usage_from(record.get("usage")) + charge.usage).to_dict()
+            record["finished_at"] = time.time()
+        record.pop("error", None)
         record["complete"] = True
         record["note"] = result.plan.synthesis_note
         return result.plan.synthesis_note
+
+    def _add_planning(
+        self,
+        step: PlanStep,
+        needs: Sequence[str],
+        record: Mapping[str, Any],
+        scheduler: Scheduler,
+        *,
+        announce: bool,
+    ) -> None:
+        """The task `<id>.plan`, ended as the planning ended: its calls, usage and time.
+
+        `announce`: it was planned now (not restored): its end is an event, stored and shown.
+        """
+        agent = self.by_name[step.planner]
+        node = build_nodes(
+            [self.graph.add(_planning_id(step.id), fn=_nothing, deps=needs)],
+            self.by_name,
+            known=scheduler.by_id,
+        )[0]
+        node.usage = usage_from(record.get("usage"))
+        node.attempts = max(node.usage.calls, 1)
+        node.model, node.answered_by = agent.model.name, agent.name
+        node.started_at, node.finished_at = record.get("started_at"), record.get("finished_at")
+        if record.get("complete"):
+            node.status = "succeeded"
+            node.output = {"tasks": _ids(record), "synthesis_note": record.get("note", "")}
+        else:
+            node.status = "failed"
+            error = record.get("error") or "no valid plan"
+            node.error = f"step {step.id!r}: plan: {error}"
+        scheduler.add([node])
+        if not announce or not scheduler.bus.active:
+            return
+        task_id = node.task.id
+        if node.status == "succeeded":
+            scheduler.bus.emit(
+                TaskSucceeded(
+                    run_id=self.run_id,
+                    task_id=task_id,
+                    attempt=node.attempts,
+                    output=node.output,
+                    usage=node.usage,
+                    model=node.model,
+                )
+            )
+        else:
+            scheduler.bus.emit(
+                TaskFailed(
+                    run_id=self.run_id,
+                    task_id=task_id,
+                    attempt=node.attempts,
+                    error=node.error or "",
+                    usage=node.usage,
+                )
+            )
 
     def _add_plan_task(self, task: PlanTask, scheduler: Scheduler) -> None:
         worker = self.by_name[task.agent]
@@ -421,6 +517,11 @@ def _nothing(ctx: TaskContext) -> None:
 def _gather(ctx: TaskContext) -> list[Any]:
     """A fanned-out step's output: its items' outputs, in order."""
     return list(ctx.deps.values())
+
+
+def _planning_id(step_id: str) -> str:
+    """The id of a plan step's planning task."""
+    return f"{step_id}.plan"
 
 
 def _ids(record: Mapping[str, Any]) -> list[str]:

@@ -11,11 +11,13 @@ planned runs (`Orchestrator.run`). Either way the workflow file's text is stored
 
 With `simulate=True` every model, the cheaper ones and fallbacks included, is a `SimulatedModel`
 (`delegate.simulate`): real prices, deterministic latencies and token counts, outputs generated
-from the steps' schemas, a planner that plans over the declared workers. Nothing is sent.
+from the steps' schemas, a planner that plans over the declared workers. Nothing is sent; the
+compiled workflow's `pace` (a `SimulatedPace`) says how long a run would take at the models' pace.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from delegate.agents.models import Model, Usage
     from delegate.orchestrator.estimate import Estimate
     from delegate.orchestrator.events import EventHandler
+    from delegate.simulate import SimulatedPace
 
 __all__ = [
     "CompiledWorkflow",
@@ -57,6 +60,7 @@ __all__ = [
     "preview_workflow",
     "resume_workflow",
     "run_workflow",
+    "waited_for",
 ]
 
 MAX_INPUT_FILE_BYTES = 1 << 20
@@ -220,6 +224,10 @@ class CompiledWorkflow:
         output_types: the pydantic models of the steps with an `output` schema, by step id.
         simulated: every model is a `SimulatedModel`.
         seed: the simulation's seed.
+        time_scale: a simulation's models sleep this share of their simulated latencies.
+        budget_usd: the usd budget given instead of the workflow's.
+        pace: when simulated, the simulated seconds of the runs' calls:
+            `pace.run_seconds(result)` is how long a run would take at the models' pace.
     """
 
     loaded: LoadedWorkflow
@@ -231,6 +239,7 @@ class CompiledWorkflow:
     seed: int = 0
     time_scale: float = 1.0
     budget_usd: float | None = None
+    pace: SimulatedPace | None = None
 
     @property
     def spec(self) -> WorkflowSpec:
@@ -276,7 +285,11 @@ def _planners(spec: WorkflowSpec) -> dict[str, list[str]]:
 
 
 def _agents(
-    loaded: LoadedWorkflow, simulate: bool, seed: int, time_scale: float
+    loaded: LoadedWorkflow,
+    simulate: bool,
+    seed: int,
+    time_scale: float,
+    pace: SimulatedPace | None = None,
 ) -> dict[str, Agent]:
     from delegate.simulate import simulate as simulated
 
@@ -287,7 +300,8 @@ def _agents(
     def model(name: str, agent: str) -> str | Model:
         if not simulate:
             return name
-        return simulated(name, seed=seed, workers=planners.get(agent, ()), time_scale=time_scale)
+        workers = planners.get(agent, ())
+        return simulated(name, seed=seed, workers=workers, time_scale=time_scale, pace=pace)
 
     def build(name: str, chain: tuple[str, ...]) -> Agent:
         if name in built:
@@ -337,6 +351,7 @@ def compile_workflow(
     on_event: EventHandler | None = None,
     time_scale: float = 1.0,
     text: str | None = None,
+    pace: SimulatedPace | None = None,
 ) -> CompiledWorkflow:
     """Build the agents and the orchestrator of a validated workflow.
 
@@ -349,6 +364,8 @@ def compile_workflow(
         on_event: gets every event of the runs (a progress display).
         time_scale: a simulation sleeps this fraction of the simulated latencies.
         text: the file's text (read from `loaded.path` when not given).
+        pace: with `simulate`, records the simulated seconds of the calls (default: a new
+            `SimulatedPace`, the compiled workflow's `pace`).
 
     Raises:
         ConfigError: a tool that does not import, agents that refer to each other.
@@ -356,7 +373,11 @@ def compile_workflow(
     spec = loaded.spec
     if text is None:
         text = Path(loaded.path).read_text(encoding="utf-8")
-    agents = _agents(loaded, simulate, seed, time_scale)
+    if simulate and pace is None:
+        from delegate.simulate import SimulatedPace
+
+        pace = SimulatedPace()
+    agents = _agents(loaded, simulate, seed, time_scale, pace if simulate else None)
     budget = None if spec.budget is None else spec.budget.to_budget()
     if budget_usd is not None:
         if budget_usd < 0:
@@ -389,6 +410,9 @@ def compile_workflow(
         )
     else:
         orchestrator = Orchestrator(workers=list(agents.values()), **options)
+    if simulate and pace is not None:
+        orchestrator.subscribe(pace)
+        pace.waits = functools.partial(waited_for, spec)
     output_types = {
         step.id: output_model(step.output, _class_name(step.id))
         for step in spec.steps or ()
@@ -404,7 +428,29 @@ def compile_workflow(
         seed=seed,
         time_scale=time_scale,
         budget_usd=budget_usd,
+        pace=pace if simulate else None,
     )
+
+
+def waited_for(spec: WorkflowSpec, result: RunResult) -> dict[str, list[str]]:
+    """What the tasks of a run of `spec` waited for beyond their `deps`: a fan-out's items were
+    added once the steps the fan-out needs had ended, a plan step's tasks once it planned them
+    (its task `<id>.plan`)."""
+    waits: dict[str, list[str]] = {}
+    for step in spec.steps or ():
+        if isinstance(step, PlanStep):
+            planning = result.tasks.get(f"{step.id}.plan")
+            made = planning.output if planning is not None else None
+            if planning is not None and isinstance(made, Mapping):
+                for task_id in [*(made.get("tasks") or ()), step.id]:
+                    waits[str(task_id)] = [planning.id]
+        elif step.foreach is not None:
+            needs = list(spec.needs_of(step.id))
+            index = 0
+            while f"{step.id}[{index}]" in result.tasks:
+                waits[f"{step.id}[{index}]"] = needs
+                index += 1
+    return waits
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -454,10 +500,12 @@ async def resume_workflow(
     *,
     db: str | None = None,
     on_event: EventHandler | None = None,
+    pace: SimulatedPace | None = None,
 ) -> RunResult:
     """Finish a run of a workflow file from the store, with the file's text stored with it.
 
-    A simulated run resumes simulated, with the same seed. Finished tasks keep their outputs.
+    A simulated run resumes simulated, with the same seed (`pace`, when given, records the
+    simulated seconds of the calls made now). Finished tasks keep their outputs.
 
     Raises:
         ConfigError: no such run, or the run did not come from a workflow file.
@@ -489,6 +537,7 @@ async def resume_workflow(
         time_scale=float(source.get("time_scale", 1.0)),
         text=source["text"],
         budget_usd=source.get("budget_usd"),
+        pace=pace,
     )
     if "planned" in record.graph:
         return await compiled.orchestrator.resume(run_id)

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from delegate import Budget, Model, Orchestrator, RunResult
 from delegate.memory import MemoryRecord, Store
-from delegate.simulate import simulate
+from delegate.simulate import SimulatedPace, simulate
 from research_report import offline
 from research_report.corpus import Corpus
 from research_report.costs import budget_line, cost_table, saving_line
@@ -94,7 +94,7 @@ def models_for(
     if args.mode == "live":
         return args.planner, args.worker, args.writer
     if args.mode == "simulate":
-        pace = {"seed": args.seed, "time_scale": args.time_scale}
+        pace = {"seed": args.seed, "time_scale": args.time_scale, "pace": args.pace}
         return (
             simulate(args.planner, workers=["researcher"], **pace),
             simulate(args.worker, **pace),
@@ -125,6 +125,8 @@ async def research(args: argparse.Namespace, team: Team, budget: Budget) -> Outc
             memory=store,
             max_concurrency=8,
         )
+        if args.pace is not None:  # how long the simulated calls would take at the models' pace
+            orchestrator.subscribe(args.pace)
         result = await orchestrator.run(
             args.goal, budget=budget, workflow=args.workflow, output_type=Report
         )
@@ -217,17 +219,18 @@ def show(
     say(saving_line(result, roles["planner"]))
     say(budget_line(result, budget))
     if simulated:
-        if args.time_scale > 0:
-            say(
-                f"the simulation waited {args.time_scale:g}× the models' latency: at their pace "
-                f"the run would take about {result.duration / args.time_scale:.0f} s"
-            )
+        seconds = args.pace.run_seconds(result)  # the critical path of the simulated calls
+        waited = "did not wait"
+        if args.time_scale:
+            waited = f"waited {args.time_scale:g}× the models' latency"
+        say(f"the simulation {waited}: at their pace the run would take about {seconds:.0f} s")
         say("SIMULATED — no model was called; prices are real, outputs are not")
 
 
 def main(argv: Sequence[str] | None = None) -> RunResult:
     """Run the example once; returns the `RunResult` (the test suite checks it)."""
     args = parse_args(argv)
+    args.pace = SimulatedPace() if args.mode == "simulate" else None
     corpus = Corpus.load()
     planner, worker, writer = models_for(args, corpus)
     team = build_team(planner, worker, writer, corpus)
