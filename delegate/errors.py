@@ -4,13 +4,19 @@
 DelegateError                      base of everything raised on purpose
 ├── ConfigError                    the user's own mistake in code (bad argument, unknown name)
 │   ├── GraphError                 duplicate id, unknown dependency, cycle, undefined placeholder
-│   ├── TemplateError              a prompt template that does not render
+│   ├── TemplateError              a prompt template that does not parse or render, or exceeds the
+│   │                              sandbox's limits (loop steps, sizes, numbers)
+│   ├── MemoryInputError           a memory namespace, key, value, tag or text that cannot be stored
+│   │                              (.field)
 │   ├── PriceUnknownError          a model with no known price under a usd budget
 │   └── WorkflowError              a workflow file with problems (.problems .path .line .col)
 ├── BudgetExceeded                 a call does not fit a budget (.scope .unit .limit .spent)
 ├── PlanInvalid                    the planner's plan was still invalid after its last attempt
+├── JSONInputError                 JSON from a model or an input: malformed, too large or too deep
+│                                  (.reason; also a ValueError)
 ├── StoreError                     the database cannot be opened, migrated, read or written
 │   ├── RunExistsError             execute() with a run id the store already has (→ resume)
+│   ├── RunLeasedError             resume of a run another live process owns (.run_id .owner)
 │   └── CorruptRecordError         a row whose JSON does not parse (.table .row .column)
 ├── ModelRequestsBlocked           a real provider call while requests are blocked (tests)
 ├── ModelError                     a model call failed            (.model, .retryable)
@@ -64,6 +70,8 @@ __all__ = [
     "DelegateError",
     "Delivery",
     "GraphError",
+    "JSONInputError",
+    "MemoryInputError",
     "ModelError",
     "ModelRequestsBlocked",
     "ModelSetupError",
@@ -75,6 +83,7 @@ __all__ = [
     "ProviderUnavailableError",
     "RateLimitError",
     "RunExistsError",
+    "RunLeasedError",
     "StoreError",
     "TaskTimeoutError",
     "TemplateError",
@@ -101,6 +110,20 @@ class GraphError(ConfigError):
 
 class TemplateError(ConfigError):
     """A prompt template that does not parse, names something undefined, or fails to render."""
+
+
+class MemoryInputError(ConfigError):
+    """A memory namespace, key, value, tag or text that cannot be stored, refused before the
+    database sees it (so SQLite and PostgreSQL refuse the same things the same way).
+
+    Attributes:
+        field: what was refused: "namespace", "key", "value", "tags", "text", "task_id",
+            "prefix", "query", "limit", "run_id" or "workflow".
+    """
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 BudgetUnit = Literal["tokens", "usd", "calls"]
@@ -182,6 +205,19 @@ class RunExistsError(StoreError):
         self.run_id = run_id
 
 
+class RunLeasedError(StoreError):
+    """A run another process owns (its lease is live): it cannot be resumed or run here too.
+
+    Attributes:
+        run_id: the run.
+        owner: who holds it: "pid 123 on host h (renewed 2 s ago, expires in 28 s)".
+    """
+
+    def __init__(self, message: str, *, run_id: str, owner: str) -> None:
+        super().__init__(message)
+        self.run_id, self.owner = run_id, owner
+
+
 class CorruptRecordError(StoreError):
     """A row whose JSON payload does not parse: it was changed outside delegate.
 
@@ -211,6 +247,27 @@ class PlanInvalid(DelegateError):
         super().__init__(message)
         self.errors = list(errors)
         self.attempts = attempts
+
+
+JSONProblem: TypeAlias = Literal["syntax", "size", "depth"]
+
+
+class JSONInputError(DelegateError, ValueError):
+    """JSON from outside (a model's answer, tool arguments, a run input) that is not valid JSON,
+    is larger than its limit, or nests deeper than its limit. Also a `ValueError`, as
+    `json.JSONDecodeError` is.
+
+    Attributes:
+        reason: "syntax", "size" or "depth".
+        detail: the problem without its subject, for messages that name the text their own way:
+            "not valid JSON (Expecting value: line 1 column 1 (char 0))", "nested more than 100
+            levels deep", "20,000,000 characters long, more than the limit of 16,000,000".
+    """
+
+    def __init__(self, message: str, *, reason: JSONProblem, detail: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.detail = detail or message
 
 
 class ModelRequestsBlocked(DelegateError):

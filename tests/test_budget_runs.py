@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -1074,3 +1075,39 @@ async def test_calls_wait_for_reservations_in_flight_instead_of_failing() -> Non
     assert [request.max_output_tokens for request in model.requests] == [1_000] * 10
     assert peak == 2  # the others waited for calls in flight to settle
     assert result.usage.input_tokens + result.usage.output_tokens == 10 * (_prompt_tokens("p0") + 1)
+
+
+async def test_the_deadline_counts_from_the_call_with_opening_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from delegate.memory.store import Store
+
+    opened: list[float] = []
+    real_open = Store.open.__func__  # type: ignore[attr-defined]
+
+    def slow_open(cls: type[Store], url: str | None = None) -> Store:
+        opened.append(time.monotonic())  # anyio's clock under asyncio
+        time.sleep(0.3)  # a new file's schema work, made slow
+        return real_open(cls, url)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Store, "open", classmethod(slow_open))
+    accounts: list[Any] = []
+    real_account = run_module.Orchestrator._account
+
+    def capture(self: Orchestrator, *args: Any, **kwargs: Any) -> Any:
+        account = real_account(self, *args, **kwargs)
+        accounts.append(account)
+        return account
+
+    monkeypatch.setattr(run_module.Orchestrator, "_account", capture)
+    graph = TaskGraph()
+    graph.add("slow", agent=Agent("w", FunctionModel(lambda r: "late", latency=30)), prompt="x")
+    called = anyio.current_time()
+
+    result = await Orchestrator(memory=f"sqlite:///{tmp_path / 'new.db'}").execute(
+        graph, budget=Budget(seconds=1)
+    )
+
+    [account] = accounts
+    assert called + 1.0 <= account.deadline <= opened[0] + 1.0  # counted before the store opened
+    assert result.status == "partial"

@@ -170,6 +170,21 @@ def test_kill_9_mid_run_then_resume_in_another_process(tmp_path: Path) -> None:
             if log.exists() and len(log.read_text().split()) >= 6:
                 break
             time.sleep(0.01)
+        # While its owner lives, the run cannot be resumed beside it (it would run twice).
+        job.send_signal(signal.SIGSTOP)  # hold the owner still, alive, while we try
+        try:
+            beside = subprocess.run(
+                [sys.executable, str(script), url, str(log), "resume"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            job.send_signal(signal.SIGCONT)
+        assert beside.returncode != 0
+        assert "RunLeasedError" in beside.stderr
+        assert f"pid {job.pid}" in beside.stderr
         os.kill(job.pid, signal.SIGKILL)
     finally:
         job.wait(timeout=30)

@@ -570,3 +570,51 @@ async def test_plan_only_plans_within_the_budget_and_runs_nothing() -> None:
     with pytest.raises(BudgetExceeded, match=r"budget of \$0.000001 for run would be exceeded"):
         await orchestrator.plan(GOAL, budget=Budget(usd=0.000001))
     assert len(planning.plan_requests) == 1  # the refused call was never sent
+
+
+async def test_a_planned_run_interrupted_twice_mid_plan_resumes_to_success(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    note = "x" * 4000  # a long note keeps each plan streaming after its tasks have started
+    first = {
+        "tasks": [_task("facts"), _task("report", "writer", ("facts",))],
+        "synthesis_note": note,
+    }
+    # The completed plan lists the started tasks again, unchanged, and adds one.
+    more = {
+        "tasks": [*first["tasks"], _task("extra", "writer", ("report",))],
+        "synthesis_note": note,
+    }
+
+    async def interrupted(planning: Planning, stop_at: str, *, resume: bool) -> None:
+        scope = anyio.CancelScope()
+
+        def interrupt(event: Event) -> None:
+            if event.kind == "task_started" and getattr(event, "task_id", "") == stop_at:
+                scope.cancel()
+
+        worker = _worker_model(latency=0.05)
+        orchestrator = _orchestrator(planning, worker, memory=url, on_event=interrupt)
+        with scope:
+            if resume:
+                await orchestrator.resume("twice")
+            else:
+                await orchestrator.run(GOAL, run_id="twice")
+        assert scope.cancelled_caught
+
+    await interrupted(Planning([first], chunk_size=20, chunk_delay=0.005), "report", resume=False)
+    await interrupted(Planning([more], chunk_size=20, chunk_delay=0.005), "extra", resume=True)
+    last = Planning([more])  # one plan: it must be accepted as it is
+    result = await _orchestrator(last, _worker_model(), memory=url).resume("twice")
+
+    assert result.status == "succeeded", result.error
+    assert result.error is None
+    assert {task_id: task.status for task_id, task in result.tasks.items()} == {
+        "facts": "succeeded",
+        "report": "succeeded",
+        "extra": "succeeded",
+    }
+    assert [(p.reason, p.complete) for p in result.plans] == [
+        ("goal", False),
+        ("resumed", False),
+        ("resumed", True),
+    ]

@@ -34,5 +34,5 @@ def test_errors_share_one_base() -> None:
         if isinstance(getattr(delegate, name), type)
         and issubclass(getattr(delegate, name), Exception)
     ]
-    assert len(errors) == 27
+    assert len(errors) == 30
     assert all(issubclass(error, delegate.DelegateError) for error in errors)

@@ -228,3 +228,32 @@ def test_a_run_killed_mid_flight_and_resumed_elsewhere_stays_in_budget(tmp_path:
     # And the resumed run reports at least that: the first process's spend still counts.
     reported = float(out.decode().split()[-1])
     assert reported >= server.billed_usd
+
+
+@pytest.mark.parametrize(
+    ("budget", "model_name", "window", "text"),
+    [
+        # Counted under a budget: 200,000 tokens into 128,000.
+        (Budget(usd=1.0), "openai/gpt-4o-mini", 128_000, "word " * 200_000),
+        # No budget, so nothing is counted: 2 M characters cannot fit 16,385 tokens.
+        (None, "openai/gpt-3.5-turbo", 16_385, "x" * 2_000_000),
+    ],
+    ids=["counted", "by-size"],
+)
+async def test_a_prompt_larger_than_the_context_window_is_never_sent(
+    budget: Budget | None, model_name: str, window: int, text: str
+) -> None:
+    with FakeOpenAIServer() as server:
+        model = LiteLLMModel(model_name, api_base=server.base_url, api_key="sk-test")
+        assert model.context_window == window
+        graph = TaskGraph()
+        graph.add("big", agent=Agent("w", model), prompt="{{ text }}")
+
+        result = await Orchestrator(retry=FAST_RETRY).execute(graph, {"text": text}, budget=budget)
+
+        task = result.tasks["big"]
+        assert (task.status, task.attempts, task.usage.calls) == ("failed", 1, 0)
+        assert task.error is not None
+        assert f"context window of {window:,} tokens" in task.error
+        assert "was not sent" in task.error
+        assert server.billed_calls == 0

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EventRecord", "MemoryRecord", "RunRecord", "TaskRecord"]
+__all__ = ["EventRecord", "LeaseRecord", "MemoryRecord", "RunRecord", "TaskRecord"]
 
 
 def _now() -> datetime.datetime:
@@ -55,6 +55,39 @@ class RunRecord(_Record):
     spend: dict[str, Any] | None = None
     created_at: datetime.datetime = Field(default_factory=_now)
     finished_at: datetime.datetime | None = None
+
+
+class LeaseRecord(_Record):
+    """Who owns a running run.
+
+    Attributes:
+        run_id: the run.
+        owner: the owner's token (one per process and run).
+        host: the machine the owner runs on.
+        pid: its process id.
+        heartbeat_at: when the owner last renewed the lease (UTC).
+        expires_at: when the lease lapses unless renewed (UTC); past it the run is stale and
+            another process may take it over.
+    """
+
+    run_id: str
+    owner: str
+    host: str
+    pid: int
+    heartbeat_at: datetime.datetime
+    expires_at: datetime.datetime
+
+    def live(self, now: datetime.datetime | None = None) -> bool:
+        """Whether the lease has not expired."""
+        return self.expires_at > (now or _now())
+
+    def describe(self, now: datetime.datetime | None = None) -> str:
+        """ "pid 123 on host h (renewed 2 s ago, expires in 28 s)"."""
+        now = now or _now()
+        renewed = max((now - self.heartbeat_at).total_seconds(), 0.0)
+        left = (self.expires_at - now).total_seconds()
+        expiry = f"expires in {left:.0f} s" if left > 0 else f"expired {-left:.0f} s ago"
+        return f"pid {self.pid} on host {self.host} (renewed {renewed:.0f} s ago, {expiry})"
 
 
 class TaskRecord(_Record):

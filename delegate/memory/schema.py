@@ -36,13 +36,14 @@ __all__ = [
     "EventRow",
     "MemoryRow",
     "MemoryTagRow",
+    "RunLeaseRow",
     "RunRow",
     "RunSpendRow",
     "TaskRow",
     "UTCDateTime",
 ]
 
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 # SQLite only aliases the rowid for a column declared exactly INTEGER PRIMARY KEY.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -108,6 +109,21 @@ class RunSpendRow(Base):
         String(200), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
     )
     spend: Mapped[str] = mapped_column(Text)
+
+
+class RunLeaseRow(Base):
+    """Who owns a running run: the process that renews it (heartbeat) before it expires."""
+
+    __tablename__ = "run_leases"
+
+    run_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
 
 
 class TaskRow(Base):

@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -35,7 +36,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -44,16 +55,29 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from delegate import _secrets
-from delegate.errors import ConfigError, CorruptRecordError, RunExistsError, StoreError
+from delegate.errors import (
+    ConfigError,
+    CorruptRecordError,
+    RunExistsError,
+    RunLeasedError,
+    StoreError,
+)
 from delegate.memory import migrations
 from delegate.memory._search import is_latest, pg_search, sqlite_search
-from delegate.memory.records import EventRecord, MemoryRecord, RunRecord, TaskRecord
+from delegate.memory.records import (
+    EventRecord,
+    LeaseRecord,
+    MemoryRecord,
+    RunRecord,
+    TaskRecord,
+)
 from delegate.memory.schema import (
     SCHEMA_REVISION,
     CacheRow,
     EventRow,
     MemoryRow,
     MemoryTagRow,
+    RunLeaseRow,
     RunRow,
     RunSpendRow,
     TaskRow,
@@ -65,6 +89,7 @@ __all__ = [
     "Store",
     "StoreError",
     "default_url",
+    "lease_is_dead",
     "validate_key",
     "validate_namespace",
 ]
@@ -79,21 +104,37 @@ _WRITE = "delegate_write"
 
 
 def validate_namespace(namespace: str) -> str:
-    """Return `namespace` if it is 1–200 of `A-Z a-z 0-9 _ . : -`, else raise ConfigError."""
+    """Return `namespace` if it is 1–200 of `A-Z a-z 0-9 _ . : -`, else raise MemoryInputError
+    (a ConfigError)."""
+    from delegate.errors import MemoryInputError
+
     if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
-        raise ConfigError(
-            f"memory namespace {namespace!r} is not valid: use 1-200 characters from "
-            "A-Z a-z 0-9 _ . : - (e.g. 'run:r1', 'workflow:triage', 'global')"
+        shown = repr(namespace)[:80] if isinstance(namespace, str) else type(namespace).__name__
+        raise MemoryInputError(
+            f"memory namespace {shown} is not valid: use 1-200 characters from "
+            "A-Z a-z 0-9 _ . : - (e.g. 'run:r1', 'workflow:triage', 'global')",
+            field="namespace",
         )
     return namespace
 
 
-def validate_key(key: str) -> str:
-    """Return `key` if it is 1–500 printable characters, else raise ConfigError."""
+def validate_key(key: str, *, field: str = "key") -> str:
+    """Return `key` if it is 1–500 printable characters, else raise MemoryInputError (a
+    ConfigError). Printable excludes control characters (NUL, newlines, tabs) and lone
+    surrogates, which neither SQLite nor PostgreSQL can store."""
+    from delegate.errors import MemoryInputError
+
     if not isinstance(key, str) or not 1 <= len(key) <= 500 or not key.isprintable():
-        raise ConfigError(
-            f"memory key {key!r} is not valid: use 1-500 printable characters "
-            "(no newlines, tabs or control characters)"
+        if not isinstance(key, str):
+            shown = f"of type {type(key).__name__}"
+        elif len(key) > 500:
+            shown = f"{key[:40]!r}… ({len(key):,} characters)"
+        else:
+            shown = repr(key)
+        raise MemoryInputError(
+            f"memory {field} {shown} is not valid: use 1-500 printable characters "
+            "(no newlines, tabs, control characters or lone surrogates)",
+            field=field,
         )
     return key
 
@@ -116,7 +157,11 @@ def _json_default(obj: object) -> Any:
 def _dumps(value: Any, what: str) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default)
-    except (TypeError, ValueError) as exc:
+        if not _encodable(text):
+            # A lone surrogate ("x\ud800", from a provider's JSON escapes or bad argv bytes):
+            # UTF-8 cannot hold it, JSON's escapes can, so it is kept losslessly as "\ud800".
+            text = json.dumps(value, ensure_ascii=True, allow_nan=False, default=_json_default)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ConfigError(
             f"{what} cannot be stored: {exc}; store JSON values only (dict, list, str, int, "
             "float, bool, None, or a pydantic model)"
@@ -124,8 +169,28 @@ def _dumps(value: Any, what: str) -> str:
     return _secrets.redact_json(text)  # one pass over the text; free when no key is known
 
 
+def _encodable(text: str) -> bool:
+    """Whether UTF-8 (so SQLite and PostgreSQL text) can hold `text`: no lone surrogates."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _masked(text: str | None) -> str | None:
-    return None if text is None else _secrets.redact(text)
+    """Free text as stored: keys masked; a NUL or a lone surrogate (which PostgreSQL or UTF-8
+    cannot hold) becomes U+FFFD, the same on both backends."""
+    if text is None:
+        return None
+    if "\x00" in text or not _encodable(text):
+        text = _UNSTORABLE.sub("\ufffd", text)
+    return _secrets.redact(text)
 
 
 def _loads(raw: str | None, *, table: str, row: str, column: str) -> Any:
@@ -186,6 +251,31 @@ def _run_record(row: RunRow, spend: RunSpendRow | None = None) -> RunRecord:
         spend=None if spend is None else load_dict("spend", spend.spend),
         created_at=row.created_at,
         finished_at=row.finished_at,
+    )
+
+
+def lease_is_dead(lease: LeaseRecord) -> bool:
+    """Whether the lease's owner is a process of this machine that no longer exists (killed):
+    its run can be taken over at once, without waiting for the lease to expire."""
+    if lease.host != socket.gethostname() or lease.pid <= 0:
+        return False
+    try:
+        os.kill(lease.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, owned by another user
+        return False
+    return False
+
+
+def _lease_record(row: RunLeaseRow) -> LeaseRecord:
+    return LeaseRecord(
+        run_id=row.run_id,
+        owner=row.owner,
+        host=row.host,
+        pid=row.pid,
+        heartbeat_at=row.heartbeat_at,
+        expires_at=row.expires_at,
     )
 
 
@@ -653,6 +743,81 @@ class Store:
         # (`ON CONFLICT ... DO UPDATE` reads the same on SQLite and PostgreSQL). On conflict the
         # task keeps its first position, so get_tasks lists first-write order.
         conn.exec_driver_sql(self._tasks_upsert, rows)
+
+    # -- leases: who owns a running run ---------------------------------------------------------
+
+    def acquire_lease(
+        self, run_id: str, owner: str, *, seconds: float, force: bool = False
+    ) -> LeaseRecord:
+        """Make `owner` (this process) the owner of the run for `seconds`, renewable.
+
+        Compare-and-set in one write transaction (SQLite's writer lock, a row lock on
+        PostgreSQL): of two processes taking the same run at once, one gets it.
+
+        Raises:
+            RunLeasedError: another owner's lease is live (unless `force`).
+            StoreError: there is no run with this id.
+        """
+        now = _now()
+        lease = LeaseRecord(
+            run_id=run_id,
+            owner=owner,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            heartbeat_at=now,
+            expires_at=now + datetime.timedelta(seconds=seconds),
+        )
+        with self._write() as session:
+            conn = session.connection()
+            self._lock_run(conn, run_id)
+            current = session.get(RunLeaseRow, run_id)
+            if current is not None:
+                held = _lease_record(current)
+                if held.owner != owner and held.live(now) and not force and not lease_is_dead(held):
+                    who = held.describe(now)
+                    raise RunLeasedError(
+                        f"run {run_id!r} is being run by {who}; wait for it to finish (or for "
+                        "its lease to expire, if that process died), or take it over with "
+                        f"force=True (`delegate resume {run_id} --force`) if you know it is "
+                        "dead",
+                        run_id=run_id,
+                        owner=who,
+                    )
+                conn.execute(delete(RunLeaseRow).where(RunLeaseRow.run_id == run_id))
+            conn.execute(self._insert(RunLeaseRow), lease.model_dump())
+        return lease
+
+    def renew_lease(self, run_id: str, owner: str, *, seconds: float) -> bool:
+        """Extend `owner`'s lease by `seconds` from now; False when it is no longer the owner
+        (the lease was taken over)."""
+        now = _now()
+        with self._write() as session:
+            result = session.connection().execute(
+                update(RunLeaseRow)
+                .where(RunLeaseRow.run_id == run_id, RunLeaseRow.owner == owner)
+                .values(heartbeat_at=now, expires_at=now + datetime.timedelta(seconds=seconds))
+            )
+            return bool(result.rowcount)
+
+    def release_lease(self, run_id: str, owner: str) -> None:
+        """Give the run up (it finished or stopped); nothing happens when `owner` lost it."""
+        with self._write() as session:
+            session.connection().execute(
+                delete(RunLeaseRow).where(RunLeaseRow.run_id == run_id, RunLeaseRow.owner == owner)
+            )
+
+    def get_lease(self, run_id: str) -> LeaseRecord | None:
+        """The run's lease, live or expired; None when nobody owns it."""
+        with self._read() as session:
+            row = session.get(RunLeaseRow, run_id)
+            return None if row is None else _lease_record(row)
+
+    def _lock_run(self, conn: Connection, run_id: str) -> None:
+        lock = select(RunRow.id).where(RunRow.id == run_id)
+        if self.dialect == "postgresql":
+            lock = lock.with_for_update()
+        if conn.execute(lock).first() is None:
+            raise self._no_run(run_id)
 
     def get_tasks(self, run_id: str) -> list[TaskRecord]:
         """The run's tasks, in the order each was first written."""

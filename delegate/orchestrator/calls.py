@@ -41,7 +41,14 @@ import anyio
 
 from delegate.agents.models import Model, ModelRequest, ModelResponse, Price, ReasoningEffort, Usage
 from delegate.agents.tokens import count_messages
-from delegate.errors import BudgetExceeded, ConfigError, Delivery, ModelError, ModelRequestsBlocked
+from delegate.errors import (
+    BudgetExceeded,
+    ConfigError,
+    ContextWindowExceededError,
+    Delivery,
+    ModelError,
+    ModelRequestsBlocked,
+)
 from delegate.orchestrator.budget import BudgetLedger, BudgetScope, Reservation
 
 if TYPE_CHECKING:
@@ -283,6 +290,11 @@ class CallGate:
         account = self.account
         model = account.cached(model)
         request = self._clip_timeout(request)
+        window = _window(model)
+        if window is not None and _characters(request) > window * _MAX_CHARS_PER_TOKEN:
+            # Certainly too long (a hostile template's output, say): refused without
+            # tokenizing megabytes, and never sent.
+            raise _too_long(model.name, window, None)
         scopes = self._scopes(agent)
         ticket = await self._admit(agent, model, request, scopes) if scopes else None
         if ticket is not None:
@@ -419,9 +431,12 @@ class CallGate:
         """A reservation for `model`, None to wait, or `BudgetExceeded` when it can never fit."""
         ledger = self.account.ledger
         price = self.account.price(model)
+        window = _window(model)
         input_tokens = count_messages(
             request.messages, model.name, request.tools, request.output_schema
         )
+        if window is not None and input_tokens > window:
+            raise _too_long(model.name, window, input_tokens)
         effort = request.reasoning_effort
         explicit = request.max_output_tokens
         wanted = explicit if explicit is not None else _default_output(effort)
@@ -492,6 +507,32 @@ def delivery_of(exc: BaseException) -> Delivery:
     # A cancellation, a task timeout, an exception from on_text or from a custom Model: the
     # request may be out, so it is paid for.
     return "unknown"
+
+
+_MAX_CHARS_PER_TOKEN = 64
+"""More characters than a token of any tokenizer delegate counts with holds (runs of spaces
+and repeated punctuation are the longest)."""
+
+
+def _window(model: Model) -> int | None:
+    """The model's context window in tokens, when it says (LiteLLMModel does)."""
+    window = getattr(model, "context_window", None)
+    return window if isinstance(window, int) and window > 0 else None
+
+
+def _characters(request: ModelRequest) -> int:
+    return sum(len(message.get("content") or "") for message in request.messages)
+
+
+def _too_long(model: str, window: int, tokens: int | None) -> ContextWindowExceededError:
+    size = "far more than that" if tokens is None else f"{tokens:,} tokens"
+    return ContextWindowExceededError(
+        f"{model}: the prompt does not fit the model's context window of {window:,} tokens "
+        f"({size}); it was not sent — shorten the prompt or dependency context, or use a model "
+        "with a larger context window",
+        model=model,
+        delivery="not_sent",
+    )
 
 
 def _rough_tokens(request: ModelRequest) -> int:

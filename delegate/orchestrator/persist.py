@@ -14,22 +14,26 @@ output that JSON cannot hold is stored as not restorable, and the task runs agai
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields, is_dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from pydantic import BaseModel
 
+from delegate._log import get_logger
 from delegate.agents.limits import Budget
 from delegate.agents.models import Usage
-from delegate.errors import GraphError
+from delegate.errors import GraphError, StoreError
 from delegate.orchestrator.events import (
     Event,
     TaskCancelled,
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from delegate.memory.records import EventRecord, TaskRecord
     from delegate.memory.store import Store
     from delegate.orchestrator.calls import RunAccount
+    from delegate.orchestrator.lease import RunLease
     from delegate.orchestrator.scheduler import Node
 
 __all__ = ["RunRecorder", "graph_from_spec", "graph_spec", "restore_output", "to_json"]
@@ -52,6 +57,8 @@ FLUSH_INTERVAL = 0.005
 
 MAX_PENDING = 1024
 """Events that may wait to be written; past it the event loop writes a batch itself."""
+
+log = get_logger("delegate.persist")
 
 _NOT_RESTORABLE = "__delegate_not_restorable__"
 _TERMINAL_EVENTS = (TaskSucceeded, TaskFailed, TaskSkipped, TaskCancelled)
@@ -285,8 +292,13 @@ class RunRecorder:
         run_id: str,
         by_id: Mapping[str, Node],
         account: RunAccount | None = None,
+        lease: RunLease | None = None,
+        on_lease_lost: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self.lease = lease
+        self.on_lease_lost = on_lease_lost  # called on the event loop when the lease is lost
+        self._token: anyio.lowlevel.EventLoopToken | None = None
         self.run_id = run_id
         self.by_id = by_id  # the scheduler's own map: tasks added during the run are found too
         self.account = account
@@ -354,6 +366,7 @@ class RunRecorder:
         Raises:
             StoreError: a commit failed (the run cannot be kept).
         """
+        self._token = anyio.lowlevel.current_token()
         self._thread = threading.Thread(
             target=self._write_loop, name=f"delegate-writer-{self.run_id}"[:60], daemon=True
         )
@@ -368,12 +381,27 @@ class RunRecorder:
         self._raise_failure()
 
     def _write_loop(self) -> None:
-        """The writer thread: a commit every `FLUSH_INTERVAL`, whatever the event loop does."""
+        """The writer thread: a commit every `FLUSH_INTERVAL`, whatever the event loop does, and
+        the lease renewed on the same clock."""
         while not self._stop.wait(FLUSH_INTERVAL):
             try:
                 self._commit()
             except BaseException:  # kept in `_error`; the loop side raises it
                 return
+            self._keep_lease()
+
+    def _keep_lease(self) -> None:
+        lease = self.lease
+        if lease is None or lease.lost:
+            return
+        try:
+            kept = lease.renew_due()
+        except StoreError as exc:  # a busy database: try again at the next tick
+            log.warning("lease_renewal_failed", run_id=self.run_id, error=str(exc))
+            return
+        if not kept and self.on_lease_lost is not None and self._token is not None:
+            with contextlib.suppress(RuntimeError):  # the event loop is gone: nothing to stop
+                anyio.from_thread.run_sync(self.on_lease_lost, token=self._token)
 
     def _raise_failure(self) -> None:
         if self._error is not None:

@@ -367,7 +367,9 @@ class PlannedRun:
             self._add(task, scheduler)
             added.append(task)
             if recorder is not None:  # the store learns of each task before its result
-                self._record(reason, failures, number, began, added, charge, recorder, None)
+                self._record(
+                    reason, failures, number, began, [*started, *added], charge, recorder, None
+                )
             return True
 
         def validate(plan: Plan, known: list[str]) -> list[str]:
@@ -378,11 +380,14 @@ class PlannedRun:
                 for task in plan.tasks
                 if task.id in known_before and task.id not in known and task.id not in kept
             ]
+            listed = {task.id for task in plan.tasks}
             return taken + validate_plan(
                 plan,
                 workers=self.workers,
                 max_tasks=self.planner.max_tasks,
-                finished=known,
+                # The interrupted plan's own tasks are listed again, unchanged, even when they
+                # have finished since (a second interruption): they are kept, not re-planned.
+                finished=[done for done in known if done not in kept or done not in listed],
                 budget_usd_left=None if usd_left is None else max(usd_left - share, 0.0),
                 estimate_usd=estimate,
                 inputs=list(self.inputs),
@@ -415,7 +420,9 @@ class PlannedRun:
             failures,
             number,
             began,
-            added,
+            # An interrupted plan's kept tasks belong to the completed plan too: a second
+            # interruption must find them among this revision's tasks.
+            [*started, *added],
             charge,
             recorder,
             error,

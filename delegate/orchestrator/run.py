@@ -11,6 +11,7 @@ failed, were skipped or were cancelled, and "failed" when none succeeded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 import threading
@@ -46,6 +47,7 @@ from delegate.orchestrator.driver import RunDriver
 from delegate.orchestrator.estimate import Estimate, estimate_tasks
 from delegate.orchestrator.events import EventBus, EventHandler, RunFinished, RunStarted
 from delegate.orchestrator.graph import RESERVED_NAMES, Task, TaskGraph
+from delegate.orchestrator.lease import RunLease
 from delegate.orchestrator.persist import (
     RunRecorder,
     graph_from_spec,
@@ -319,14 +321,26 @@ class Orchestrator:
                 dependency.
             PriceUnknownError: a usd budget applies and a worker's model has no known price.
         """
+        began = anyio.current_time()  # the time budget counts from here, store opening included
         inputs, tasks, agents = self._prepare("execute", graph, inputs)
         run_id = run_id or uuid.uuid4().hex
         store = await anyio.to_thread.run_sync(self._open_store)
+        lease = None
         if store is not None:
             record = _run_record(run_id, graph_spec(tasks), inputs, budget, workflow)
             await anyio.to_thread.run_sync(store.create_run, record)
+            lease = await _take(store, run_id)
         return await self._run(
-            run_id, tasks, agents, inputs, budget, store, restored={}, workflow=workflow
+            run_id,
+            tasks,
+            agents,
+            inputs,
+            budget,
+            store,
+            restored={},
+            workflow=workflow,
+            lease=lease,
+            began=began,
         )
 
     async def run(
@@ -435,20 +449,25 @@ class Orchestrator:
         workflow: str | None = None,
         goal: str | None = None,
         resume: bool = False,
+        force: bool = False,
     ) -> RunResult:
         """Run a graph that `driver` builds while it runs (see `delegate.orchestrator.driver`).
 
         For code that extends delegate (the YAML workflows use it); `run` and `execute` are the
         everyday entry points. With `resume=True` the run already exists in the store and the
-        driver restores what finished.
+        driver restores what finished (`force` as for `resume`).
         """
+        began = anyio.current_time()
         checked = dict(inputs)
         store = await anyio.to_thread.run_sync(self._open_store)
         spend = None
+        lease = None
         if store is not None and not resume:
             record = _run_record(run_id, driver.spec(), checked, budget, workflow, goal)
             await anyio.to_thread.run_sync(store.create_run, record)
+            lease = await _take(store, run_id)
         elif store is not None:
+            lease = await _take(store, run_id, force=force)
             stored = await anyio.to_thread.run_sync(store.get_run, run_id)
             if stored is not None:
                 # The run's own budget, and what its calls already spent, hold after resume.
@@ -466,6 +485,8 @@ class Orchestrator:
             workflow=workflow,
             planned=driver,
             spend=spend,
+            lease=lease,
+            began=began,
         )
 
     def planned_run(
@@ -500,7 +521,9 @@ class Orchestrator:
             prices=self.prices,
         )
 
-    async def resume(self, run_id: str, *, output_type: type[BaseModel] | None = None) -> RunResult:
+    async def resume(
+        self, run_id: str, *, output_type: type[BaseModel] | None = None, force: bool = False
+    ) -> RunResult:
         """Finish a run that stopped (a crash, a kill, a deadline), from the store.
 
         The graph, inputs and budget are read back; tasks that succeeded keep their outputs and
@@ -511,11 +534,18 @@ class Orchestrator:
         a plan the crash interrupted is completed by the planner, failures already replanned are
         not replanned again, and the final answer is written (as `output_type`, when given).
 
+        A run is owned: while another process runs it (its lease in the store is live), resume
+        is refused with `RunLeasedError` naming that process; a lease that expired (its process
+        died) is taken over. `force=True` takes a live lease over, for a process you know is dead
+        (the other process, if alive, stops at its next renewal).
+
         Raises:
+            RunLeasedError: another live process owns the run (and `force` is False).
             ConfigError: the orchestrator has no store (`memory=None`), or the run is unknown,
                 or a planned run is resumed without a planner.
             GraphError: the stored graph names an agent this orchestrator does not have.
         """
+        began = anyio.current_time()
         store = await anyio.to_thread.run_sync(self._open_store)
         if store is None:
             raise ConfigError(
@@ -525,6 +555,23 @@ class Orchestrator:
         record = await anyio.to_thread.run_sync(store.get_run, run_id)
         if record is None:
             raise ConfigError(f"no run {run_id!r} in the store {store.url}; check the run id")
+        lease = await _take(store, run_id, force=force)
+        try:
+            return await self._resume(record, store, lease, output_type, began)
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # it never started: give the run back
+                await anyio.to_thread.run_sync(lease.release)
+            raise
+
+    async def _resume(
+        self,
+        record: RunRecord,
+        store: Store,
+        lease: RunLease,
+        output_type: type[BaseModel] | None,
+        began: float,
+    ) -> RunResult:
+        run_id = record.id
         graph = graph_from_spec(record.graph)
         inputs, tasks, agents = self._prepare("resume", graph, record.inputs)
         rows = await anyio.to_thread.run_sync(store.get_tasks, run_id)
@@ -560,11 +607,15 @@ class Orchestrator:
             workflow=record.workflow,
             planned=planned,
             spend=record.spend,
+            lease=lease,
+            began=began,
         )
 
-    def resume_sync(self, run_id: str, *, output_type: type[BaseModel] | None = None) -> RunResult:
+    def resume_sync(
+        self, run_id: str, *, output_type: type[BaseModel] | None = None, force: bool = False
+    ) -> RunResult:
         """Blocking twin of `resume`."""
-        return run_sync(self.resume, run_id, output_type=output_type)
+        return run_sync(self.resume, run_id, output_type=output_type, force=force)
 
     def _open_store(self) -> Store | None:
         if self.memory is None:
@@ -601,11 +652,62 @@ class Orchestrator:
         workflow: str | None,
         planned: RunDriver | None = None,
         spend: Mapping[str, Any] | None = None,
+        lease: RunLease | None = None,
+        began: float | None = None,
     ) -> RunResult:
+        try:
+            scheduler, account = self._set_up(
+                run_id,
+                tasks,
+                agents,
+                inputs,
+                budget,
+                store,
+                restored,
+                workflow,
+                planned,
+                spend,
+                began,
+            )
+        except BaseException as exc:
+            # Refused before anything ran (an unknown price, a bad budget): the run says why,
+            # and nobody owns it any more.
+            if store is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(
+                        functools.partial(
+                            store.finish_run,
+                            run_id,
+                            status="failed",
+                            output=None,
+                            usage=RunUsage().model_dump(mode="json"),
+                            error=interrupted_reason(exc),
+                        )
+                    )
+                    if lease is not None:
+                        await anyio.to_thread.run_sync(lease.release)
+            raise
+        return await self._drive(run_id, scheduler, account, planned, store, lease)
+
+    def _set_up(
+        self,
+        run_id: str,
+        tasks: list[Task],
+        agents: dict[str, Agent],
+        inputs: dict[str, Any],
+        budget: Budget | None,
+        store: Store | None,
+        restored: Mapping[str, TaskRecord],
+        workflow: str | None,
+        planned: RunDriver | None,
+        spend: Mapping[str, Any] | None,
+        began: float | None,
+    ) -> tuple[Scheduler, RunAccount]:
+        """The run's account and scheduler, with what a store restored."""
         nodes = build_nodes(tasks, agents)
         # Every model a driven run may call is priced and budgeted up front.
         members = agents if planned is None else {**planned.agents(), **agents}
-        account = self._account(tasks, members, budget)
+        account = self._account(tasks, members, budget, began)
         if spend:
             account.restore(spend)  # a resumed run: what it spent before still counts
         if store is not None:
@@ -628,36 +730,85 @@ class Orchestrator:
         if planned is not None:
             planned.prepare(account)
             scheduler.hold()  # open until the driver is done adding tasks
+        return scheduler, account
+
+    async def _drive(
+        self,
+        run_id: str,
+        scheduler: Scheduler,
+        account: RunAccount,
+        planned: RunDriver | None,
+        store: Store | None,
+        lease: RunLease | None,
+    ) -> RunResult:
+        """Run the scheduler (and the driver) with the store's recorder, then conclude.
+
+        A run that stops before it concludes (cancelled, Ctrl-C, SIGTERM, an error) is stored as
+        "interrupted" with the reason, and its lease is given up: it can be resumed at once.
+        """
         started = time.time()
-        recorder = None if store is None else RunRecorder(store, run_id, scheduler.by_id, account)
-        if recorder is not None:
+        recorder = None
+        if store is not None:
+            recorder = RunRecorder(
+                store,
+                run_id,
+                scheduler.by_id,
+                account,
+                lease=lease,
+                on_lease_lost=lambda: scheduler.cancel(
+                    "another process took the run over (resume with force=True): this one stops"
+                ),
+            )
             # Under a budget, each call's reservation is durable before it is sent.
             account.journal = recorder.durable
         unsubscribe = None if recorder is None else self.events.subscribe(recorder)
         output: Any = None
         try:
-            async with anyio.create_task_group() as group:
-                if recorder is not None:
-                    group.start_soon(recorder.run)
-                if self.events.active:
-                    self.events.emit(RunStarted(run_id=run_id, tasks=len(nodes)))
-                try:
-                    if planned is None:
-                        await scheduler.run()
-                    else:
-                        output = await _plan_and_answer(planned, scheduler, account, recorder)
-                finally:
+            try:
+                async with anyio.create_task_group() as group:
                     if recorder is not None:
-                        recorder.close()
-        finally:
-            if unsubscribe is not None:
-                unsubscribe()
-            if recorder is not None:
-                # A run cancelled from outside cancels the recorder's loop too: what it had not
-                # written yet is written now.
+                        group.start_soon(recorder.run)
+                    if self.events.active:
+                        self.events.emit(RunStarted(run_id=run_id, tasks=len(scheduler.nodes)))
+                    try:
+                        if planned is None:
+                            await scheduler.run()
+                        else:
+                            output = await _plan_and_answer(planned, scheduler, account, recorder)
+                    finally:
+                        if recorder is not None:
+                            recorder.close()
+            finally:
+                if unsubscribe is not None:
+                    unsubscribe()
+                if recorder is not None:
+                    # A run cancelled from outside cancels the recorder's loop too: what it had
+                    # not written yet is written now.
+                    with anyio.CancelScope(shield=True):
+                        await recorder.flush()
+            owned = lease is None or not lease.lost
+            return await self._conclude(
+                run_id, scheduler, account, planned, output, started, store if owned else None
+            )
+        except BaseException as exc:
+            if store is not None and (lease is None or not lease.lost):
+                usage = _usage(account, self._roles(planned), None).model_dump(mode="json")
                 with anyio.CancelScope(shield=True):
-                    await recorder.flush()
-        return await self._conclude(run_id, scheduler, account, planned, output, started, store)
+                    await anyio.to_thread.run_sync(
+                        functools.partial(
+                            store.finish_run,
+                            run_id,
+                            status="interrupted",
+                            output=None,
+                            usage=usage,
+                            error=interrupted_reason(exc),
+                        )
+                    )
+            raise
+        finally:
+            if lease is not None and not lease.lost:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(lease.release)
 
     async def _conclude(
         self,
@@ -749,9 +900,17 @@ class Orchestrator:
         return checked, tasks, agents
 
     def _account(
-        self, tasks: Sequence[Task], agents: Mapping[str, Agent], budget: Budget | None
+        self,
+        tasks: Sequence[Task],
+        agents: Mapping[str, Agent],
+        budget: Budget | None,
+        began: float | None = None,
     ) -> RunAccount:
-        """The run's ledger and scopes: the run, each agent with a budget, each task with one."""
+        """The run's ledger and scopes: the run, each agent with a budget, each task with one.
+
+        The deadline counts from `began` (anyio's clock when the caller called: opening the
+        store is part of the run's time), or from now.
+        """
         if budget is not None and not isinstance(budget, Budget):
             raise ConfigError(f"budget must be a delegate.Budget, got {type(budget).__name__}")
         run_budget = budget or self.budget or Budget()
@@ -788,9 +947,8 @@ class Orchestrator:
                 account.tasks[task.id] = ledger.open(f"task {task.id!r}", task.budget, account.run)
         _check_prices(account, agents.values(), tasks)
         if run_budget.seconds is not None:
-            account.deadline = (
-                anyio.current_time() + run_budget.seconds - run_budget.reserve_seconds
-            )
+            start = anyio.current_time() if began is None else began
+            account.deadline = start + run_budget.seconds - run_budget.reserve_seconds
         return account
 
     def _resolve_agents(self, tasks: Iterable[Task]) -> dict[str, Agent]:
@@ -1011,6 +1169,25 @@ def _check_prices(account: RunAccount, agents: Iterable[Agent], tasks: Sequence[
                         scope=label,
                     )
             current = current.fallback
+
+
+async def _take(store: Store, run_id: str, *, force: bool = False) -> RunLease:
+    """This process's lease on the run (see `delegate.orchestrator.lease`)."""
+    lease = RunLease(store, run_id)
+    await anyio.to_thread.run_sync(functools.partial(lease.acquire, force=force))
+    return lease
+
+
+def interrupted_reason(exc: BaseException) -> str:
+    """Why a run stopped before it concluded, as its stored error says."""
+    if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt):
+        return (
+            "the run was stopped before it finished (Ctrl-C, SIGTERM, or its caller cancelled "
+            "it); resume it to finish"
+        )
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return interrupted_reason(exc.exceptions[0])
+    return f"the run stopped on an error: {type(exc).__name__}: {exc}"[:2000]
 
 
 def _usage(account: RunAccount, named: Mapping[str, str], planner_only: float | None) -> RunUsage:
