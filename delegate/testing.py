@@ -38,6 +38,7 @@ from typing import Any, TypeAlias
 
 import anyio
 
+from delegate._json import loads_untrusted
 from delegate.agents import models as _models
 from delegate.agents.models import ModelRequest, ModelResponse, Price, ToolCall, Usage
 from delegate.agents.tokens import count_messages, count_text, truncate_text
@@ -218,8 +219,8 @@ class _FakeModel(abc.ABC):
             text, output_tokens, finish = truncate_text(text, limit, self._name), limit, "length"
         output = base.output
         if request.output_schema is not None and output is None and finish != "length":
-            with contextlib.suppress(ValueError):
-                output = json.loads(text)
+            with contextlib.suppress(ValueError):  # (JSONInputError is a ValueError)
+                output = loads_untrusted(text)
         usage = base.usage
         if usage == Usage():
             input_tokens = count_messages(

@@ -430,11 +430,11 @@ async def test_tool_errors_come_back_to_the_model(store: Store) -> None:
     remember, recall, _ = memory_tools(Memory(store))
     bad_key = await remember.call(json.dumps({"key": "a\nb", "value": "v"}))
     assert bad_key == (
-        "Error: ConfigError: memory key 'a\\nb' is not valid: use 1-500 printable characters "
-        "(no newlines, tabs or control characters)"
+        "Error: MemoryInputError: memory key 'a\\nb' is not valid: use 1-500 printable "
+        "characters (no newlines, tabs, control characters or lone surrogates)"
     )
     assert (await recall.call('{"key": ""}')).startswith(
-        "Error: ConfigError: memory key '' is not valid"
+        "Error: MemoryInputError: memory key '' is not valid"
     )
     # A memory with no run writes to the global namespace.
     assert await remember.call('{"key": "k", "value": "v"}') == "remembered 'k' (version 1)"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import ipaddress
-import json
 import os
 import time
 import urllib.parse
@@ -711,11 +710,14 @@ class _OutputCap:
 
 
 def _structured(request: ModelRequest, text: str) -> Any:
-    """The parsed JSON of a structured answer; None for a text request or text that is not JSON."""
+    """The parsed JSON of a structured answer; None for a text request or text that is not JSON
+    (or is too large or too deeply nested: the agent's validation then says why)."""
     if request.output_schema is None or not text:
         return None
+    from delegate._json import loads_untrusted
+
     try:
-        return json.loads(text)
+        return loads_untrusted(text)
     except ValueError:
         return None
 

@@ -9,6 +9,15 @@ not import it.
 OpenAI's gpt-4o/4.1/5 and o-series models use o200k_base and count exactly; gpt-4/3.5 use
 cl100k_base. Every other model (Claude, Gemini, local ones) is counted with cl100k_base as an
 *estimate* — `encoding_for(model).exact` says which.
+
+Long texts are counted in chunks of at most 64K characters: tiktoken's pre-tokenizer overflows its
+stack on a run of a million spaces (a Rust panic, which Python sees as a `BaseException` that no
+handler catches), and long pieces are slow to merge. A chunk ends just before a space that follows
+another character, where both encodings' pre-tokenizers start a new piece anyway, so the count is
+exact; only a chunk without such a space (a run of whitespace, one enormous word) is cut where it
+is, which may miscount a token or two at the cut. A text too long to fit the model's context
+window whatever its tokens (more characters than the window times the longest token) is not
+tokenized at all: its count is a lower bound, already larger than the window.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -136,18 +146,60 @@ def _tiktoken(name: str) -> _Tiktoken | None:
 
 
 def count_text(text: str, model: str) -> int:
-    """Tokens in `text` for `model` (exact for OpenAI models, an estimate for others)."""
+    """Tokens in `text` for `model` (exact for OpenAI models, an estimate for others).
+
+    A text longer than the model's context window could hold (more characters than the window
+    times the longest token, 128 characters) is not tokenized: the count returned is a lower
+    bound, and already more than the window.
+    """
     if not text:
         return 0
     name = encoding_for(model).name
     if len(text) <= _CACHED_TEXT_CHARS:
         return _count_short(text, name)
-    return _count(text, name)
+    bound = _beyond_window(len(text), model)
+    if bound is not None:
+        return bound
+    return sum(_count(chunk, name) for chunk in _chunks(text))
 
 
 # Instructions, tool schemas and short answers repeat across the calls of a run: a small cache of
 # short texts turns their counts into a dict look-up. Long texts are rarely repeated; not cached.
 _CACHED_TEXT_CHARS = 2048
+# Longer texts are encoded a chunk at a time (see the module docstring).
+_CHUNK_CHARS = 65_536
+# A chunk ends before a space that follows a non-space: a piece boundary in both encodings.
+_CHUNK_END = re.compile(r"(?<=\S) ")
+# No token of cl100k_base or o200k_base is longer than this many bytes (so characters).
+_LONGEST_TOKEN_CHARS = 128
+
+
+def _chunks(text: str) -> Iterable[str]:
+    """`text` in pieces of at most `_CHUNK_CHARS`, cut where the count does not change."""
+    start, end = 0, len(text)
+    while end - start > _CHUNK_CHARS:
+        limit = start + _CHUNK_CHARS
+        cut = limit
+        # The last boundary near the window's end; failing that, in its second half.
+        for margin in (1024, _CHUNK_CHARS // 2):
+            for match in _CHUNK_END.finditer(text, limit - margin, limit):
+                cut = match.start()
+            if cut < limit:
+                break
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+def _beyond_window(chars: int, model: str) -> int | None:
+    """A lower bound on the tokens of a text of `chars` characters when it surely does not fit
+    `model`'s context window; None when it might."""
+    from delegate.agents import _costmap
+
+    window = _costmap.context_window_for(model)
+    if window is None or chars <= window * _LONGEST_TOKEN_CHARS:
+        return None
+    return -(-chars // _LONGEST_TOKEN_CHARS)
 
 
 def _count(text: str, encoding: str) -> int:
@@ -165,8 +217,16 @@ def truncate_text(text: str, max_tokens: int, model: str) -> str:
     encoder = _tiktoken(encoding_for(model).name)
     if encoder is None:
         return text[: max_tokens * 4]
-    tokens = encoder.encode_ordinary(text)
-    return text if len(tokens) <= max_tokens else encoder.decode(tokens[:max_tokens])
+    kept: list[str] = []
+    left = max_tokens
+    for chunk in _chunks(text):  # encoded only as far as the cut
+        tokens = encoder.encode_ordinary(chunk)
+        if len(tokens) > left:
+            kept.append(encoder.decode(tokens[:left]))
+            return "".join(kept)
+        kept.append(chunk)
+        left -= len(tokens)
+    return text
 
 
 def count_tools(tools: Sequence[ToolDefinition], model: str) -> int:

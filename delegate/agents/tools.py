@@ -40,9 +40,10 @@ import pydantic
 import pydantic_core
 from pydantic.fields import FieldInfo
 
+from delegate._json import loads_untrusted
 from delegate._log import get_logger
 from delegate.agents.models import ToolDefinition
-from delegate.errors import ConfigError
+from delegate.errors import ConfigError, JSONInputError
 
 __all__ = ["Tool", "tool"]
 
@@ -125,16 +126,17 @@ class Tool:
     async def call(self, arguments: str) -> str:
         """Run the tool with the JSON `arguments` the model wrote, and return what the model reads.
 
-        Never raises for the model's mistakes or the tool's own failures: invalid JSON, arguments
-        that do not validate, and exceptions raised by the tool come back as an `"Error: ..."`
-        string. A result that is not a `str` is serialized to JSON. Cancellation propagates.
+        Never raises for the model's mistakes or the tool's own failures: invalid JSON (or JSON
+        too large or too deeply nested, see `delegate._json`), arguments that do not validate,
+        and exceptions raised by the tool come back as an `"Error: ..."` string. A result that is
+        not a `str` is serialized to JSON. Cancellation propagates.
         """
         try:
-            raw = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as exc:
+            raw = loads_untrusted(arguments) if arguments.strip() else {}
+        except JSONInputError as exc:
             return (
-                f"Error: arguments for tool {self.name!r} are not valid JSON ({exc}); send a JSON "
-                "object with the tool's parameters"
+                f"Error: arguments for tool {self.name!r} are {exc.detail}; send a JSON object "
+                "with the tool's parameters"
             )
         if not isinstance(raw, dict):
             return (
@@ -203,12 +205,18 @@ def tool(
     return decorate
 
 
+_SUMMARY_ERRORS = 20  # a hostile answer can fail validation a million times; list this many
+
+
 def validation_summary(exc: pydantic.ValidationError) -> str:
-    """A compact, model-readable list of what failed: `field.sub: message; other: message`."""
+    """A compact, model-readable list of what failed: `field.sub: message; other: message`
+    (the first 20 failures, then how many more)."""
     parts = []
-    for error in exc.errors(include_url=False):
+    for error in exc.errors(include_url=False)[:_SUMMARY_ERRORS]:
         location = ".".join(str(part) for part in error["loc"]) or "(root)"
-        parts.append(f"{location}: {error['msg']}")
+        parts.append(f"{location[:200]}: {error['msg']}")
+    if exc.error_count() > _SUMMARY_ERRORS:
+        parts.append(f"and {exc.error_count() - _SUMMARY_ERRORS} more")
     return "; ".join(parts)
 
 
@@ -398,6 +406,8 @@ def _serialize(result: Any) -> str:
         return json.dumps(result, default=_json_default)
     except (TypeError, ValueError):  # e.g. circular references: the text is still useful
         return str(result)
+    except RecursionError:
+        return f"Error: the tool returned a {type(result).__name__} nested too deeply to show"
 
 
 def _json_default(value: Any) -> Any:

@@ -19,6 +19,11 @@ shows them all). Search is full text over key, text and value (SQLite FTS5, Post
 `memory_tools(memory)` gives an agent `remember`, `recall` and `search_memory`, bound to the
 memory's namespaces. A namespace that does not exist (`"run"` on a memory without a run) fails
 closed with `ConfigError`; nothing ever falls back to reading every namespace.
+
+Everything a caller (or a model, through the tools) passes is checked here, before the store sees
+it: a namespace, key, value, tag, text, task id, prefix or limit that cannot be stored raises
+`MemoryInputError` (a `ConfigError`), the same on SQLite and PostgreSQL. Neither database stores a
+lone surrogate or (PostgreSQL) a NUL character, and values nest at most 100 levels deep.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from typing import Annotated, Any, Literal, TypeVar
 import anyio.to_thread
 from pydantic import Field
 
+from delegate._json import MAX_JSON_DEPTH
 from delegate.agents.tools import Tool
-from delegate.errors import ConfigError
+from delegate.errors import ConfigError, MemoryInputError
 from delegate.memory.records import MemoryRecord
 from delegate.memory.store import Store, validate_key, validate_namespace
 
@@ -43,7 +49,7 @@ NamespaceAlias = Literal["run", "workflow", "global"]
 """The namespaces of a run, by role; `Memory` resolves them to concrete names."""
 
 _ALIASES: tuple[NamespaceAlias, ...] = ("run", "workflow", "global")
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 _MAX_LIMIT = 1000
 # How much of one value the model is shown in search results.
 _PREVIEW_CHARS = 600
@@ -115,14 +121,15 @@ class Memory:
         if namespace is None:
             return self.default_namespace
         if not isinstance(namespace, str):
-            raise ConfigError(
+            raise MemoryInputError(
                 f"memory namespace must be a str such as 'run', 'workflow' or 'global', got "
-                f"{type(namespace).__name__}"
+                f"{type(namespace).__name__}",
+                field="namespace",
             )
         if namespace in _ALIASES:
             concrete = self._namespaces.get(namespace)
             if concrete is None:
-                raise ConfigError(_missing_alias(namespace))
+                raise MemoryInputError(_missing_alias(namespace), field="namespace")
             return str(concrete)
         return validate_namespace(namespace)
 
@@ -149,17 +156,17 @@ class Memory:
             task_id: the task that wrote it, for provenance.
 
         Raises:
-            ConfigError: an invalid key, namespace or tag, or a value JSON cannot hold.
+            MemoryInputError: an invalid key, namespace, tag, text or task id, or a value JSON
+                cannot hold (a `ConfigError`).
         """
         resolved = self.resolve(namespace)
         validate_key(key)
         _check_json(key, value)
-        if isinstance(tags, str):
-            raise ConfigError(_BARE_TAG.format(tags=tags))
-        if text is not None and not isinstance(text, str):
-            raise ConfigError(
-                f"memory {key!r}: text must be a str or None, got {type(text).__name__}"
-            )
+        tags = _check_tags(tags)
+        if text is not None:
+            _check_text(f"memory {key!r}: text", text, "text")
+        if task_id is not None:
+            validate_key(task_id, field="task_id")
         return await self._call(
             self.store.put_memory,
             resolved,
@@ -211,13 +218,16 @@ class Memory:
             limit: at most this many results (1-1000).
 
         Raises:
-            ConfigError: an invalid namespace, tag or limit, or an empty list of namespaces.
+            MemoryInputError: an invalid namespace, tag or limit, or an empty list of namespaces
+                (a `ConfigError`).
         """
         if not isinstance(text, str):
-            raise ConfigError(f"memory search text must be a str, got {type(text).__name__}")
+            raise MemoryInputError(
+                f"memory search text must be a str, got {type(text).__name__}", field="query"
+            )
         namespaces = self._resolve_many(namespace)
-        if isinstance(tags, str):
-            raise ConfigError(_BARE_TAG.format(tags=tags))
+        if tags is not None:
+            tags = _check_tags(tags)
         _check_limit(limit)
         if not text.strip():
             return []
@@ -231,9 +241,11 @@ class Memory:
         """The latest version of every key starting with `prefix`, in one namespace."""
         resolved = self.resolve(namespace)
         if not isinstance(prefix, str):
-            raise ConfigError(f"memory prefix must be a str, got {type(prefix).__name__}")
+            raise MemoryInputError(
+                f"memory prefix must be a str, got {type(prefix).__name__}", field="prefix"
+            )
         if prefix:
-            validate_key(prefix)
+            validate_key(prefix, field="prefix")
         return await self._call(self.store.list_memories, resolved, prefix)
 
     def _resolve_many(self, namespace: str | Sequence[str] | None) -> builtins.list[str]:
@@ -241,11 +253,18 @@ class Memory:
             return builtins.list(self._namespaces.values())
         if isinstance(namespace, str):
             return [self.resolve(namespace)]
+        if not isinstance(namespace, Sequence):
+            raise MemoryInputError(
+                f"memory namespace must be a str, a list of str or None, got "
+                f"{type(namespace).__name__}",
+                field="namespace",
+            )
         resolved = builtins.list(dict.fromkeys(self.resolve(name) for name in namespace))
         if not resolved:
-            raise ConfigError(
+            raise MemoryInputError(
                 "memory search got an empty list of namespaces; name at least one (e.g. "
-                "namespace=['run', 'global']) or pass None for all of this memory's"
+                "namespace=['run', 'global']) or pass None for all of this memory's",
+                field="namespace",
             )
         return resolved
 
@@ -367,52 +386,113 @@ def _check_name(what: str, value: str | None, prefix: str) -> str | None:
         return None
     if (
         not isinstance(value, str)
-        or not _NAME.match(value)
+        or not _NAME.fullmatch(value)
         or len(prefix) + len(value) > 200  # the namespace it makes must stay valid
     ):
-        raise ConfigError(
-            f"memory {what} {value!r} is not valid: use 1-{200 - len(prefix)} letters, digits, "
-            "'_', '.', ':' or '-'"
+        shown = repr(value)[:80] if isinstance(value, str) else type(value).__name__
+        raise MemoryInputError(
+            f"memory {what} {shown} is not valid: use 1-{200 - len(prefix)} letters, digits, "
+            "'_', '.', ':' or '-'",
+            field=what,
         )
     return value
 
 
 def _check_limit(limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
-        raise ConfigError(
-            f"memory search limit must be an int from 1 to {_MAX_LIMIT}, got {limit!r}"
+        raise MemoryInputError(
+            f"memory search limit must be an int from 1 to {_MAX_LIMIT}, got {limit!r:.40}",
+            field="limit",
+        )
+
+
+def _check_tags(tags: Sequence[str]) -> builtins.list[str]:
+    if isinstance(tags, str):
+        raise MemoryInputError(_BARE_TAG.format(tags=tags[:60]), field="tags")
+    if not isinstance(tags, Sequence | set | frozenset):
+        raise MemoryInputError(
+            f"memory tags must be a list of str, got {type(tags).__name__}", field="tags"
+        )
+    for tag in tags:
+        if not isinstance(tag, str) or not 1 <= len(tag) <= 200 or not tag.isprintable():
+            shown = repr(tag)[:80] if isinstance(tag, str) else f"of type {type(tag).__name__}"
+            raise MemoryInputError(
+                f"memory tag {shown} is not valid: use 1-200 printable characters", field="tags"
+            )
+    return builtins.list(tags)
+
+
+def _surrogate(text: str) -> str | None:
+    """The first lone surrogate in `text` (which UTF-8 cannot encode), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
+    return None
+
+
+def _check_text(what: str, text: Any, field: str) -> None:
+    if not isinstance(text, str):
+        raise MemoryInputError(
+            f"{what} must be a str or None, got {type(text).__name__}", field=field
+        )
+    if "\x00" in text:
+        raise MemoryInputError(f"{what} contains a NUL character; remove it", field=field)
+    surrogate = _surrogate(text)
+    if surrogate is not None:
+        raise MemoryInputError(
+            f"{what} contains a lone surrogate ({surrogate!r}), which is not text; remove it",
+            field=field,
         )
 
 
 def _check_json(key: str, value: Any) -> None:
     """Refuse, before any write, what JSON cannot hold exactly."""
+    _check_structure(key, value)
     try:
-        json.dumps(value, allow_nan=False, default=_refuse)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, default=_refuse)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise ConfigError(
-            f"memory {key!r}: the value is not JSON-serializable ({exc}); store dicts, lists, "
-            "str, int, float, bool or None (e.g. model.model_dump(mode='json') for a pydantic "
-            "model)"
+        raise MemoryInputError(
+            f"memory {key!r}: the value is not JSON-serializable ({str(exc)[:200]}); store "
+            "dicts, lists, str, int, float, bool or None (e.g. model.model_dump(mode='json') "
+            "for a pydantic model)",
+            field="value",
         ) from exc
-    _check_keys_are_strings(key, value)
+    surrogate = _surrogate(text)
+    if surrogate is not None:
+        raise MemoryInputError(
+            f"memory {key!r}: the value contains a lone surrogate ({surrogate!r}), which is not "
+            "text and cannot be stored; remove it",
+            field="value",
+        )
 
 
 def _refuse(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} {value!r:.60} is not JSON")
 
 
-def _check_keys_are_strings(key: str, value: Any) -> None:
+def _check_structure(key: str, value: Any) -> None:
     # json.dumps turns {1: "a"} into {"1": "a"}: what comes back would not be what was stored.
-    stack = [value]
+    # And a value nested a thousand levels deep breaks the recursive code that reads it back.
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple) and depth > MAX_JSON_DEPTH:
+            raise MemoryInputError(
+                f"memory {key!r}: the value nests more than {MAX_JSON_DEPTH} levels deep; "
+                "flatten it",
+                field="value",
+            )
         if isinstance(item, dict):
             for name, child in item.items():
                 if not isinstance(name, str):
-                    raise ConfigError(
-                        f"memory {key!r}: the value has a dict key {name!r} of type "
-                        f"{type(name).__name__}; JSON objects have str keys only"
+                    raise MemoryInputError(
+                        f"memory {key!r}: the value has a dict key {name!r:.60} of type "
+                        f"{type(name).__name__}; JSON objects have str keys only",
+                        field="value",
                     )
-                stack.append(child)
+                stack.append((child, depth + 1))
         elif isinstance(item, list | tuple):
-            stack.extend(item)
+            stack.extend((child, depth + 1) for child in item)

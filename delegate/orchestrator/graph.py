@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError as JinjaTemplateError
 from pydantic import BaseModel
 
 from delegate.agents.limits import Budget
 from delegate.agents.models import ReasoningEffort
 from delegate.errors import GraphError, TemplateError, did_you_mean
+from delegate.orchestrator._sandbox import PromptEnvironment
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -66,10 +67,9 @@ def format_output(value: Any) -> str:
 
 
 # Printed values go through format_output, so `{{ research }}` shows a structured output as JSON
-# (as the labelled context does) while `{{ research.field }}` still reaches into it.
-PROMPT_ENV = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, finalize=format_output
-)
+# (as the labelled context does) while `{{ research.field }}` still reaches into it. The one
+# sandbox of every template (tasks, plans, workflows): resource-limited, see `_sandbox`.
+PROMPT_ENV = PromptEnvironment(undefined=StrictUndefined, autoescape=False, finalize=format_output)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +164,11 @@ class TaskSpec:
 
 
 def compile_prompt(task_id: str, prompt: str) -> tuple[Template | None, frozenset[str]]:
+    """The compiled template of a task's prompt (None for plain text) and the names it uses.
+
+    Raises:
+        TemplateError: the prompt is not a valid template (naming the task and the line).
+    """
     if "{{" not in prompt and "{%" not in prompt and "{#" not in prompt:
         return None, frozenset()
     try:
@@ -174,6 +179,13 @@ def compile_prompt(task_id: str, prompt: str) -> tuple[Template | None, frozense
         raise TemplateError(
             f"task {task_id!r}: prompt template line {exc.lineno}: {exc.message}"
         ) from None
+    except RecursionError:
+        raise TemplateError(
+            f"task {task_id!r}: the prompt template nests too deeply; simplify it"
+        ) from None
+    except (JinjaTemplateError, ValueError, OverflowError, MemoryError) as exc:
+        # (find_undeclared_variables runs jinja's own code generator, which folds constants)
+        raise TemplateError(f"task {task_id!r}: prompt template: {exc}") from None
     return template, names
 
 
@@ -526,10 +538,10 @@ def _topological(by_id: Mapping[str, TaskSpec]) -> list[TaskSpec]:
 def _describe_cycle(by_id: Mapping[str, TaskSpec], stuck: set[str]) -> str:
     # Walk dependencies inside the stuck set until a task repeats: that loop is a cycle.
     start = next(t for t in by_id if t in stuck)
-    seen: list[str] = []
+    seen: dict[str, int] = {}  # task -> its position on the walk
     node = start
     while node not in seen:
-        seen.append(node)
+        seen[node] = len(seen)
         node = next(dep for dep in by_id[node].deps if dep in stuck)
-    cycle = [*seen[seen.index(node) :], node]
+    cycle = [*list(seen)[seen[node] :], node]
     return " → ".join(f"{t!r}" for t in cycle) + " (each depends on the next); break one dependency"

@@ -9,9 +9,10 @@ objects the delta completed::
     request = ModelRequest(messages, on_text=lambda delta: start(stream.feed(delta)))
 
 It is a small scanner, not a JSON parser: it follows nesting and string/escape state one delta at a
-time (never re-reading earlier text) and hands each finished task's text to `json.loads`. Regular
-expressions skip over strings and plain text in C, so the Python loop runs about once per delta and
-once per bracket: a 20-task plan of 6 KB fed in 16-character deltas takes about 0.35 ms in all.
+time (never re-reading earlier text) and hands each finished task's text to `loads_untrusted`
+(bounded in size and depth, as every JSON a model writes is). Regular expressions skip over strings
+and plain text in C, so the Python loop runs about once per delta and once per bracket: a 20-task
+plan of 6 KB fed in 16-character deltas takes about 0.35 ms in all.
 Only the objects that are direct elements of the top-level object's `"tasks"` array are tasks.
 Text before the first `{` (a ```json fence, a sentence) and after the object closes is ignored.
 Validating a task against the plan schema is the caller's business.
@@ -19,9 +20,11 @@ Validating a task against the plan schema is the caller's business.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
+
+from delegate._json import loads_untrusted
+from delegate.errors import JSONInputError
 
 __all__ = ["PlanStream"]
 
@@ -229,12 +232,12 @@ class PlanStream:
 
     def _task(self, raw: str, found: list[dict[str, Any]]) -> None:
         try:
-            task = json.loads(raw)
-        except ValueError as exc:
+            task = loads_untrusted(raw)
+        except JSONInputError as exc:
             named = _ID.search(raw)
-            which = f" (id {named.group(1)!r})" if named else ""
+            which = f" (id {_excerpt(named.group(1))!r})" if named else ""
             self.errors.append(
-                f"tasks[{self._elements - 1}]{which} is not valid JSON ({exc}); it was skipped: "
+                f"tasks[{self._elements - 1}]{which} is {exc.detail}; it was skipped: "
                 f"{_excerpt(raw)}"
             )
             return
@@ -249,8 +252,8 @@ class PlanStream:
 
 def _decoded(raw: str) -> str | None:
     try:
-        value = json.loads(raw)
-    except ValueError:
+        value = loads_untrusted(raw)
+    except JSONInputError:
         return None
     return value if isinstance(value, str) else None
 

@@ -35,6 +35,7 @@ from delegate.errors import (
     TemplateError,
     did_you_mean,
 )
+from delegate.orchestrator._sandbox import check_render
 from delegate.orchestrator.graph import (
     PROMPT_ENV,
     RESERVED_NAMES,
@@ -142,8 +143,8 @@ def _check_ids(plan: Plan, finished: Collection[str]) -> list[str]:
     for task_id, count in counts.items():
         if not TASK_ID.match(task_id) or task_id in RESERVED_NAMES:
             errors.append(
-                f"task id {task_id!r} is not valid; use short snake_case such as 'search_papers' "
-                "(letters, digits and '_', not 'inputs' or 'deps')"
+                f"task id {_shown(task_id)} is not valid; use short snake_case such as "
+                "'search_papers' (letters, digits and '_', not 'inputs' or 'deps')"
             )
         if count > 1:
             errors.append(
@@ -160,8 +161,9 @@ def _check_ids(plan: Plan, finished: Collection[str]) -> list[str]:
 def _check_agents(plan: Plan, workers: Mapping[str, Agent]) -> list[str]:
     names = ", ".join(workers) or "(none)"
     return [
-        f"task {task.id!r} uses agent {task.agent!r}, which is not a worker"
-        f"{did_you_mean(task.agent, workers)}; use one of: {names}"
+        f"task {_shown(task.id)} uses agent {_shown(task.agent)}, which is not a worker"
+        f"{did_you_mean(task.agent, workers) if len(task.agent) <= 200 else ''}; use one of: "
+        f"{names}"
         for task in plan.tasks
         if task.agent not in workers
     ]
@@ -170,56 +172,89 @@ def _check_agents(plan: Plan, workers: Mapping[str, Agent]) -> list[str]:
 def _check_deps(plan: Plan, finished: Collection[str]) -> list[str]:
     errors: list[str] = []
     position = {task.id: n for n, task in reversed(list(enumerate(plan.tasks)))}
-    cyclic = _cyclic_components(plan)
-    known = [*position, *(f for f in finished if f not in position)]
+    # A task id listed twice (already an error) has the dependencies of both listings here.
+    deps: dict[str, list[str]] = {}
+    for task in plan.tasks:
+        deps.setdefault(task.id, []).extend(dep for dep in task.deps if dep in position)
+    cyclic = _cyclic_components(deps)
+    done = set(finished)
+    known: list[str] | None = None
     for n, task in enumerate(plan.tasks):
         for dep in dict.fromkeys(task.deps):
-            if dep in finished and dep not in position:
+            if dep in done and dep not in position:
                 continue
             if dep not in position:
+                if known is None:
+                    known = [*position, *(f for f in finished if f not in position)]
                 errors.append(
-                    f"task {task.id!r} depends on {dep!r}, which is not in the plan"
-                    f"{did_you_mean(dep, known)}; depend only on tasks of this plan or finished "
-                    "tasks"
+                    f"task {task.id!r} depends on {_shown(dep)}, which is not in the plan"
+                    f"{did_you_mean(dep, known) if len(dep) <= 200 else ''}; depend only on "
+                    "tasks of this plan or finished tasks"
                 )
             elif position[dep] > n and cyclic.get(dep, -1) != cyclic.get(task.id, -2):
                 errors.append(
                     f"task {task.id!r} depends on {dep!r}, which is listed after it; list "
                     f"{dep!r} before {task.id!r} (tasks must be in dependency order)"
                 )
-    errors.extend(_describe_cycles(plan, cyclic))
+    errors.extend(_describe_cycles(plan, deps, cyclic))
     return errors
 
 
-def _cyclic_components(plan: Plan) -> dict[str, int]:
-    """Tasks on a cycle, each mapped to its cycle's number (tasks on one cycle share it)."""
-    ids = {task.id for task in plan.tasks}
-    deps: dict[str, list[str]] = {}
-    for task in plan.tasks:
-        deps.setdefault(task.id, []).extend(dep for dep in task.deps if dep in ids)
-    reach = {task_id: _reachable(task_id, deps) for task_id in deps}
+def _shown(name: str, limit: int = 80) -> str:
+    """`repr(name)`, cut short: a model may write anything where a name belongs."""
+    return repr(name) if len(name) <= limit else f"{name[:limit]!r}… ({len(name):,} characters)"
+
+
+def _cyclic_components(deps: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """Tasks on a cycle, each mapped to its cycle's number (tasks on one cycle share it).
+
+    Tarjan's strongly connected components, iterative: linear in tasks and dependencies.
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
     result: dict[str, int] = {}
-    for number, task_id in enumerate(deps):
-        if task_id in reach[task_id] and task_id not in result:
-            result.update(dict.fromkeys((t for t in reach[task_id] if task_id in reach[t]), number))
+    for root in deps:
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(deps[root]))]
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(deps[child])))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1 or node in deps[node]:
+                        result.update(dict.fromkeys(component, index[node]))
     return result
 
 
-def _reachable(start: str, deps: Mapping[str, Sequence[str]]) -> set[str]:
-    """The tasks `start` depends on, directly or not (itself only through a cycle)."""
-    seen: set[str] = set()
-    todo = list(deps[start])
-    while todo:
-        node = todo.pop()
-        if node not in seen:
-            seen.add(node)
-            todo.extend(deps[node])
-    return seen
-
-
-def _describe_cycles(plan: Plan, cyclic: Mapping[str, int]) -> list[str]:
+def _describe_cycles(
+    plan: Plan, deps: Mapping[str, Sequence[str]], cyclic: Mapping[str, int]
+) -> list[str]:
     errors: list[str] = []
-    deps = {task.id: task.deps for task in reversed(plan.tasks)}
     described: set[int] = set()
     for task in plan.tasks:
         number = cyclic.get(task.id)
@@ -229,13 +264,14 @@ def _describe_cycles(plan: Plan, cyclic: Mapping[str, int]) -> list[str]:
         if task.id in deps[task.id]:
             errors.append(f"task {task.id!r} depends on itself; remove {task.id!r} from its deps")
             continue
-        # Walk dependencies inside the component from its first-listed task until one repeats.
-        seen: list[str] = []
+        # Walk dependencies inside the component from its first-listed task until one repeats
+        # (every task of a component depends on another task of it).
+        seen: dict[str, int] = {}  # task -> its position on the walk
         node = task.id
         while node not in seen:
-            seen.append(node)
+            seen[node] = len(seen)
             node = next(dep for dep in deps[node] if cyclic.get(dep) == number)
-        loop = [*seen[seen.index(node) :], node]
+        loop = [*list(seen)[seen[node] :], node]
         errors.append(
             f"tasks {' → '.join(repr(t) for t in loop)} form a cycle (each depends on the next); "
             "remove one of these dependencies"
@@ -243,22 +279,43 @@ def _describe_cycles(plan: Plan, cyclic: Mapping[str, int]) -> list[str]:
     return errors
 
 
+def _template_errors(task: PlanTask) -> tuple[frozenset[str], list[str]]:
+    """The names a task's prompt uses, and its problems: it must compile and render."""
+    prompt = plan_prompt(task)
+    try:
+        template, names = compile_prompt(task.id, prompt)
+    except TemplateError as exc:
+        try:
+            compile_prompt(task.id, task.instructions)
+        except TemplateError:
+            remedy = "write instructions as plain text, or {{ inputs.NAME }} for an input"
+        else:
+            remedy = "expected_output is part of the prompt: write it as plain text"
+        return frozenset(), [f"{exc}; {remedy}"]
+    if template is None:
+        return names, []
+    problem = check_render(PROMPT_ENV, prompt)
+    if problem is None:
+        return names, []
+    return names, [
+        f"task {task.id!r}: instructions fail to render whatever the inputs ({problem}); write "
+        "instructions as plain text, or {{ inputs.NAME }} for an input"
+    ]
+
+
 def _check_templates(plan: Plan, inputs: Collection[str] | None = None) -> list[str]:
     errors: list[str] = []
     ids = {task.id for task in plan.tasks}
     allowed = RESERVED_NAMES | set(inputs or ())
     for task in plan.tasks:
-        try:
-            _, names = compile_prompt(task.id, task.instructions)
-        except TemplateError as exc:
-            errors.append(
-                f"{exc}; write instructions as plain text, or {{{{ inputs.NAME }}}} for an input"
-            )
+        names, problems = _template_errors(task)
+        if problems:
+            errors.extend(problems)
             continue
         errors.extend(
             f"task {task.id!r}: instructions use {{{{ {name} }}}}, the output of task {name!r}, "
             f"but the task does not depend on it; add {name!r} to its deps"
-            for name in sorted(names & ids - set(task.deps))
+            for name in sorted((names & ids) - set(task.deps))
         )
         if inputs is not None:
             errors.extend(
@@ -301,6 +358,8 @@ def validate_plan(
             f"the plan has {len(plan.tasks)} tasks, more than max_tasks={max_tasks}; merge "
             f"related tasks so there are at most {max_tasks}"
         )
+        if len(plan.tasks) > 2 * max_tasks:
+            return errors  # far too large: checking the rest would only make noise (and work)
     errors += _check_ids(plan, finished)
     errors += _check_agents(plan, workers)
     errors += _check_deps(plan, finished)

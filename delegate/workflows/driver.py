@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateError as JinjaTemplateError
+from jinja2 import TemplateRuntimeError
 
 from delegate._log import get_logger
 from delegate.agents.agent import Agent, with_output_type
@@ -507,6 +508,8 @@ class _StepError(DelegateError):
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TemplateRuntimeError):  # the sandbox's own message names the cause
+        return str(exc)
     return str(exc) if isinstance(exc, DelegateError) else f"{type(exc).__name__}: {exc}"
 
 
