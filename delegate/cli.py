@@ -6,13 +6,20 @@ Every command gets one error policy from `DelegateGroup.invoke`, so a command on
   stderr, exit status 2, no traceback;
 - anything else (a bug): a one-line message and a hint to rerun with `--debug`, exit status 1.
 
-`--debug` adds the traceback to both. Commands import what they need inside their function, so
-`delegate --help` never pays for litellm, SQLAlchemy or rich.
+`--debug` adds the traceback to both. Ctrl-C, SIGTERM and SIGHUP stop a command with one line and
+exit status 128 + the signal's number (130, 143, 129); a run they stop is stored as interrupted.
+A closed stdout or stderr (`delegate run … | head -3`) is not an error: what was to be written
+there is dropped, and the command goes on (`delegate.cli_guard`).
+
+Commands import what they need inside their function, so `delegate --help` never pays for
+litellm, SQLAlchemy or rich.
 """
 
 from __future__ import annotations
 
 import errno
+import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -20,6 +27,7 @@ from typing import Any, TextIO, cast
 
 import click
 
+from delegate.cli_guard import bounded, check_store
 from delegate.errors import DelegateError
 
 __all__ = ["DelegateGroup", "main"]
@@ -48,10 +56,33 @@ def _passes_through(exc: Exception) -> bool:
 class DelegateGroup(click.Group):
     """A click group that applies delegate's error policy to every command below it."""
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line with pipe-safe stdout and stderr, and SIGTERM/SIGHUP handled
+        as Ctrl-C (both restored afterwards)."""
+        from delegate.cli_guard import pipe_safe, stop_signals
+
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = pipe_safe(sys.stdout), pipe_safe(sys.stderr)
+        try:
+            with stop_signals():
+                return super().main(*args, **kwargs)
+        finally:
+            # What is still buffered is flushed now, where a closed pipe is tolerated, not at
+            # the interpreter's exit ("Exception ignored ... BrokenPipeError").
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.stdout, sys.stderr = saved
+
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command, turning exceptions into exit statuses and messages."""
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            from delegate.cli_guard import stopped_by
+
+            name, code = stopped_by()
+            click.echo(f"stopped by {_signal_name(name)}", err=True)
+            raise click.exceptions.Exit(code) from None
         except Exception as exc:
             if _passes_through(exc):
                 raise
@@ -69,6 +100,10 @@ class DelegateGroup(click.Group):
             raise _InternalError(message) from exc
 
 
+def _signal_name(name: str) -> str:
+    return "Ctrl-C" if name == "SIGINT" else name
+
+
 @click.group(cls=DelegateGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="delegate", prog_name="delegate", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
@@ -78,6 +113,9 @@ def main(debug: bool, log_json: bool) -> None:
     from delegate._log import configure_logging
 
     configure_logging(level="DEBUG" if debug else "INFO", json=log_json)
+
+
+_MAX_TOKENS_TEXT = 16_000_000  # characters `tokens -` reads (stdin may be endless: /dev/zero)
 
 
 def _format_usd(amount: float) -> str:
@@ -105,7 +143,13 @@ def tokens(text: str, model: str) -> None:
     from delegate.agents.tokens import count_text, encoding_for
 
     if text == "-":
-        text = sys.stdin.read()
+        text = sys.stdin.read(_MAX_TOKENS_TEXT + 1)
+        if len(text) > _MAX_TOKENS_TEXT:
+            from delegate.errors import ConfigError
+
+            raise ConfigError(
+                f"stdin has more than {_MAX_TOKENS_TEXT:,} characters; count a part of it"
+            )
     count = count_text(text, model)
     encoding = encoding_for(model)
     kind = "exact" if encoding.exact else "estimate"
@@ -153,8 +197,8 @@ def validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
             invalid += 1
             if debug:
                 click.echo(redact_text(traceback.format_exc().rstrip()), err=True)
-            for problem in exc.problems:
-                click.echo(redact_text(str(problem)), err=True)
+            # One write for all of them: a file can have tens of thousands.
+            click.echo(redact_text("\n".join(map(str, exc.problems))), err=True)
             continue
         spec = loaded.spec
         shape = _count(len(spec.steps), "step") if spec.steps is not None else "planner mode"
@@ -212,33 +256,66 @@ def _check_credentials(models: Any) -> None:
         raise ConfigError(message)
 
 
-def _open_store(db: str | None) -> Any:
+def _store_url(db: str | None) -> str:
     from delegate.errors import StoreError
-    from delegate.memory.store import Store, default_url
+    from delegate.memory.store import default_url
 
     try:
-        url = db or default_url()
+        return db or default_url()
     except OSError as exc:
         raise StoreError(
             f"cannot create the default store's folder ({exc}); set DELEGATE_HOME to a writable "
             "folder or DELEGATE_DB_URL to a database, or pass --db URL"
         ) from None
-    return Store.open(url)
+
+
+def _store_option(db: str | None) -> str:
+    """Where the store's URL came from, as messages name it."""
+    if db is not None:
+        return "--db"
+    return "DELEGATE_DB_URL" if os.environ.get("DELEGATE_DB_URL") else "the default store"
+
+
+def _open_store(db: str | None) -> Any:
+    """The store `runs`, `show` and `resume` read, opened without creating anything; None when
+    the default store does not exist yet (no run was stored).
+
+    Raises:
+        ConfigError: the URL is invalid, names a file that does not exist, or a file that is
+            not a delegate store (`cli_guard.check_store`).
+    """
+    from delegate.cli_guard import check_store
+    from delegate.errors import ConfigError
+    from delegate.memory.store import Store
+
+    url = _store_url(db)
+    option = _store_option(db)
+    if check_store(url, create=False, option=option):
+        return Store.open(url)
+    if option == "the default store":
+        return None
+    raise ConfigError(
+        f"{option}: there is no store at {url!r} (the file does not exist); give the path or "
+        "URL of an existing store (sqlite:///path/to/delegate.db, postgresql://...)"
+    )
 
 
 def _stdout() -> TextIO:
     """stdout, every credential delegate knows masked in what is written (the last line of
-    redaction: errors, logs and stored rows are masked before they get here)."""
+    redaction: errors, logs and stored rows are masked before they get here), quiet once its
+    reader is gone (`cli_guard.PipeSafeStream`)."""
     from delegate._secrets import RedactingStream
+    from delegate.cli_guard import pipe_safe
 
-    return cast(TextIO, RedactingStream(sys.stdout))
+    return cast(TextIO, RedactingStream(pipe_safe(sys.stdout)))
 
 
 def _stderr() -> TextIO:
-    """stderr, credentials masked like `_stdout`'s."""
+    """stderr, credentials masked and a closed pipe tolerated like `_stdout`'s."""
     from delegate._secrets import RedactingStream
+    from delegate.cli_guard import pipe_safe
 
-    return cast(TextIO, RedactingStream(sys.stderr))
+    return cast(TextIO, RedactingStream(pipe_safe(sys.stderr)))
 
 
 def _display(as_json: bool, progress: bool, **options: Any) -> Any:
@@ -247,19 +324,34 @@ def _display(as_json: bool, progress: bool, **options: Any) -> Any:
     return None if as_json and not progress else RunDisplay(_stderr(), **options)
 
 
-def _execute(display: Any, run_id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-    """Run `fn` to the end with the progress display open; tell how to resume if interrupted."""
+def _resume_command(run_id: str, db: str | None) -> str:
+    import shlex
+
+    return f"delegate resume {shlex.quote(run_id)}" + (f" --db {shlex.quote(db)}" if db else "")
+
+
+def _execute(
+    display: Any, run_id: str, db: str | None, fn: Any, /, *args: Any, **kwargs: Any
+) -> Any:
+    """Run `fn` to the end with the progress display open; tell how to resume if interrupted
+    (Ctrl-C, SIGTERM, SIGHUP: the run is stored as interrupted)."""
     from contextlib import nullcontext
 
     from delegate._sync import run_sync
+    from delegate.cli_guard import stopped_by
     from delegate.errors import RunExistsError
 
     try:
         with display if display is not None else nullcontext():
             return run_sync(fn, *args, **kwargs)
     except KeyboardInterrupt:
-        click.echo(f"interrupted: continue the run with `delegate resume {run_id}`", err=True)
-        raise
+        name, code = stopped_by()
+        click.echo(
+            f"run {run_id} stopped by {_signal_name(name)} and kept as interrupted; continue "
+            f"it with `{_resume_command(run_id, db)}`",
+            err=True,
+        )
+        raise click.exceptions.Exit(code) from None
     except RunExistsError as exc:
         raise RunExistsError(
             f"run {run_id!r} is already in the store; continue it with `delegate resume "
@@ -293,12 +385,17 @@ def _report(result: Any, display: Any, *, as_json: bool, **options: Any) -> int:
     return 0 if result.status == "succeeded" else 1
 
 
+_MAX_TIME_SCALE = 100.0  # --time-scale: 100× the models' latency is already a long wait
+_MAX_RUNS = 10_000  # --limit of `runs`
+
+
 @main.command("run")
 @click.argument("file", type=_WORKFLOW_FILE)
 @_input_options
 @click.option(
     "--budget-usd",
-    type=click.FloatRange(min=0, min_open=True),
+    type=float,
+    callback=bounded(0, math.inf, low_open=True),
     help="Spend at most this many USD (replaces the file's budget.usd).",
 )
 @click.option("--db", metavar="URL", help=_DB_HELP)
@@ -306,10 +403,12 @@ def _report(result: Any, display: Any, *, as_json: bool, **options: Any) -> int:
 @click.option("--seed", type=int, default=0, show_default=True, help="Varies simulated answers.")
 @click.option(
     "--time-scale",
-    type=click.FloatRange(min=0),
+    type=float,
     default=0.05,
     show_default=True,
-    help="With --simulate: wait this share of the simulated latencies (1: the models' pace).",
+    callback=bounded(0, _MAX_TIME_SCALE, remedy="1 waits at the models' pace, 0 does not wait"),
+    help="With --simulate: wait this share of the simulated latencies (1: the models' pace; "
+    f"at most {_MAX_TIME_SCALE:g}).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document, no progress.")
 @click.option("--progress", is_flag=True, help="With --json: show progress on stderr too.")
@@ -342,6 +441,10 @@ def run_command(
     loaded = load_workflow(file)
     spec = loaded.spec
     inputs = parse_inputs(spec, pairs, input_file)
+    # The store is checked before the run starts (a file that is not a database, a folder that
+    # does not exist): the run would fail on it only after it began.
+    option = "memory: of the workflow" if db is None and spec.memory else _store_option(db)
+    check_store(db or spec.memory or _store_url(None), create=True, option=option)
     run_id = run_id or uuid.uuid4().hex
     limit = budget_usd if budget_usd is not None else spec.budget.usd if spec.budget else None
     display = _display(as_json, progress, title=spec.name, run_id=run_id, budget_usd=limit)
@@ -358,7 +461,7 @@ def run_command(
         display.simulated = compiled.simulated
     if not compiled.simulated:
         _check_credentials(compiled.models())
-    result = _execute(display, run_id, run_workflow, compiled, inputs, run_id=run_id)
+    result = _execute(display, run_id, db, run_workflow, compiled, inputs, run_id=run_id)
     options = {
         "simulated": compiled.simulated,
         "workflow": spec.name,
@@ -410,29 +513,50 @@ def plan_command(
 
 @main.command("runs")
 @click.option("--db", metavar="URL", help=_DB_HELP)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--limit",
+    type=int,
+    default=20,
+    show_default=True,
+    callback=bounded(1, _MAX_RUNS, integer=True),
+    help=f"List at most this many runs (at most {_MAX_RUNS:,}).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def runs_command(db: str | None, limit: int, as_json: bool) -> None:
-    """List the most recent runs in the store, newest first."""
+    """List the most recent runs in the store, newest first.
+
+    A run stored as running that no live process owns (it was killed) shows as `stale`;
+    `delegate resume` finishes it, as it does an `interrupted` one.
+    """
     from delegate import cli_run, cli_show
 
-    with _open_store(db) as store:
-        runs = store.list_runs(limit=limit)
+    runs: list[Any] = []
+    leases: dict[str, Any] = {}
+    store = _open_store(db)
+    if store is not None:
+        with store:
+            runs = store.list_runs(limit=limit)
+            # A run is owned while it runs or is being resumed (its stored status stays).
+            leases = {run.id: store.get_lease(run.id) for run in runs if run.status != "succeeded"}
     if as_json:
-        cli_run.write_json(cli_show.runs_json(runs), _stdout())
+        cli_run.write_json(cli_show.runs_json(runs, leases), _stdout())
     else:
-        cli_show.print_runs(runs, _stdout())
+        cli_show.print_runs(runs, _stdout(), leases=leases)
+
+
+def _no_run(run_id: str, url: str) -> Exception:
+    from delegate.errors import ConfigError
+
+    return ConfigError(
+        f"no run {run_id!r} in the store {url}; `delegate runs` lists the recent ones "
+        "(--db URL reads another store)"
+    )
 
 
 def _stored_run(store: Any, run_id: str) -> Any:
-    from delegate.errors import ConfigError
-
     run = store.get_run(run_id)
     if run is None:
-        raise ConfigError(
-            f"no run {run_id!r} in the store {store.url}; `delegate runs` lists the recent "
-            "ones (--db URL reads another store)"
-        )
+        raise _no_run(run_id, store.url)
     return run
 
 
@@ -446,38 +570,66 @@ def show_command(run_id: str, db: str | None, full: bool, as_json: bool) -> None
     outputs, plan revisions and errors."""
     from delegate import cli_run, cli_show
 
-    with _open_store(db) as store:
+    store = _open_store(db)
+    if store is None:
+        raise _no_run(run_id, _store_url(None))
+    with store:
         run = _stored_run(store, run_id)
         tasks = store.get_tasks(run_id)
+        lease = store.get_lease(run_id)
     if as_json:
-        cli_run.write_json(cli_show.stored_run_json(run, tasks), _stdout())
+        cli_run.write_json(cli_show.stored_run_json(run, tasks, lease), _stdout())
     else:
-        cli_show.print_stored_run(run, tasks, _stdout(), full=full)
+        cli_show.print_stored_run(
+            run, tasks, _stdout(), full=full, lease=lease, resume=_resume_command(run_id, db)
+        )
+
+
+def _leased(run_id: str, owner: str, db: str | None) -> str:
+    return (
+        f"run {run_id!r} is being run by {owner}; wait for it to finish, or, if you know that "
+        f"process is dead, take the run over: {_resume_command(run_id, db)} --force"
+    )
 
 
 @main.command("resume")
 @click.argument("run_id")
 @click.option("--db", metavar="URL", help=_DB_HELP)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Take the run over even though a live process owns it (when you know it is dead).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document, no progress.")
 @click.option("--progress", is_flag=True, help="With --json: show progress on stderr too.")
 @click.pass_context
 def resume_command(
-    ctx: click.Context, run_id: str, db: str | None, as_json: bool, progress: bool
+    ctx: click.Context, run_id: str, db: str | None, force: bool, as_json: bool, progress: bool
 ) -> None:
-    """Finish the run RUN_ID of a workflow, which stopped (a crash, a kill, a deadline).
+    """Finish the run RUN_ID of a workflow, which stopped (a crash, a kill, Ctrl-C, a deadline).
 
     Tasks that succeeded keep their outputs and are not run again; a run started with
-    --simulate goes on simulated. Exit statuses as for `run`.
+    --simulate goes on simulated. A run that another live process owns is refused (naming it)
+    unless --force. Exit statuses as for `run`.
     """
-    from delegate.errors import ConfigError
+    from delegate.cli_show import run_state
+    from delegate.errors import ConfigError, RunLeasedError
     from delegate.workflows.runtime import resume_workflow
 
-    with _open_store(db) as store:
+    store = _open_store(db)
+    if store is None:
+        raise _no_run(run_id, _store_url(None))
+    with store:
         record = _stored_run(store, run_id)
+        lease = store.get_lease(run_id)
     if record.status == "succeeded":
         raise ConfigError(
             f"run {run_id!r} already succeeded: there is nothing to resume; "
             f"`delegate show {run_id}` shows it"
+        )
+    if lease is not None and not force and run_state(record, lease) == "running":
+        raise RunLeasedError(
+            _leased(run_id, lease.describe(), db), run_id=run_id, owner=lease.describe()
         )
     source = record.graph.get("workflow")
     source = source if isinstance(source, dict) else {}
@@ -503,7 +655,22 @@ def resume_command(
     from delegate.simulate import SimulatedPace
 
     pace = SimulatedPace() if simulated else None
-    result = _execute(display, run_id, resume_workflow, run_id, db=db, on_event=display, pace=pace)
+    try:
+        result = _execute(
+            display,
+            run_id,
+            db,
+            resume_workflow,
+            run_id,
+            db=db,
+            on_event=display,
+            pace=pace,
+            force=force,
+        )
+    except RunLeasedError as exc:  # taken by another process since the check above
+        raise RunLeasedError(
+            _leased(run_id, exc.owner, db), run_id=run_id, owner=exc.owner
+        ) from None
     options = {
         "simulated": simulated,
         "workflow": record.workflow,

@@ -34,15 +34,18 @@ from delegate.cli_run import (
 )
 
 if TYPE_CHECKING:
-    from delegate.memory.records import RunRecord, TaskRecord
+    from delegate.memory.records import LeaseRecord, RunRecord, TaskRecord
 
 __all__ = [
     "TRUNCATE_CHARS",
+    "owned",
     "preview_json",
     "print_preview",
     "print_runs",
     "print_stored_run",
+    "resume_hint",
     "rows_from_records",
+    "run_state",
     "runs_json",
     "stored_run_json",
     "stored_simulated",
@@ -50,6 +53,54 @@ __all__ = [
 
 TRUNCATE_CHARS = 500
 """Characters of an output `delegate show` prints without --full."""
+
+
+# -- a run's state: who owns it, how to go on -------------------------------------------------
+
+_RESUMABLE = frozenset({"interrupted", "stale", "partial", "failed"})
+
+
+def owned(lease: LeaseRecord | None) -> bool:
+    """Whether a live process owns the run: its lease is live, and not one of a process of this
+    machine that is gone (`lease_is_dead`, the store's own rule)."""
+    from delegate.memory.store import lease_is_dead
+
+    return lease is not None and lease.live() and not lease_is_dead(lease)
+
+
+def run_state(run: RunRecord, lease: LeaseRecord | None) -> str:
+    """The status `runs` and `show` give a run: the stored one, but "running" for a run a live
+    process owns (one being resumed keeps its stored status until it ends), and "stale" for a
+    run stored as running that no live process owns — its lease is missing or expired, or its
+    process (on this machine) is gone: it was killed, and `delegate resume` finishes it."""
+    if run.status != "succeeded" and owned(lease):
+        return "running"
+    return "stale" if run.status == "running" else run.status
+
+
+def _stale_reason(lease: LeaseRecord | None) -> str:
+    from delegate.memory.store import lease_is_dead
+
+    if lease is None:
+        return "no process owns it"
+    if lease.live() and lease_is_dead(lease):
+        return f"its process (pid {lease.pid} on host {lease.host}) is gone"
+    return f"its owner stopped renewing it ({lease.describe()})"
+
+
+def resume_hint(run: RunRecord, lease: LeaseRecord | None, command: str) -> str | None:
+    """What `delegate show` says of a run that did not finish: how to resume it (`command`), or
+    for a running run, who owns it; None for a run that succeeded."""
+    state = run_state(run, lease)
+    if state == "running" and lease is not None:
+        return f"running: owned by {lease.describe()}"
+    if state not in _RESUMABLE:
+        return None
+    why = f"stale: stored as running, but {_stale_reason(lease)}; " if state == "stale" else ""
+    source = run.graph.get("workflow")
+    if not (isinstance(source, dict) and isinstance(source.get("text"), str)):
+        return f"{why}resume it from Python: Orchestrator(...).resume({run.id!r})"
+    return f"{why}resume it: {command}"
 
 
 # -- one stored run ------------------------------------------------------------------------
@@ -99,13 +150,16 @@ def stored_simulated(run: RunRecord) -> bool:
     return isinstance(source, dict) and bool(source.get("simulate"))
 
 
-def stored_run_json(run: RunRecord, tasks: Sequence[TaskRecord]) -> dict[str, Any]:
+def stored_run_json(
+    run: RunRecord, tasks: Sequence[TaskRecord], lease: LeaseRecord | None = None
+) -> dict[str, Any]:
     """The `delegate show --json` document of a stored run (outputs never truncated).
 
-    Keys: run_id, workflow, status, simulated, goal, inputs, output, error, budget, usage,
-    plans (a planned run's revisions, then the plans of plan steps, with "step"), created_at,
-    finished_at, duration, and tasks (id → status, agent, model, attempts, deps,
-    usage, seconds, output, error; "not run" for tasks of the graph that never ended).
+    Keys: run_id, workflow, status (`run_state`: "stale" for a killed run), simulated, goal,
+    inputs, output, error, budget, usage, plans (a planned run's revisions, then the plans of
+    plan steps, with "step"), created_at, finished_at, duration, and tasks (id → status, agent,
+    model, attempts, deps, usage, seconds, output, error; "not run" for tasks of the graph that
+    never ended).
     """
     stored = {task.task_id: task for task in tasks}
     specs = {item["id"]: item for item in run.graph.get("tasks", ()) if isinstance(item, dict)}
@@ -127,7 +181,7 @@ def stored_run_json(run: RunRecord, tasks: Sequence[TaskRecord]) -> dict[str, An
     return {
         "run_id": run.id,
         "workflow": run.workflow,
-        "status": run.status,
+        "status": run_state(run, lease),
         "simulated": stored_simulated(run),
         "goal": run.goal,
         "inputs": run.inputs,
@@ -155,16 +209,23 @@ def _local(value: datetime) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def runs_json(runs: Sequence[RunRecord]) -> dict[str, Any]:
+def runs_json(
+    runs: Sequence[RunRecord], leases: Mapping[str, LeaseRecord | None] | None = None
+) -> dict[str, Any]:
     """The `delegate runs --json` document: {"runs": [{run_id, workflow, goal, status,
-    simulated, created_at, finished_at, duration, cost_usd}, ...]}, newest first."""
+    simulated, created_at, finished_at, duration, cost_usd}, ...]}, newest first.
+
+    `leases` are the runs' leases (by run id): a running run without a live one is "stale",
+    one with a live one "running" (`run_state`).
+    """
+    leases = leases or {}
     return {
         "runs": [
             {
                 "run_id": run.id,
                 "workflow": run.workflow,
                 "goal": run.goal,
-                "status": run.status,
+                "status": run_state(run, leases.get(run.id)),
                 "simulated": stored_simulated(run),
                 "created_at": _time(run.created_at),
                 "finished_at": _time(run.finished_at),
@@ -176,16 +237,27 @@ def runs_json(runs: Sequence[RunRecord]) -> dict[str, Any]:
     }
 
 
-def print_runs(runs: Sequence[RunRecord], stream: TextIO, *, fancy: bool | None = None) -> None:
-    """The recent runs as a table: id, workflow, status, created, duration, cost."""
+def print_runs(
+    runs: Sequence[RunRecord],
+    stream: TextIO,
+    *,
+    leases: Mapping[str, LeaseRecord | None] | None = None,
+    fancy: bool | None = None,
+) -> None:
+    """The recent runs as a table: id, workflow, status, created, duration, cost.
+
+    `leases` are the runs' leases (by run id): a running run without a live one shows as
+    "stale", one with a live one as "running" (`run_state`).
+    """
     if not runs:
         stream.write("no runs in the store yet; start one with `delegate run FILE`\n")
         return
+    leases = leases or {}
     rows = [
         [
             run.id,
             (run.workflow or "—") + (" (simulated)" if stored_simulated(run) else ""),
-            run.status,
+            run_state(run, leases.get(run.id)),
             _local(run.created_at),
             _seconds(_took(run.created_at, run.finished_at)),
             format_usd(_cost(run)),
@@ -236,11 +308,14 @@ def _print_plans(plans: Sequence[Mapping[str, Any]], stream: TextIO) -> None:
             stream.write(f"    error: {_one_line(str(plan['error']))}\n")
 
 
-def _run_header(run: RunRecord, stream: TextIO) -> None:
+def _run_header(run: RunRecord, stream: TextIO, lease: LeaseRecord | None, resume: str) -> None:
     out = stream.write
     if stored_simulated(run):
         out(SIMULATED_NOTE + "\n")
-    out(f"run {run.id}: {run.status}\n")
+    out(f"run {run.id}: {run_state(run, lease)}\n")
+    hint = resume_hint(run, lease, resume)
+    if hint:
+        out(hint + "\n")
     if run.workflow:
         out(f"workflow: {run.workflow}\n")
     finished = f", finished {_local(run.finished_at)}" if run.finished_at else ""
@@ -263,8 +338,13 @@ def print_stored_run(
     *,
     full: bool = False,
     fancy: bool | None = None,
+    lease: LeaseRecord | None = None,
+    resume: str | None = None,
 ) -> None:
     """`delegate show`: the run, its tasks with usage and outputs, its plans and errors.
+
+    A run that did not finish says how to go on: its owner while it runs; the command that
+    resumes it when it is interrupted, stale (killed), partial or failed.
 
     Args:
         run: the stored run.
@@ -272,9 +352,11 @@ def print_stored_run(
         stream: where to write.
         full: show whole outputs (else each is cut at `TRUNCATE_CHARS`).
         fancy: rich tables (True) or plain (False); None: rich when `stream` is a terminal.
+        lease: the run's lease (who owns it), if any.
+        resume: the command that resumes it (default: `delegate resume RUN_ID`).
     """
     out = stream.write
-    _run_header(run, stream)
+    _run_header(run, stream, lease, resume or f"delegate resume {run.id}")
     rows = rows_from_records(run, tasks)
     extra: list[TaskRow] = []
     if run.usage is not None:  # a finished run: its plans and answer are rows too

@@ -192,10 +192,28 @@ def test_runs_lists_the_recent_runs_newest_first(url: str) -> None:
 
 
 def test_runs_of_an_empty_store_says_how_to_start_one(url: str) -> None:
+    Store.open(url).close()
     result = invoke("runs", "--db", url)
     assert result.exit_code == 0, result.output
     assert result.stdout == "no runs in the store yet; start one with `delegate run FILE`\n"
     assert json.loads(invoke("runs", "--db", url, "--json").stdout) == {"runs": []}
+
+
+def test_runs_without_a_default_store_yet_says_how_to_start_one_and_creates_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DELEGATE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DELEGATE_DB_URL", raising=False)
+    result = invoke("runs")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout == "no runs in the store yet; start one with `delegate run FILE`\n"
+    shown = invoke("show", "r1")
+    assert shown.exit_code == 2
+    assert shown.stderr == (
+        f"Error: no run 'r1' in the store sqlite:///{tmp_path / 'home' / 'delegate.db'}; "
+        "`delegate runs` lists the recent ones (--db URL reads another store)\n"
+    )
+    assert not (tmp_path / "home" / "delegate.db").exists()
 
 
 def test_runs_reads_the_default_store_of_the_library(
@@ -360,8 +378,14 @@ def test_show_of_a_run_that_stopped_lists_the_tasks_never_run(url: str) -> None:
     rows = table(result.stdout, "tasks")
     assert rows[1] == ["a", "scout", "mini", "succeeded", "1", "15", "$0.25", "—"]
     assert rows[2] == ["b", "scout", "—", "not run", "0", "0", "$0", "—"]
+    # Stored as running, but no process owns it: it was killed.
+    assert result.stdout.splitlines()[:2] == [
+        "run stopped: stale",
+        "stale: stored as running, but no process owns it; resume it from Python: "
+        "Orchestrator(...).resume('stopped')",
+    ]
     document = json.loads(invoke("show", "stopped", "--db", url, "--json").stdout)
-    assert document["status"] == "running"
+    assert document["status"] == "stale"
     assert document["tasks"]["b"]["status"] == "not run"
     assert document["tasks"]["b"]["deps"] == ["a"]
 
@@ -377,6 +401,7 @@ def test_show_of_an_unknown_run_is_exit_2_without_traceback(url: str) -> None:
 
 
 def test_resume_of_an_unknown_run_is_exit_2(url: str) -> None:
+    Store.open(url).close()
     result = invoke("resume", "nope", "--db", url)
     assert result.exit_code == 2
     assert "no run 'nope' in the store" in result.stderr
@@ -784,7 +809,7 @@ def test_run_without_credentials_names_the_variables_and_suggests_simulate(
         "try --simulate to see the run's graph, spend and critical path without calling a "
         "model\n"
     )
-    assert json.loads(invoke("runs", "--db", url, "--json").stdout) == {"runs": []}
+    assert not Path(url.removeprefix("sqlite:///")).exists()  # nothing was stored
 
 
 def test_run_checks_each_model_for_its_own_variable(

@@ -26,6 +26,7 @@ from pydantic_core import ErrorDetails
 from delegate.errors import WorkflowError
 from delegate.orchestrator.graph import TASK_ID
 from delegate.workflows._checks import Issue, check_workflow
+from delegate.workflows._files import FileProblem, read_bounded
 from delegate.workflows._yaml import MAX_BYTES, Loc, Mark, Where, YamlError, decode, parse
 from delegate.workflows.problems import Problem
 from delegate.workflows.spec import (
@@ -58,6 +59,9 @@ _PATTERNS = {
 }
 _SHOULD = re.compile(r"^(?:Input|List|String|Dictionary|Value|Tuple|Object|Set) (should)")
 _KEY_NAMES = {"inputs": "input name", "agents": "agent name", "prices": "model name"}
+_SUGGESTED_KEYS = (
+    100  # unknown keys per file with a "did you mean" (each compares every allowed key)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +112,13 @@ def load_workflow(path: str | os.PathLike[str]) -> LoadedWorkflow:
     file = Path(path)
     name = str(path)
     try:
-        size = file.stat().st_size
-        if size > MAX_BYTES:
-            raise _too_big(name, size)  # refused before a byte is read
-        with file.open("rb") as stream:
-            data = stream.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise _fail(name, f"cannot read the file: {exc.strerror or exc}") from None
-    if len(data) > MAX_BYTES:
-        raise _too_big(name, len(data))
+        # A regular file only (a FIFO would wait for a writer forever, a device never ends),
+        # its size checked before a byte is read.
+        data = read_bounded(file, MAX_BYTES)
+    except FileProblem as exc:
+        if exc.size is not None:
+            raise _too_big(name, exc.size) from None
+        raise _fail(name, f"cannot read the file: {exc}") from None
     try:
         text = decode(data)
     except YamlError as exc:
@@ -223,6 +225,9 @@ class _Locator:
     def __init__(self, file: str, text: str, index: Mapping[Loc, Where], data: Mapping[str, Any]):
         self.file, self.index, self.data = file, index, data
         self.lines = text.splitlines()
+        # Each unknown key's suggestion, computed once: a file of thousands of unknown keys
+        # stays linear (the first `_SUGGESTED_KEYS` get one; the rest list the allowed keys).
+        self._suggested: dict[Loc, str | None] = {}
 
     def where(self, loc: Loc) -> tuple[Loc, Where]:
         """The deepest path of `loc` that was written in the file, and where."""
@@ -320,11 +325,17 @@ class _Locator:
         return None
 
     def suggestion(self, loc: Loc) -> str | None:
-        """The allowed key closest to the unknown key at `loc`, if one is close."""
-        model = self._model(loc[:-1])
-        allowed = list(model.model_fields) if model else []
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-        return close[0] if close else None
+        """The allowed key closest to the unknown key at `loc`, if one is close (None past the
+        first `_SUGGESTED_KEYS` unknown keys)."""
+        if loc in self._suggested:
+            return self._suggested[loc]
+        close: list[str] = []
+        if len(self._suggested) < _SUGGESTED_KEYS:
+            model = self._model(loc[:-1])
+            allowed = list(model.model_fields) if model else []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        self._suggested[loc] = close[0] if close else None
+        return self._suggested[loc]
 
     def _unknown_key(self, loc: Loc) -> str:
         message = f"unknown key {str(loc[-1])!r} in {self._place(loc[:-1])}"

@@ -18,7 +18,7 @@ compiled workflow's `pace` (a `SimulatedPace`) says how long a run would take at
 from __future__ import annotations
 
 import functools
-import json
+import math
 import os
 import re
 import uuid
@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from delegate._json import loads_untrusted
 from delegate.agents.agent import Agent
 from delegate.agents.limits import Budget
 from delegate.agents.tools import Tool, tool
-from delegate.errors import ConfigError, did_you_mean
+from delegate.errors import ConfigError, JSONInputError, did_you_mean
 from delegate.orchestrator.graph import PROMPT_ENV, TaskGraph
 from delegate.orchestrator.planner import Plan, Planner
 from delegate.orchestrator.run import Orchestrator, RunResult
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 MAX_INPUT_FILE_BYTES = 1 << 20
+_UNKNOWN_SHOWN = 20  # unknown input names told one by one (an input file may hold thousands)
 _FOREACH_GUESS = 3  # items a preview assumes for a fan-out it cannot evaluate yet
 
 
@@ -77,7 +79,10 @@ def _convert(name: str, kind: str, raw: str) -> Any:
         if kind == "integer":
             return int(raw)
         if kind == "number":
-            return float(raw)
+            number = float(raw)
+            if not math.isfinite(number):
+                raise ValueError("not a finite number")
+            return number
         if kind == "boolean":
             lowered = raw.strip().lower()
             if lowered in ("true", "yes", "1", "on"):
@@ -85,12 +90,25 @@ def _convert(name: str, kind: str, raw: str) -> Any:
             if lowered in ("false", "no", "0", "off"):
                 return False
             raise ValueError("not true or false")
-        return json.loads(raw)
+        return loads_untrusted(raw, what=f"input {name!r}")
+    except JSONInputError as exc:
+        if exc.reason != "syntax":  # too long or too deep: the message says so
+            raise ConfigError(str(exc)) from None
+        problem = str(exc).removeprefix(f"input {name!r} is not valid JSON ")
+        if problem.startswith("(") and problem.endswith(")"):
+            problem = problem[1:-1]
+        raise ConfigError(_not_valid(name, kind, raw, problem)) from None
     except ValueError as exc:
-        raise ConfigError(
-            f"input {name!r}: {raw!r} is not a valid {kind} ({exc}); e.g. "
-            f"{_EXAMPLES.get(kind, 'a value')}"
-        ) from None
+        raise ConfigError(_not_valid(name, kind, raw, str(exc))) from None
+
+
+def _not_valid(name: str, kind: str, raw: str, problem: str) -> str:
+    shown = raw if len(raw) <= 80 else raw[:77] + "..."
+    problem = problem if len(problem) <= 200 else problem[:197] + "..."
+    return (
+        f"input {name!r}: {shown!r} is not a valid {kind} ({problem}); e.g. "
+        f"{_EXAMPLES.get(kind, 'a value')}"
+    )
 
 
 _EXAMPLES = {
@@ -103,28 +121,41 @@ _EXAMPLES = {
 
 
 def _read_input_file(path: Path) -> dict[str, Any]:
-    import yaml
+    from delegate.workflows._files import FileProblem, read_bounded
+    from delegate.workflows._yaml import YamlError, parse
 
+    shown = repr(str(path))
     try:
-        if path.stat().st_size > MAX_INPUT_FILE_BYTES:
-            raise ConfigError(
-                f"input file {str(path)!r} is larger than {MAX_INPUT_FILE_BYTES:,} bytes"
-            )
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the input file {str(path)!r}: {exc.strerror}") from None
+        data = read_bounded(path, MAX_INPUT_FILE_BYTES)
+    except FileProblem as exc:
+        raise ConfigError(f"cannot read the input file {shown}: {exc}") from None
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError:
-        raise ConfigError(f"input file {str(path)!r} is not UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"input file {str(path)!r} does not parse: {exc}") from None
-    if not isinstance(data, dict):
+        raise ConfigError(f"input file {shown} is not UTF-8 text") from None
+    if path.suffix in (".yaml", ".yml"):
+        # The workflow files' parser: safe tags only, bounded aliases and nesting.
+        try:
+            document = parse(text)
+        except YamlError as exc:
+            where = f"line {exc.mark.line}, column {exc.mark.col}"
+            raise ConfigError(f"input file {shown} does not parse ({where}): {exc}") from None
+        if document.problems:
+            mark, message = min(document.problems, key=lambda p: (p[0].line, p[0].col))
+            where = f"line {mark.line}, column {mark.col}"
+            raise ConfigError(f"input file {shown} does not parse ({where}): {message}")
+        values = document.data
+    else:
+        try:
+            values = loads_untrusted(text, what=f"input file {shown}")
+        except JSONInputError as exc:
+            raise ConfigError(str(exc)) from None
+    if not isinstance(values, dict):
         raise ConfigError(
-            f"input file {str(path)!r} must hold a mapping of input names to values, "
-            f"not a {type(data).__name__}"
+            f"input file {shown} must hold a mapping of input names to values, "
+            f"not a {type(values).__name__}"
         )
-    return data
+    return values
 
 
 def parse_inputs(
@@ -142,15 +173,19 @@ def parse_inputs(
     """
     given: dict[str, Any] = {} if input_file is None else _read_input_file(input_file)
     problems: list[str] = []
-    given |= _pairs(spec, pairs, problems)
-    inputs = _complete(spec, given, problems, hint=True)
+    invalid: set[str] = set()
+    given |= _pairs(spec, pairs, problems, invalid)
+    inputs = _complete(spec, given, problems, hint=True, invalid=invalid)
     if problems:
         raise ConfigError("; ".join(problems))
     return inputs
 
 
-def _pairs(spec: WorkflowSpec, pairs: Sequence[str], problems: list[str]) -> dict[str, Any]:
-    """The values of `-i name=value` pairs, typed; problems are appended to `problems`."""
+def _pairs(
+    spec: WorkflowSpec, pairs: Sequence[str], problems: list[str], invalid: set[str]
+) -> dict[str, Any]:
+    """The values of `-i name=value` pairs, typed; problems are appended to `problems`, and the
+    names of inputs whose value is invalid to `invalid`."""
     values: dict[str, Any] = {}
     for pair in pairs:
         name, sep, raw = pair.partition("=")
@@ -166,31 +201,69 @@ def _pairs(spec: WorkflowSpec, pairs: Sequence[str], problems: list[str]) -> dic
             values[name] = _convert(name, declared.type, raw)
         except ConfigError as exc:
             problems.append(str(exc))
+            invalid.add(name)
     return values
 
 
+def _finite(value: Any) -> bool:
+    """Whether every number in `value` (nested lists and mappings too) is finite: JSON, and so
+    the store, has no NaN or infinity."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return True
+
+
 def _complete(
-    spec: WorkflowSpec, inputs: Mapping[str, Any], problems: list[str], *, hint: bool = False
+    spec: WorkflowSpec,
+    inputs: Mapping[str, Any],
+    problems: list[str],
+    *,
+    hint: bool = False,
+    invalid: Iterable[str] = (),
 ) -> dict[str, Any]:
     """`inputs` checked against the declarations, with the defaults of those not given.
 
-    Problems are appended to `problems`; `hint` adds the `-i` remedy for a missing input.
+    Problems are appended to `problems`; `hint` adds the `-i` remedy for a missing input; the
+    inputs named in `invalid` were given (with a value that was refused) and are not missing.
     """
     checked: dict[str, Any] = {}
+    reported = set(problems)  # an unknown name given by -i and by the file is told once
+    unknown_names = 0
     for name, value in inputs.items():
         declared = spec.inputs.get(name)
         if declared is None:
-            if _unknown(name, spec) not in problems:
-                problems.append(_unknown(name, spec))
+            unknown = _unknown(name, spec)
+            if unknown not in reported:
+                reported.add(unknown)
+                unknown_names += 1
+                if unknown_names <= _UNKNOWN_SHOWN:
+                    problems.append(unknown)
             continue
         try:
             declared.check_value(value, f"input {name!r}:")
         except ValueError as exc:
             problems.append(str(exc))
             continue
+        if not _finite(value):
+            problems.append(
+                f"input {name!r} holds NaN or an infinity, which JSON (and so the store) "
+                "cannot hold; give finite numbers"
+            )
+            continue
         checked[name] = value
+    if unknown_names > _UNKNOWN_SHOWN:
+        more = unknown_names - _UNKNOWN_SHOWN
+        problems.append(f"and {more:,} more names that are not inputs of {spec.name!r}")
+    given = set(invalid)
     for name, declared in spec.inputs.items():
-        if name in inputs:
+        if name in inputs or name in given:
             continue
         if declared.required:
             about = f" ({declared.description})" if declared.description else ""
@@ -501,14 +574,17 @@ async def resume_workflow(
     db: str | None = None,
     on_event: EventHandler | None = None,
     pace: SimulatedPace | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Finish a run of a workflow file from the store, with the file's text stored with it.
 
     A simulated run resumes simulated, with the same seed (`pace`, when given, records the
-    simulated seconds of the calls made now). Finished tasks keep their outputs.
+    simulated seconds of the calls made now). Finished tasks keep their outputs. A run another
+    live process owns is refused, unless `force` (see `Orchestrator.resume`).
 
     Raises:
         ConfigError: no such run, or the run did not come from a workflow file.
+        RunLeasedError: another live process owns the run (and `force` is False).
     """
     from delegate.memory.store import Store, default_url
 
@@ -540,7 +616,7 @@ async def resume_workflow(
         pace=pace,
     )
     if "planned" in record.graph:
-        return await compiled.orchestrator.resume(run_id)
+        return await compiled.orchestrator.resume(run_id, force=force)
     driver = WorkflowRun(
         run_id=run_id,
         workflow=compiled.spec,
@@ -552,7 +628,7 @@ async def resume_workflow(
         plans=dict(record.graph.get("plans") or {}),
     )
     return await compiled.orchestrator.run_driven(
-        driver, record.inputs, run_id=run_id, workflow=record.workflow, resume=True
+        driver, record.inputs, run_id=run_id, workflow=record.workflow, resume=True, force=force
     )
 
 
