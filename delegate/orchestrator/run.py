@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from delegate._sync import run_sync
 from delegate.agents.limits import Budget
-from delegate.agents.models import Price, Usage
+from delegate.agents.models import Price
 from delegate.errors import (
     ConfigError,
     GraphError,
@@ -55,13 +55,21 @@ from delegate.orchestrator.persist import (
     restore_nodes,
     to_json,
 )
-from delegate.orchestrator.planned import PlannedRun, PlanRevision, synthesizer_for
+from delegate.orchestrator.planned import PlannedRun, synthesizer_for
 from delegate.orchestrator.planner import Planner, PlanResult
+from delegate.orchestrator.results import (
+    RunResult,
+    RunStatus,
+    RunUsage,
+    TaskResult,
+    interrupted_reason,
+    result_of,
+    run_error,
+    usage_of,
+)
 from delegate.orchestrator.scheduler import (
-    Node,
     RetryPolicy,
     Scheduler,
-    TaskStatus,
     build_nodes,
 )
 
@@ -71,109 +79,6 @@ if TYPE_CHECKING:
     from delegate.memory.store import Store
 
 __all__ = ["Orchestrator", "RunResult", "RunStatus", "RunUsage", "TaskResult"]
-
-RunStatus = Literal["succeeded", "partial", "failed"]
-
-
-class RunUsage(BaseModel):
-    """Tokens, money and calls of a run, in total and broken down by model, agent and role.
-
-    Attributes:
-        cost_usd: what the run's calls cost, as the providers reported it, plus the estimate
-            for calls that failed after their request may have reached the provider.
-        unconfirmed_usd: the part of `cost_usd` that is such an estimate (a timed-out,
-            cancelled or 5xx call charged at its reservation); the provider's bill may be lower.
-        calls: requests sent, whatever came back (429s and timeouts included).
-        refused: calls a budget refused (never sent).
-        cache_hits: calls answered from the call cache (no cost).
-        by_role: "planner" (the orchestrator's planner agent: plans, goal checks and, by default,
-            the final answer), "synthesizer" (a named synthesizer) and "workers" (everyone else).
-        planner_only_usd: what the same tokens would have cost on the planner's model — the
-            saving to quote; None without a planner or when its price is unknown.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    cached_tokens: int = 0
-    cost_usd: float = 0.0
-    unconfirmed_usd: float = 0.0
-    calls: int = 0
-    refused: int = 0
-    cache_hits: int = 0
-    by_model: dict[str, Usage] = Field(default_factory=dict)
-    by_agent: dict[str, Usage] = Field(default_factory=dict)
-    by_role: dict[str, Usage] = Field(default_factory=dict)
-    planner_only_usd: float | None = None
-
-
-class TaskResult(BaseModel):
-    """What happened to one task of a run."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    id: str
-    status: TaskStatus
-    output: Any = None
-    error: str | None = None
-    attempts: int = 0
-    usage: Usage = Field(default_factory=Usage)
-    agent: str | None = None
-    model: str | None = None
-    deps: tuple[str, ...] = ()
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-
-
-class RunResult(BaseModel):
-    """The outcome of a run.
-
-    Attributes:
-        run_id: the run's id.
-        status: "succeeded", "partial" or "failed".
-        output: the output of the graph's only sink task, or a dict of sink id → output for the
-            sinks that succeeded when there are several (None when no sink succeeded).
-        tasks: every task by id, in graph order.
-        usage: tokens, cost and calls, total and by model and agent.
-        started_at, finished_at: wall-clock times of the run.
-        goal: the goal of a planned run (`Orchestrator.run`).
-        plans: a planned run's plan revisions, in order (the first plan, then each replan).
-        error: why the run did not succeed (None when it did): a planned run's own reason
-            when it has one (no valid plan, the final answer failed), else how many tasks
-            failed and the first failures' errors (`run_error`). The store's run row keeps it.
-
-    For a planned run, `output` is the final answer (text, or the `output_type` instance), and
-    `tasks` holds every planned task, failed ones included.
-    """
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    run_id: str
-    status: RunStatus
-    output: Any = None
-    tasks: dict[str, TaskResult]
-    usage: RunUsage
-    started_at: datetime
-    finished_at: datetime
-    goal: str | None = None
-    plans: list[PlanRevision] = Field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def duration(self) -> float:
-        """Seconds from start to finish."""
-        return (self.finished_at - self.started_at).total_seconds()
-
-    @property
-    def failed(self) -> dict[str, TaskResult]:
-        """The tasks that did not succeed (failed, skipped or cancelled)."""
-        return {k: t for k, t in self.tasks.items() if t.status != "succeeded"}
-
-
-def _timestamp(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
 class Orchestrator:
@@ -673,19 +578,7 @@ class Orchestrator:
             # Refused before anything ran (an unknown price, a bad budget): the run says why,
             # and nobody owns it any more.
             if store is not None:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(
-                        functools.partial(
-                            store.finish_run,
-                            run_id,
-                            status="failed",
-                            output=None,
-                            usage=RunUsage().model_dump(mode="json"),
-                            error=interrupted_reason(exc),
-                        )
-                    )
-                    if lease is not None:
-                        await anyio.to_thread.run_sync(lease.release)
+                await _stopped(store, run_id, "failed", RunUsage(), exc, lease)
             raise
         return await self._drive(run_id, scheduler, account, planned, store, lease)
 
@@ -792,18 +685,8 @@ class Orchestrator:
             )
         except BaseException as exc:
             if store is not None and (lease is None or not lease.lost):
-                usage = _usage(account, self._roles(planned), None).model_dump(mode="json")
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(
-                        functools.partial(
-                            store.finish_run,
-                            run_id,
-                            status="interrupted",
-                            output=None,
-                            usage=usage,
-                            error=interrupted_reason(exc),
-                        )
-                    )
+                usage = usage_of(account, self._roles(planned), None)
+                await _stopped(store, run_id, "interrupted", usage, exc, None)
             raise
         finally:
             if lease is not None and not lease.lost:
@@ -822,13 +705,13 @@ class Orchestrator:
     ) -> RunResult:
         """The run's result, written to the store and announced."""
         planner_price = None if self.planner is None else account.price(self.planner.model)
-        usage = _usage(
+        usage = usage_of(
             account,
             self._roles(planned),
             planner_only_usd(account.book, planner_price),
         )
         nodes = scheduler.nodes
-        result = _result(run_id, nodes, usage, scheduler.deadline_passed, started, time.time())
+        result = result_of(run_id, nodes, usage, scheduler.deadline_passed, started, time.time())
         if planned is not None:
             result = planned.result(result, output, scheduler.deadline_passed)
         if result.error is None and result.status != "succeeded":
@@ -1171,128 +1054,34 @@ def _check_prices(account: RunAccount, agents: Iterable[Agent], tasks: Sequence[
             current = current.fallback
 
 
+async def _stopped(
+    store: Store,
+    run_id: str,
+    status: str,
+    usage: RunUsage,
+    exc: BaseException,
+    lease: RunLease | None,
+) -> None:
+    """Record a run that ended without concluding (and give its lease up, when given)."""
+    finish = functools.partial(
+        store.finish_run,
+        run_id,
+        status=status,
+        output=None,
+        usage=usage.model_dump(mode="json"),
+        error=interrupted_reason(exc),
+    )
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(finish)
+        if lease is not None:
+            await anyio.to_thread.run_sync(lease.release)
+
+
 async def _take(store: Store, run_id: str, *, force: bool = False) -> RunLease:
     """This process's lease on the run (see `delegate.orchestrator.lease`)."""
     lease = RunLease(store, run_id)
     await anyio.to_thread.run_sync(functools.partial(lease.acquire, force=force))
     return lease
-
-
-def interrupted_reason(exc: BaseException) -> str:
-    """Why a run stopped before it concluded, as its stored error says."""
-    if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt):
-        return (
-            "the run was stopped before it finished (Ctrl-C, SIGTERM, or its caller cancelled "
-            "it); resume it to finish"
-        )
-    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        return interrupted_reason(exc.exceptions[0])
-    return f"the run stopped on an error: {type(exc).__name__}: {exc}"[:2000]
-
-
-def _usage(account: RunAccount, named: Mapping[str, str], planner_only: float | None) -> RunUsage:
-    book = account.book
-    total = book.total
-    roles: dict[str, Usage] = {}
-    for (_, agent), usage in book.pairs.items():
-        role = named.get(agent, "workers")
-        roles[role] = roles[role] + usage if role in roles else usage
-    return RunUsage(
-        input_tokens=total.input_tokens,
-        output_tokens=total.output_tokens,
-        reasoning_tokens=total.reasoning_tokens,
-        cached_tokens=total.cached_tokens,
-        cost_usd=total.cost_usd,
-        unconfirmed_usd=total.unconfirmed_usd,
-        calls=total.calls,
-        refused=account.ledger.refused,
-        cache_hits=account.cache_hits,
-        by_model=book.by(0),
-        by_agent=book.by(1),
-        by_role=roles,
-        planner_only_usd=planner_only,
-    )
-
-
-def _status(nodes: Sequence[Node], deadline_passed: bool) -> RunStatus:
-    succeeded = sum(node.status == "succeeded" for node in nodes)
-    if succeeded == len(nodes):
-        return "succeeded"
-    return "partial" if succeeded or deadline_passed else "failed"
-
-
-def _result(
-    run_id: str,
-    nodes: Sequence[Node],
-    usage: RunUsage,
-    deadline_passed: bool,
-    started: float,
-    finished: float,
-) -> RunResult:
-    # model_construct: these values come from the scheduler, already typed; validating 10,000
-    # of them again would cost ~10 µs a task.
-    tasks = {
-        node.task.id: TaskResult.model_construct(
-            id=node.task.id,
-            status=node.status,
-            output=node.output,
-            error=node.error,
-            attempts=node.attempts,
-            usage=node.usage,
-            agent=node.answered_by or node.task.agent_name,
-            model=node.model,
-            deps=node.task.deps,
-            started_at=_timestamp(node.started_at),
-            finished_at=_timestamp(node.finished_at),
-        )
-        for node in nodes
-    }
-    sinks = [node for node in nodes if not node.children]
-    if len(sinks) == 1:
-        output = sinks[0].output if sinks[0].status == "succeeded" else None
-    else:
-        done = {n.task.id: n.output for n in sinks if n.status == "succeeded"}
-        output = done or None
-    return RunResult(
-        run_id=run_id,
-        status=_status(nodes, deadline_passed),
-        output=output,
-        tasks=tasks,
-        usage=usage,
-        started_at=datetime.fromtimestamp(started, UTC),
-        finished_at=datetime.fromtimestamp(finished, UTC),
-    )
-
-
-_SHOWN_FAILURES = 3  # failures a run's error names; the others are counted
-
-
-def run_error(tasks: Iterable[TaskResult], deadline_passed: bool = False) -> str | None:
-    """Why a run did not succeed, from its tasks: how many failed, and the first failures'
-    reasons (in the order they ended), e.g. "2 of 5 tasks failed: task 'a' failed: …".
-
-    Cancelled tasks are counted the same way when none failed; a deadline that ended the run
-    says so. None when nothing failed, was cancelled or ran out of time.
-    """
-    ordered = list(tasks)
-    for status, verb in (("failed", "failed"), ("cancelled", "were cancelled")):
-        ended = sorted(
-            (task for task in ordered if task.status == status),
-            key=lambda task: task.finished_at or datetime.max.replace(tzinfo=UTC),
-        )
-        if not ended:
-            continue
-        reasons = [
-            f"task {task.id!r} {status}: {task.error or 'no reason given'}"
-            for task in ended[:_SHOWN_FAILURES]
-        ]
-        more = len(ended) - _SHOWN_FAILURES
-        if more > 0:
-            reasons.append(f"and {more} more")
-        return f"{len(ended)} of {len(ordered)} tasks {verb}: " + "; ".join(reasons)
-    if deadline_passed:
-        return "the run's time budget ran out before every task finished"
-    return None
 
 
 async def _plan_and_answer(
