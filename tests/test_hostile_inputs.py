@@ -35,7 +35,7 @@ from delegate.errors import (
 )
 from delegate.memory.blackboard import Memory
 from delegate.memory.store import Store
-from delegate.orchestrator import _sandbox
+from delegate.orchestrator import _sandbox, _sandbox_limits
 from delegate.orchestrator._sandbox import MAX_STEPS, check_render
 from delegate.orchestrator.graph import PROMPT_ENV, TaskGraph, compile_prompt
 from delegate.orchestrator.plan_stream import PlanStream
@@ -313,7 +313,7 @@ def test_the_sandbox_bounds_work_and_sizes(
     prompt: str, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The wall-clock backstop stays out of the way (a loaded machine must not change the error).
-    monkeypatch.setattr(_sandbox, "MAX_SECONDS", 600.0)
+    monkeypatch.setattr(_sandbox_limits, "MAX_SECONDS", 600.0)
     tracemalloc.start()
     try:
         template, _ = compile_prompt("t", prompt)
@@ -331,7 +331,7 @@ def test_the_sandbox_bounds_work_and_sizes(
 
 
 def test_calls_count_as_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_sandbox, "MAX_SECONDS", 600.0)
+    monkeypatch.setattr(_sandbox_limits, "MAX_SECONDS", 600.0)
     template, _ = compile_prompt(
         "t",
         "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}",
@@ -344,7 +344,7 @@ def test_calls_count_as_steps(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_render_past_its_time_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     # Work no step counts (here: comparisons) is stopped by the clock; a fake one, a second a look.
     ticks = iter(range(1_000_000))
-    monkeypatch.setattr(_sandbox.time, "perf_counter", lambda: float(next(ticks)))
+    monkeypatch.setattr(_sandbox_limits.time, "perf_counter", lambda: float(next(ticks)))
     template, _ = compile_prompt("t", "{% for i in range(1000) %}{{ i == 1 }}{% endfor %}")
     assert template is not None
     with pytest.raises(
