@@ -4,10 +4,12 @@
     .venv/bin/python benchmarks/budget_runs.py --quick    # 1 repeat
 
 Gate overhead: 10,000 independent tasks at 0 ms model latency (FunctionModel, max_concurrency 16),
-run three ways: no budget at all (`max_calls=None`); a calls guard only (the default is 500 calls,
-here 20,000 so that it never binds; no token counting); and a tokens + usd budget large enough
-never to bind (every call counts its input tokens, plans its allowance, reserves and settles).
-Reported: µs per task, and the difference to the unbudgeted run.
+without a store, run three ways: no budget at all (`max_calls=None`); a calls guard only (the
+default is 500 calls, here 20,000 so that it never binds; no token counting); and a tokens + usd
+budget large enough never to bind (every call counts its input tokens, plans its allowance,
+reserves and settles). Then the same budget on a durable run (a SQLite file), where each call
+waits until its reservation is committed before it is sent, against the same run without a
+budget. Reported: µs per task, and the differences.
 
 Deadline grace: a run with `Budget(seconds=0.2)` whose 50 tasks each take 30 s; reported is how
 long after the deadline `execute` returned (target: < 100 ms), with every task cancelled.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -27,6 +30,7 @@ from delegate import Agent, Budget, Orchestrator, TaskGraph
 from delegate.testing import FunctionModel
 
 TASKS = 10_000
+_MODES = ("none", "calls", "sized", "durable", "durable-sized")
 DEADLINE = 0.2
 
 
@@ -44,14 +48,18 @@ async def _gate(mode: str) -> float:
     agent = Agent("worker", model, instructions="Be brief.", max_output_tokens=64)
     graph = _graph(agent, TASKS)
     if mode == "none":
-        orchestrator = Orchestrator(max_calls=None)
+        orchestrator = Orchestrator(max_calls=None, memory=None)
         budget = None
     elif mode == "calls":
-        orchestrator = Orchestrator(max_calls=2 * TASKS)
+        orchestrator = Orchestrator(max_calls=2 * TASKS, memory=None)
         budget = None
-    else:
-        orchestrator = Orchestrator(max_calls=None)
+    elif mode == "sized":
+        orchestrator = Orchestrator(max_calls=None, memory=None)
         budget = Budget(tokens=10**9, usd=10_000.0)
+    else:  # "durable" / "durable-sized": a store, where a budget holds each call for a commit
+        store = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+        orchestrator = Orchestrator(max_calls=None, memory=store)
+        budget = Budget(tokens=10**9, usd=10_000.0) if mode == "durable-sized" else None
     started = time.perf_counter()
     result = await orchestrator.execute(graph, budget=budget)
     elapsed = time.perf_counter() - started
@@ -74,9 +82,9 @@ async def _deadline() -> float:
 
 async def measure(repeats: int) -> dict[str, float]:
     await _gate("none")  # warm-up: loads the tokenizer
-    results: dict[str, list[float]] = {"none": [], "calls": [], "sized": [], "grace": []}
+    results: dict[str, list[float]] = {mode: [] for mode in (*_MODES, "grace")}
     for _ in range(repeats):
-        for mode in ("none", "calls", "sized"):
+        for mode in _MODES:
             results[mode].append(await _gate(mode))
         results["grace"].append(await _deadline())
     return {key: statistics.median(values) for key, values in results.items()}
@@ -94,6 +102,12 @@ def report(medians: dict[str, float], repeats: int) -> str:
         f"{medians['calls'] - base:+.1f} |",
         f"| tokens + usd budget (count, plan, reserve, settle) | {medians['sized']:.1f} | "
         f"{medians['sized'] - base:+.1f} |",
+        "",
+        "| durable run (a SQLite file) | µs per task | added by the budget |",
+        "|---|---:|---:|",
+        f"| no budget | {medians['durable']:.1f} | — |",
+        f"| tokens + usd budget: each reservation committed before its call | "
+        f"{medians['durable-sized']:.1f} | {medians['durable-sized'] - medians['durable']:+.1f} |",
         "",
         "| deadline | returned after the deadline | target |",
         "|---|---:|---|",
