@@ -59,3 +59,43 @@ def test_a_run_killed_at_a_random_moment_lost_at_most_one_commit_window(
     print(f"killed after {len(finished)} finished: {lost} not written")
     assert lost <= LOST_AT_MOST, f"{lost} finished tasks were not written"
     assert stored, "nothing was written while the loop never yielded"
+
+
+@pytest.mark.anyio
+async def test_a_run_whose_store_fails_stops_instead_of_spending_unrecorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from delegate.agents.agent import Agent
+    from delegate.errors import StoreError
+    from delegate.orchestrator.graph import TaskGraph
+    from delegate.orchestrator.run import Orchestrator
+    from delegate.testing import FunctionModel
+
+    real = Store.write_batch
+    writes = [0]
+
+    def failing(self: Store, *args: object, **kwargs: object) -> None:
+        writes[0] += 1
+        if writes[0] >= 3:
+            raise StoreError("disk full")
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "write_batch", failing)
+    model = FunctionModel(lambda request: "ok", latency=0.05)
+    agent = Agent("w", model)
+    graph = TaskGraph()
+    for index in range(100):
+        graph.add(f"t{index}", agent=agent, prompt="go")
+
+    with pytest.raises(BaseException) as raised:
+        await Orchestrator(memory=f"sqlite:///{tmp_path / 'runs.db'}", max_concurrency=1).execute(
+            graph
+        )
+
+    errors = (
+        list(raised.value.exceptions)
+        if isinstance(raised.value, BaseExceptionGroup)
+        else [raised.value]
+    )
+    assert any(isinstance(error, StoreError) and "disk full" in str(error) for error in errors)
+    assert model.calls < 20  # it stopped soon after the store failed, not after 100 calls

@@ -386,9 +386,18 @@ class RunRecorder:
         while not self._stop.wait(FLUSH_INTERVAL):
             try:
                 self._commit()
-            except BaseException:  # kept in `_error`; the loop side raises it
+            except BaseException:
+                # Kept in `_error`. The run must not go on spending without a record: `run`
+                # wakes, raises it, and the run stops.
+                self._on_loop(self._closed.set)
                 return
             self._keep_lease()
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the event loop (from the writer thread); nothing when the loop is gone."""
+        if self._token is not None:
+            with contextlib.suppress(RuntimeError):
+                anyio.from_thread.run_sync(fn, token=self._token)
 
     def _keep_lease(self) -> None:
         lease = self.lease
@@ -399,9 +408,8 @@ class RunRecorder:
         except StoreError as exc:  # a busy database: try again at the next tick
             log.warning("lease_renewal_failed", run_id=self.run_id, error=str(exc))
             return
-        if not kept and self.on_lease_lost is not None and self._token is not None:
-            with contextlib.suppress(RuntimeError):  # the event loop is gone: nothing to stop
-                anyio.from_thread.run_sync(self.on_lease_lost, token=self._token)
+        if not kept and self.on_lease_lost is not None:
+            self._on_loop(self.on_lease_lost)
 
     def _raise_failure(self) -> None:
         if self._error is not None:
