@@ -55,7 +55,7 @@ __all__ = ["RunRecorder", "graph_from_spec", "graph_spec", "restore_output", "to
 FLUSH_INTERVAL = 0.005
 """Seconds between two group commits of a run's writer thread."""
 
-MAX_PENDING = 1024
+MAX_PENDING = 512
 """Events that may wait to be written; past it the event loop writes a batch itself."""
 
 log = get_logger("delegate.persist")

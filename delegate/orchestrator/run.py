@@ -30,6 +30,7 @@ from delegate.agents.limits import Budget
 from delegate.agents.models import Price
 from delegate.errors import (
     ConfigError,
+    DelegateError,
     GraphError,
     PriceUnknownError,
     StoreError,
@@ -687,6 +688,14 @@ class Orchestrator:
             if store is not None and (lease is None or not lease.lost):
                 usage = usage_of(account, self._roles(planned), None)
                 await _stopped(store, run_id, "interrupted", usage, exc, None)
+            if (
+                isinstance(exc, BaseExceptionGroup)
+                and len(exc.exceptions) == 1
+                and isinstance(exc.exceptions[0], DelegateError)
+            ):
+                # One of ours from inside the run's task group (the store failed): raised as
+                # itself, so callers can catch StoreError.
+                raise exc.exceptions[0] from None
             raise
         finally:
             if lease is not None and not lease.lost:
