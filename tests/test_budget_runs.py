@@ -8,12 +8,11 @@ for providers.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from _ledgers import capture_ledgers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -52,21 +52,6 @@ def _input(request: ModelRequest, model: str = "function") -> int:
 def _prompt_tokens(prompt: str, model: str = "function") -> int:
     """The input tokens of a one-message request (an agent without instructions)."""
     return count_messages([{"role": "user", "content": prompt}], model)
-
-
-@contextlib.contextmanager
-def _ledgers() -> Iterator[list[BudgetLedger]]:
-    """Every `BudgetLedger` the orchestrator makes meanwhile, to inspect it during and after."""
-    made: list[BudgetLedger] = []
-
-    def make() -> BudgetLedger:
-        ledger = BudgetLedger()
-        made.append(ledger)
-        return ledger
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run_module, "BudgetLedger", make)
-        yield made
 
 
 def _held_within_limits(ledger: BudgetLedger) -> list[str]:
@@ -276,7 +261,7 @@ async def test_no_budget_is_ever_overshot_under_concurrency(
     world = _world(rng, n_agents, n_tasks)
     graph = _graph(rng, world, n_tasks)
     budget = Budget(tokens=tokens_per_task * n_tasks, usd=usd_per_task * n_tasks)
-    with _ledgers() as ledgers:
+    with capture_ledgers() as ledgers:
         world.ledgers = ledgers
         result = await Orchestrator(max_concurrency=concurrency).execute(graph, budget=budget)
     assert len(ledgers) == 1
@@ -674,7 +659,7 @@ async def test_usage_beyond_the_reservation_is_recorded_and_logged() -> None:
     input_tokens = _prompt_tokens("Answer briefly.")
     limit = input_tokens + 100  # the first call's reservation takes the whole budget
 
-    with capture_logs() as logs, _ledgers() as ledgers:
+    with capture_logs() as logs, capture_ledgers() as ledgers:
         result = await Orchestrator(max_concurrency=1).execute(graph, budget=Budget(tokens=limit))
 
     assert _statuses(result) == {"first": "succeeded", "second": "failed"}

@@ -9,14 +9,13 @@ the expected charge is computed here from those requests, not read back from del
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from _ledgers import capture_ledgers, run_scope
 
 from delegate.agents.agent import Agent
 from delegate.agents.limits import Budget
@@ -29,8 +28,7 @@ from delegate.errors import (
     RateLimitError,
     from_litellm,
 )
-from delegate.orchestrator import run as run_module
-from delegate.orchestrator.budget import NANOS_PER_USD, BudgetLedger
+from delegate.orchestrator.budget import NANOS_PER_USD
 from delegate.orchestrator.events import Event
 from delegate.orchestrator.graph import TaskGraph
 from delegate.orchestrator.run import Orchestrator
@@ -41,20 +39,6 @@ pytestmark = pytest.mark.anyio
 
 PRICE = Price(1.0, 4.0)  # USD per million tokens, for the fakes below
 CAP = 500  # the agents' max_output_tokens: what a call reserves for its answer
-
-
-@contextlib.contextmanager
-def _ledgers() -> Iterator[list[BudgetLedger]]:
-    made: list[BudgetLedger] = []
-
-    def make() -> BudgetLedger:
-        ledger = BudgetLedger()
-        made.append(ledger)
-        return ledger
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run_module, "BudgetLedger", make)
-        yield made
 
 
 def _reserved_usd(request: ModelRequest, model: str = "function") -> float:
@@ -96,7 +80,7 @@ async def test_a_call_that_may_have_been_processed_is_charged_at_its_reservation
     events: list[Event] = []
     orchestrator = Orchestrator(retry=NO_RETRY)
     orchestrator.subscribe(events.append)
-    with _ledgers() as ledgers:
+    with capture_ledgers() as ledgers:
         result = await orchestrator.execute(_one_task(model), budget=Budget(usd=1.0))
 
     [request] = model.requests
@@ -112,9 +96,9 @@ async def test_a_call_that_may_have_been_processed_is_charged_at_its_reservation
         reserved,
     )
     # What the ledger charged is what the user is shown.
-    run_scope = next(s for s in ledgers[0].scopes if s.label == "run")
-    assert run_scope.spent_usd == reserved
-    assert (run_scope.reserved_usd_nanos, run_scope.spent_calls) == (0, 1)
+    scope = run_scope(ledgers[0])
+    assert scope.spent_usd == reserved
+    assert (scope.reserved_usd_nanos, scope.spent_calls) == (0, 1)
     [failed] = [e for e in events if e.kind == "task_failed"]
     assert failed.usage == task.usage  # type: ignore[attr-defined]
     [finished] = [e for e in events if e.kind == "run_finished"]
@@ -123,29 +107,29 @@ async def test_a_call_that_may_have_been_processed_is_charged_at_its_reservation
 
 async def test_a_refused_request_is_one_call_and_no_money() -> None:
     model = _fake([RateLimitError("429", model="function", retry_after=0)])
-    with _ledgers() as ledgers:
+    with capture_ledgers() as ledgers:
         result = await Orchestrator(retry=NO_RETRY).execute(
             _one_task(model), budget=Budget(usd=1.0)
         )
 
     usage = result.tasks["t"].usage
     assert (usage.calls, usage.total_tokens, usage.cost_usd, usage.unconfirmed_usd) == (1, 0, 0, 0)
-    run_scope = next(s for s in ledgers[0].scopes if s.label == "run")
-    assert (run_scope.spent_calls, run_scope.spent_usd_nanos, run_scope.reserved_calls) == (1, 0, 0)
+    scope = run_scope(ledgers[0])
+    assert (scope.spent_calls, scope.spent_usd_nanos, scope.reserved_calls) == (1, 0, 0)
 
 
 async def test_a_request_that_never_left_is_free() -> None:
     refused = ProviderUnavailableError("connection refused", model="function", delivery="not_sent")
     model = _fake([refused])
-    with _ledgers() as ledgers:
+    with capture_ledgers() as ledgers:
         result = await Orchestrator(retry=NO_RETRY).execute(
             _one_task(model), budget=Budget(usd=1.0, calls=5)
         )
 
     assert result.tasks["t"].usage.calls == 0
     assert result.usage.calls == 0
-    run_scope = next(s for s in ledgers[0].scopes if s.label == "run")
-    assert (run_scope.spent_calls, run_scope.spent_usd_nanos, run_scope.reserved_calls) == (0, 0, 0)
+    scope = run_scope(ledgers[0])
+    assert (scope.spent_calls, scope.spent_usd_nanos, scope.reserved_calls) == (0, 0, 0)
 
 
 async def test_a_calls_budget_counts_429s_and_timeouts_as_requests_sent() -> None:
@@ -195,7 +179,7 @@ async def test_a_call_cancelled_at_the_deadline_is_reported_where_the_ledger_cha
     events: list[Event] = []
     orchestrator = Orchestrator(memory=url)
     orchestrator.subscribe(events.append)
-    with _ledgers() as ledgers:
+    with capture_ledgers() as ledgers:
         result = await orchestrator.execute(
             _one_task(slow), budget=Budget(usd=1.0, seconds=0.5), run_id="cut"
         )
@@ -208,8 +192,8 @@ async def test_a_call_cancelled_at_the_deadline_is_reported_where_the_ledger_cha
         reserved,
         reserved,
     )
-    run_scope = next(s for s in ledgers[0].scopes if s.label == "run")
-    assert run_scope.spent_usd == reserved
+    scope = run_scope(ledgers[0])
+    assert scope.spent_usd == reserved
     [finished] = [e for e in events if e.kind == "run_finished"]
     assert finished.usage.cost_usd == reserved  # type: ignore[attr-defined]
     from delegate.memory.store import Store
@@ -257,19 +241,22 @@ async def test_a_retry_that_would_end_past_the_deadline_is_not_waited_for() -> N
     assert "would pass the run's deadline" in task.error
 
 
-async def test_a_task_waiting_out_a_backoff_holds_no_slot() -> None:
+def _a_fails_once(error: Exception) -> tuple[FunctionModel, list[str]]:
+    """A model whose first answer to prompt "A" is `error`, and the prompts in the order asked."""
     order: list[str] = []
-    failed_once: set[str] = set()
 
     def answer(request: ModelRequest) -> str:
         prompt = request.messages[-1]["content"]
         order.append(prompt)
-        if prompt == "A" and "A" not in failed_once:
-            failed_once.add("A")
-            raise RateLimitError("429", model="function", retry_after=0.2)
+        if order == ["A"]:
+            raise error
         return prompt.lower()
 
-    model = FunctionModel(answer)
+    return FunctionModel(answer), order
+
+
+async def test_a_task_waiting_out_a_backoff_holds_no_slot() -> None:
+    model, order = _a_fails_once(RateLimitError("429", model="function", retry_after=0.2))
     graph = TaskGraph()
     agent = Agent("w", model)
     graph.add("a", agent=agent, prompt="A")
@@ -286,18 +273,8 @@ async def test_a_task_waiting_out_a_backoff_holds_no_slot() -> None:
 
 
 async def test_an_agents_slot_is_free_while_its_task_backs_off() -> None:
-    order: list[str] = []
-    failed_once: set[str] = set()
-
-    def answer(request: ModelRequest) -> str:
-        prompt = request.messages[-1]["content"]
-        order.append(prompt)
-        if prompt == "A" and "A" not in failed_once:
-            failed_once.add("A")
-            raise ModelTimeoutError("timed out", model="function")
-        return prompt.lower()
-
-    agent = Agent("w", FunctionModel(answer), max_concurrency=1)
+    model, order = _a_fails_once(ModelTimeoutError("timed out", model="function"))
+    agent = Agent("w", model, max_concurrency=1)
     graph = TaskGraph()
     graph.add("a", agent=agent, prompt="A")
     graph.add("b", agent=agent, prompt="B")

@@ -27,12 +27,12 @@ from _fake_openai_server import (
     rate_limited,
     server_error,
 )
+from _ledgers import capture_ledgers, run_scope
 
 from delegate.agents.agent import Agent
 from delegate.agents.limits import Budget
 from delegate.agents.models import LiteLLMModel, ModelRequest
 from delegate.agents.tokens import count_text
-from delegate.orchestrator import run as run_module
 from delegate.orchestrator.budget import BudgetLedger
 from delegate.orchestrator.graph import TaskGraph
 from delegate.orchestrator.run import Orchestrator
@@ -67,29 +67,14 @@ def _graph(model: LiteLLMModel, tasks: int, cap: int = CAP) -> TaskGraph:
     return graph
 
 
-class _Ledgers:
-    def __init__(self, patch: pytest.MonkeyPatch) -> None:
-        self.made: list[BudgetLedger] = []
-
-        def make() -> BudgetLedger:
-            ledger = BudgetLedger()
-            self.made.append(ledger)
-            return ledger
-
-        patch.setattr(run_module, "BudgetLedger", make)
-
-    def run_spent_usd(self) -> float:
-        [ledger] = self.made
-        return next(s for s in ledger.scopes if s.label == "run").spent_usd
-
-
 @pytest.fixture
-def ledgers(monkeypatch: pytest.MonkeyPatch) -> _Ledgers:
-    return _Ledgers(monkeypatch)
+def ledgers() -> Iterator[list[BudgetLedger]]:
+    with capture_ledgers() as made:
+        yield made
 
 
 async def test_timed_out_requests_are_paid_for_and_the_bill_stays_in_budget(
-    wire: tuple[FakeOpenAIServer, str], ledgers: _Ledgers
+    wire: tuple[FakeOpenAIServer, str], ledgers: list[BudgetLedger]
 ) -> None:
     server, model_name = wire
     # Every answer comes after the client gave up; the server still did (and bills) the work.
@@ -110,7 +95,7 @@ async def test_timed_out_requests_are_paid_for_and_the_bill_stays_in_budget(
     assert result.usage.calls == server.billed_calls
     assert result.usage.cost_usd >= server.billed_usd
     assert result.usage.unconfirmed_usd == result.usage.cost_usd  # none was confirmed
-    assert ledgers.run_spent_usd() == pytest.approx(result.usage.cost_usd, abs=1e-9)
+    assert run_scope(ledgers[0]).spent_usd == pytest.approx(result.usage.cost_usd, abs=1e-9)
     assert result.usage.refused > 0
 
 
@@ -155,7 +140,7 @@ async def test_a_stream_from_a_server_that_ignores_max_tokens_is_cut_at_the_allo
 
 
 async def test_an_unstreamed_overshoot_is_counted_at_its_real_usage(
-    wire: tuple[FakeOpenAIServer, str], ledgers: _Ledgers
+    wire: tuple[FakeOpenAIServer, str], ledgers: list[BudgetLedger]
 ) -> None:
     server, model_name = wire
     server.default = over_max_tokens(100)
@@ -166,9 +151,9 @@ async def test_an_unstreamed_overshoot_is_counted_at_its_real_usage(
 
     usage = result.tasks["t0"].usage
     assert usage.output_tokens == 120
-    [ledger] = ledgers.made
+    [ledger] = ledgers
     assert len(ledger.overshoots) == 1
-    assert ledgers.run_spent_usd() == pytest.approx(server.billed_usd, abs=1e-9)
+    assert run_scope(ledgers[0]).spent_usd == pytest.approx(server.billed_usd, abs=1e-9)
     assert result.usage.cost_usd == pytest.approx(server.billed_usd, abs=1e-9)
 
 

@@ -269,14 +269,7 @@ def lease_is_dead(lease: LeaseRecord) -> bool:
 
 
 def _lease_record(row: RunLeaseRow) -> LeaseRecord:
-    return LeaseRecord(
-        run_id=row.run_id,
-        owner=row.owner,
-        host=row.host,
-        pid=row.pid,
-        heartbeat_at=row.heartbeat_at,
-        expires_at=row.expires_at,
-    )
+    return LeaseRecord.model_validate(row, from_attributes=True)
 
 
 def _task_record(row: TaskRow) -> TaskRecord:

@@ -562,54 +562,24 @@ class Orchestrator:
         began: float | None = None,
     ) -> RunResult:
         try:
-            scheduler, account = self._set_up(
-                run_id,
-                tasks,
-                agents,
-                inputs,
-                budget,
-                store,
-                restored,
-                workflow,
-                planned,
-                spend,
-                began,
-            )
+            nodes = build_nodes(tasks, agents)
+            # Every model a driven run may call is priced and budgeted up front.
+            members = agents if planned is None else {**planned.agents(), **agents}
+            account = self._account(tasks, members, budget, began)
+            if spend:
+                account.restore(spend)  # a resumed run: what it spent before still counts
+            if store is not None:
+                from delegate.memory.blackboard import Memory
+
+                account.memory = Memory(store, run_id=run_id, workflow=workflow)
+                account.cache = store if self.cache else None
+            restore_nodes(nodes, restored, account)
         except BaseException as exc:
             # Refused before anything ran (an unknown price, a bad budget): the run says why,
             # and nobody owns it any more.
             if store is not None:
                 await _stopped(store, run_id, "failed", RunUsage(), exc, lease)
             raise
-        return await self._drive(run_id, scheduler, account, planned, store, lease)
-
-    def _set_up(
-        self,
-        run_id: str,
-        tasks: list[Task],
-        agents: dict[str, Agent],
-        inputs: dict[str, Any],
-        budget: Budget | None,
-        store: Store | None,
-        restored: Mapping[str, TaskRecord],
-        workflow: str | None,
-        planned: RunDriver | None,
-        spend: Mapping[str, Any] | None,
-        began: float | None,
-    ) -> tuple[Scheduler, RunAccount]:
-        """The run's account and scheduler, with what a store restored."""
-        nodes = build_nodes(tasks, agents)
-        # Every model a driven run may call is priced and budgeted up front.
-        members = agents if planned is None else {**planned.agents(), **agents}
-        account = self._account(tasks, members, budget, began)
-        if spend:
-            account.restore(spend)  # a resumed run: what it spent before still counts
-        if store is not None:
-            from delegate.memory.blackboard import Memory
-
-            account.memory = Memory(store, run_id=run_id, workflow=workflow)
-            account.cache = store if self.cache else None
-        restore_nodes(nodes, restored, account)
         scheduler = Scheduler(
             nodes,
             run_id=run_id,
@@ -624,7 +594,7 @@ class Orchestrator:
         if planned is not None:
             planned.prepare(account)
             scheduler.hold()  # open until the driver is done adding tasks
-        return scheduler, account
+        return await self._drive(run_id, scheduler, account, planned, store, lease)
 
     async def _drive(
         self,
