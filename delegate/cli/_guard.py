@@ -2,12 +2,12 @@
 
 - `PipeSafeStream`: stdout and stderr go quiet, instead of raising, once their reader is gone
   (`delegate run … | head -3`): the run goes on to its end and its result is in the store.
+  `stdout()` and `stderr()` are the streams commands write to: pipe-safe, credentials masked.
 - `stop_signals()`: SIGTERM and SIGHUP stop a command the way Ctrl-C does, so a run they stop
   is stored as "interrupted" (not left "running"); `stopped_by()` says which signal it was.
-- `check_store(url, ...)`: a store URL is checked before anything opens it: a SQLite file must
-  be a SQLite database, and the commands that only read (`runs`, `show`, `resume`) never create
-  one.
 - `bounded(...)`: option callbacks for numbers that must be finite and within a range.
+
+Store URLs are checked in `delegate.cli._stores`.
 """
 
 from __future__ import annotations
@@ -16,29 +16,26 @@ import errno
 import math
 import os
 import signal
-import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
-from typing import IO, Any, cast
+from typing import IO, Any, TextIO, cast
 
 import click
 
 from delegate.errors import ConfigError
 
 __all__ = [
-    "SQLITE_HEADER",
     "PipeSafeStream",
     "bounded",
-    "check_store",
     "pipe_safe",
+    "signal_label",
+    "stderr",
+    "stdout",
     "stop_signals",
     "stopped_by",
 ]
-
-SQLITE_HEADER = b"SQLite format 3\x00"
-"""The first 16 bytes of every SQLite database file."""
 
 # A reader that went away: a closed pipe, or a terminal that hung up.
 _GONE = frozenset({errno.EPIPE, errno.ESHUTDOWN, errno.EIO})
@@ -109,6 +106,22 @@ def pipe_safe(stream: IO[str]) -> IO[str]:
     return cast(IO[str], PipeSafeStream(stream))
 
 
+def stdout() -> TextIO:
+    """stdout, every credential delegate knows masked in what is written (the last line of
+    redaction: errors, logs and stored rows are masked before they get here), quiet once its
+    reader is gone (`PipeSafeStream`)."""
+    from delegate._secrets import RedactingStream
+
+    return cast(TextIO, RedactingStream(pipe_safe(sys.stdout)))
+
+
+def stderr() -> TextIO:
+    """stderr, credentials masked and a closed pipe tolerated like `stdout()`'s."""
+    from delegate._secrets import RedactingStream
+
+    return cast(TextIO, RedactingStream(pipe_safe(sys.stderr)))
+
+
 # -- stop signals -----------------------------------------------------------------------------
 
 _STOPPING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -151,129 +164,9 @@ def stopped_by() -> tuple[str, int]:
     return signal.Signals(signum).name, 128 + int(signum)
 
 
-# -- stores -----------------------------------------------------------------------------------
-
-
-def _sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite store URL (a bare path is one); None for an in-memory database or
-    another backend.
-
-    Raises:
-        ConfigError: `url` is not a database URL.
-    """
-    if url == ":memory:":
-        return None
-    if "://" not in url:
-        return Path(url).expanduser()
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError) as exc:
-        raise ConfigError(f"database URL is not valid: {exc}") from None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(str(parsed.database)).expanduser()
-
-
-def _header(path: Path) -> tuple[bytes, int] | None:
-    """The first 16 bytes of the regular file at `path` and its size; None when it does not
-    exist.
-
-    Raises:
-        ConfigError: it is not a regular file, or cannot be read.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the store {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(
-                f"the store {str(path)!r} is not a regular file; give --db the path of a "
-                "SQLite file (sqlite:///path/to/delegate.db)"
-            )
-        return os.read(fd, len(SQLITE_HEADER)), info.st_size
-    except OSError as exc:
-        raise ConfigError(f"cannot read the store {str(path)!r}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-
-
-def _has_runs_table(path: Path) -> bool | None:
-    """Whether the SQLite file has delegate's `runs` table (None: it could not be told)."""
-    import sqlite3
-    import urllib.parse
-
-    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
-    try:
-        connection = sqlite3.connect(uri, uri=True, timeout=1.0)
-    except sqlite3.Error:
-        return None
-    try:
-        row = connection.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
-        ).fetchone()
-    except sqlite3.Error:
-        return None
-    finally:
-        connection.close()
-    return row is not None
-
-
-def check_store(url: str, *, create: bool, option: str = "--db") -> bool:
-    """Check a store's URL before it is opened.
-
-    A SQLite file that exists must be a regular file holding a SQLite database (a non-empty
-    file without SQLite's header, `/etc/passwd`, is refused). With `create=False` (`runs`,
-    `show`, `resume`) the file must exist and be a delegate store: nothing is created.
-
-    Args:
-        url: the store's URL or path.
-        create: the command may create the store (`run`).
-        option: how messages name where the URL came from.
-
-    Returns:
-        False when `create` is False and there is no store at `url` yet; else True.
-
-    Raises:
-        ConfigError: the URL is invalid, the file is not a SQLite database (or not a delegate
-            store), or its folder does not exist.
-    """
-    path = _sqlite_file(url)
-    if path is None:
-        return True
-    found = _header(path)
-    if found is None:
-        if not create:
-            return False
-        if not path.absolute().parent.is_dir():
-            raise ConfigError(
-                f"cannot create the store {str(path)!r}: the folder {str(path.parent)!r} does "
-                f"not exist; create it, or give {option} another path"
-            )
-        return True
-    header, size = found
-    if size == 0 and create:
-        return True  # SQLite makes a database of an empty file
-    if header != SQLITE_HEADER:
-        what = "an empty file" if size == 0 else "not a SQLite database"
-        remedy = ", or a new path to create one" if create else ""
-        raise ConfigError(
-            f"{option}: {str(path)!r} is {what}, so not a delegate store; give the path of a "
-            f"store{remedy}"
-        )
-    if not create and _has_runs_table(path) is False:
-        raise ConfigError(
-            f"{option}: {str(path)!r} is a SQLite database but not a delegate store (it has no "
-            "runs); give the path of a store"
-        )
-    return True
+def signal_label(name: str) -> str:
+    """How messages name a stop signal: "Ctrl-C" for SIGINT, else its name ("SIGTERM")."""
+    return "Ctrl-C" if name == "SIGINT" else name
 
 
 # -- numeric options --------------------------------------------------------------------------

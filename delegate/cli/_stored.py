@@ -1,11 +1,11 @@
-"""What the `delegate` command shows of stored runs (`runs`, `show`) and of plans (`plan`).
+"""What the `delegate` command shows of stored runs: `runs`, `show`, and a run's state.
 
     with Store.open(url) as store:
         run, tasks = store.get_run(run_id), store.get_tasks(run_id)
     print_stored_run(run, tasks, sys.stdout)
 
-The formatting (dollars, tables, simulation notices) is `delegate.cli_run`'s, so a stored run
-reads like the summary of a live one.
+The formatting (dollars, tables, simulation notices) is `delegate.cli._format`'s, so a stored
+run reads like the summary of a live one.
 """
 
 from __future__ import annotations
@@ -15,22 +15,22 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from delegate.agents.models import Usage
-from delegate.cli_run import (
-    _REASONS,
+from delegate.cli._format import (
+    PLAN_REASONS,
     SIMULATED_NOTE,
     TaskRow,
-    _one_line,
-    _output_text,
-    _plural,
-    _seconds,
-    _table,
-    _task_table,
-    _time,
-    _tokens,
-    _took,
-    _usage,
     format_usd,
+    iso_time,
+    one_line,
+    output_text,
+    plural,
+    seconds_text,
+    table,
+    task_table,
+    tokens_text,
+    took,
     untasked_rows,
+    usage_of,
 )
 
 if TYPE_CHECKING:
@@ -39,8 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TRUNCATE_CHARS",
     "owned",
-    "preview_json",
-    "print_preview",
+    "print_plans",
     "print_runs",
     "print_stored_run",
     "resume_hint",
@@ -125,8 +124,8 @@ def rows_from_records(run: RunRecord, tasks: Sequence[TaskRecord]) -> list[TaskR
                 model=record.model,
                 status=record.status,
                 attempts=record.attempts,
-                usage=_usage(record.usage),
-                seconds=_took(record.started_at, record.finished_at),
+                usage=usage_of(record.usage),
+                seconds=took(record.started_at, record.finished_at),
             )
         )
     return rows
@@ -191,9 +190,9 @@ def stored_run_json(
         "usage": run.usage,
         "plans": _stored_plans(run),
         "tasks": documents,
-        "created_at": _time(run.created_at),
-        "finished_at": _time(run.finished_at),
-        "duration": _took(run.created_at, run.finished_at),
+        "created_at": iso_time(run.created_at),
+        "finished_at": iso_time(run.finished_at),
+        "duration": took(run.created_at, run.finished_at),
     }
 
 
@@ -227,9 +226,9 @@ def runs_json(
                 "goal": run.goal,
                 "status": run_state(run, leases.get(run.id)),
                 "simulated": stored_simulated(run),
-                "created_at": _time(run.created_at),
-                "finished_at": _time(run.finished_at),
-                "duration": _took(run.created_at, run.finished_at),
+                "created_at": iso_time(run.created_at),
+                "finished_at": iso_time(run.finished_at),
+                "duration": took(run.created_at, run.finished_at),
                 "cost_usd": _cost(run),
             }
             for run in runs
@@ -259,13 +258,13 @@ def print_runs(
             (run.workflow or "—") + (" (simulated)" if stored_simulated(run) else ""),
             run_state(run, leases.get(run.id)),
             _local(run.created_at),
-            _seconds(_took(run.created_at, run.finished_at)),
+            seconds_text(took(run.created_at, run.finished_at)),
             format_usd(_cost(run)),
         ]
         for run in runs
     ]
     headers = ("run", "workflow", "status", "created", "duration", "cost")
-    _table(stream, headers, rows, right={4, 5}, fold={1}, fancy=fancy)
+    table(stream, headers, rows, right={4, 5}, fold={1}, fancy=fancy)
 
 
 def _indented(text: str, prefix: str = "    ") -> str:
@@ -282,30 +281,32 @@ def _truncated(text: str, full: bool) -> str:
 def _plan_title(plan: Mapping[str, Any]) -> str:
     if "step" in plan:
         return f"plan step {plan['step']}"
-    reason = _REASONS.get(str(plan.get("reason")), str(plan.get("reason")))
+    reason = PLAN_REASONS.get(str(plan.get("reason")), str(plan.get("reason")))
     return f"plan {plan.get('revision')} ({reason})"
 
 
-def _print_plans(plans: Sequence[Mapping[str, Any]], stream: TextIO) -> None:
+def print_plans(plans: Sequence[Mapping[str, Any]], stream: TextIO) -> None:
+    """Plans as `show` and `plan` list them: each with its tasks (agent, dependencies,
+    instructions), the failures it answered and its error."""
     stream.write("\nplans:\n")
     for plan in plans:
         tasks = [t for t in plan.get("tasks") or () if isinstance(t, dict)]
-        facts = [_plural(len(tasks), "task")]
+        facts = [plural(len(tasks), "task")]
         if "attempts" in plan:
-            facts.append(_plural(int(plan.get("attempts") or 0), "attempt"))
+            facts.append(plural(int(plan.get("attempts") or 0), "attempt"))
         if "usage" in plan:
-            facts.append(format_usd(_usage(plan.get("usage")).cost_usd))
+            facts.append(format_usd(usage_of(plan.get("usage")).cost_usd))
         if "complete" in plan:
             facts.append("complete" if plan.get("complete") else "incomplete")
         stream.write(f"  {_plan_title(plan)}: {', '.join(facts)}\n")
         for failed, error in (plan.get("failures") or {}).items():
-            stream.write(f"    after {failed}: {_one_line(str(error))}\n")
+            stream.write(f"    after {failed}: {one_line(str(error))}\n")
         for task in tasks:
             deps = ", ".join(task.get("deps") or ()) or "nothing"
             stream.write(f"    - {task.get('id')} ({task.get('agent')}, after {deps}): ")
-            stream.write(_one_line(str(task.get("instructions", "")), 160) + "\n")
+            stream.write(one_line(str(task.get("instructions", "")), 160) + "\n")
         if plan.get("error"):
-            stream.write(f"    error: {_one_line(str(plan['error']))}\n")
+            stream.write(f"    error: {one_line(str(plan['error']))}\n")
 
 
 def _run_header(run: RunRecord, stream: TextIO, lease: LeaseRecord | None, resume: str) -> None:
@@ -321,13 +322,13 @@ def _run_header(run: RunRecord, stream: TextIO, lease: LeaseRecord | None, resum
     finished = f", finished {_local(run.finished_at)}" if run.finished_at else ""
     out(f"created: {_local(run.created_at)}{finished}\n")
     if run.goal:
-        out(f"goal: {_one_line(run.goal, 1000)}\n")
+        out(f"goal: {one_line(run.goal, 1000)}\n")
     for name, value in run.inputs.items():
-        out(f"input {name}: {_one_line(_output_text(value), 1000)}\n")
-    usage = _usage(run.usage)
+        out(f"input {name}: {one_line(output_text(value), 1000)}\n")
+    usage = usage_of(run.usage)
     if run.usage is not None:
-        calls, cost = _plural(usage.calls, "call"), format_usd(usage.cost_usd)
-        out(f"usage: {_tokens(usage.total_tokens)} tokens in {calls}, {cost}\n")
+        calls, cost = plural(usage.calls, "call"), format_usd(usage.cost_usd)
+        out(f"usage: {tokens_text(usage.total_tokens)} tokens in {calls}, {cost}\n")
     out("\n")
 
 
@@ -361,141 +362,23 @@ def print_stored_run(
     extra: list[TaskRow] = []
     if run.usage is not None:  # a finished run: its plans and answer are rows too
         plans = [plan for plan in _stored_plans(run) if "step" not in plan]
-        extra = untasked_rows(rows, _usage(run.usage), plans, answered=run.output is not None)
-    _task_table(stream, [*rows, *extra], fancy, "total" if extra else "all tasks")
+        extra = untasked_rows(rows, usage_of(run.usage), plans, answered=run.output is not None)
+    task_table(stream, [*rows, *extra], fancy, "total" if extra else "all tasks")
     plans = _stored_plans(run)
     if plans:
-        _print_plans(plans, stream)
+        print_plans(plans, stream)
     outputs = [task for task in tasks if task.status == "succeeded"]
     if outputs:
         out("\noutputs:\n")
         for task in outputs:
-            out(f"  {task.task_id}:\n{_indented(_truncated(_output_text(task.output), full))}\n")
+            out(f"  {task.task_id}:\n{_indented(_truncated(output_text(task.output), full))}\n")
     errors = [task for task in tasks if task.error]
     if errors or run.error:
         out("\nerrors:\n")
         for task in errors:
-            out(f"  {task.task_id} ({task.status}): {_one_line(task.error or '', 1000)}\n")
+            out(f"  {task.task_id} ({task.status}): {one_line(task.error or '', 1000)}\n")
         if run.error and not errors:
-            out(f"  {_one_line(run.error, 2000)}\n")
+            out(f"  {one_line(run.error, 2000)}\n")
     if run.output is not None:
-        out(f"\noutput:\n{_indented(_truncated(_output_text(run.output), full))}\n")
-    stream.flush()
-
-
-# -- plans before running -------------------------------------------------------------------
-
-
-def _preview_rows(preview: Any) -> list[dict[str, Any]]:
-    estimates = preview.estimate.tasks
-    rows = []
-    for task_id, agent, model, deps in preview.tasks:
-        estimate = estimates.get(task_id)
-        rows.append(
-            {
-                "id": task_id,
-                "agent": agent,
-                "model": model,
-                "deps": list(deps),
-                "input_tokens": estimate.input_tokens if estimate else None,
-                "output_tokens": estimate.output_tokens if estimate else None,
-                "usd": estimate.usd if estimate else None,
-                "seconds": estimate.seconds if estimate else None,
-            }
-        )
-    return rows
-
-
-def preview_json(preview: Any, *, workflow: str, simulated: bool) -> dict[str, Any]:
-    """The `delegate plan --json` document.
-
-    Keys: workflow, simulated, tasks (id, agent, model, deps and the projected input_tokens,
-    output_tokens, usd, seconds), estimate (totals, critical_path, by_model, unpriced), plan
-    (in planner mode the planner's plan: tasks, synthesis_note and the usage of planning; else
-    None).
-    """
-    estimate = preview.estimate
-    return {
-        "workflow": workflow,
-        "simulated": simulated,
-        "tasks": _preview_rows(preview),
-        "estimate": {
-            "input_tokens": estimate.input_tokens,
-            "output_tokens": estimate.output_tokens,
-            "usd": estimate.usd,
-            "seconds": estimate.seconds,
-            "critical_path": list(estimate.critical_path),
-            "by_model": dict(estimate.by_model),
-            "unpriced": list(estimate.unpriced),
-        },
-        "plan": _preview_plan(preview),
-    }
-
-
-def _preview_plan(preview: Any) -> dict[str, Any] | None:
-    """The planner's plan of a preview as JSON data, with what planning cost."""
-    if preview.plan is None:
-        return None
-    plan: dict[str, Any] = preview.plan.model_dump(mode="json")
-    usage = preview.planning_usage
-    plan["usage"] = (usage if usage is not None else Usage()).to_dict()
-    return plan
-
-
-def print_preview(
-    preview: Any, stream: TextIO, *, workflow: str, simulated: bool, fancy: bool | None = None
-) -> None:
-    """`delegate plan`: the planner's plan (planner mode), the tasks with their projections, the
-    total estimate and the critical path.
-
-    Args:
-        preview: the runtime's `Preview` (.tasks, .estimate, .plan).
-        stream: where to write.
-        workflow: the workflow's name.
-        simulated: the plan came from a simulated planner.
-        fancy: rich tables (True) or plain (False); None: rich when `stream` is a terminal.
-    """
-    out = stream.write
-    if simulated:
-        out(SIMULATED_NOTE + "\n")
-    rows = _preview_rows(preview)
-    out(f"{workflow}: {_plural(len(rows), 'task')}, nothing executed\n")
-    plan = _preview_plan(preview)
-    if plan is not None:
-        _print_plans([{"revision": 1, "reason": "goal", **plan}], stream)
-        if plan.get("synthesis_note"):
-            out(f"    answer: {_one_line(str(plan['synthesis_note']))}\n")
-    out("\n")
-    cells = [
-        [
-            row["id"],
-            row["agent"] or "—",
-            row["model"] or "—",
-            ", ".join(row["deps"]) or "—",
-            "—" if row["input_tokens"] is None else _tokens(row["input_tokens"]),
-            "—" if row["output_tokens"] is None else _tokens(row["output_tokens"]),
-            format_usd(row["usd"]),
-            _seconds(row["seconds"]),
-        ]
-        for row in rows
-    ]
-    headers = ("task", "agent", "model", "needs", "tokens in", "tokens out", "USD", "seconds")
-    _table(
-        stream,
-        headers,
-        cells,
-        right={4, 5, 6, 7},
-        fold={1, 2, 3},
-        title="estimate per task",
-        fancy=fancy,
-    )
-    estimate = preview.estimate
-    tokens = _tokens(estimate.input_tokens + estimate.output_tokens)
-    usd = format_usd(estimate.usd) if estimate.usd is not None else "unknown"
-    out(
-        f"\nestimate: {tokens} tokens, {usd} at most, {estimate.seconds:.1f} s on the critical "
-        f"path: {' → '.join(estimate.critical_path) or '—'}\n"
-    )
-    if estimate.unpriced:
-        out(f"no known price for: {', '.join(estimate.unpriced)} (give it under `prices:`)\n")
+        out(f"\noutput:\n{_indented(_truncated(output_text(run.output), full))}\n")
     stream.flush()

@@ -1,0 +1,284 @@
+"""The commands that run a workflow file: `run`, and `plan` (what running it would do).
+
+What they show is built by `delegate.cli._live` (progress), `_summary` (the end of a run) and
+`_preview` (a plan); the commands only wire it up. `resume` (`delegate.cli.runs`) finishes a
+stored run through the same `execute` and `report`.
+
+Commands import what they need inside their function, so `delegate --help` never pays for
+litellm, SQLAlchemy or rich.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from delegate.cli._guard import bounded, signal_label, stderr, stdout
+from delegate.cli._stores import DB_HELP, check_store, store_option, store_url
+
+if TYPE_CHECKING:
+    from delegate.cli._live import RunDisplay
+    from delegate.orchestrator.run import RunResult
+
+__all__ = [
+    "WORKFLOW_FILE",
+    "check_credentials",
+    "display",
+    "execute",
+    "input_options",
+    "plan_command",
+    "report",
+    "resume_line",
+    "run_command",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+WORKFLOW_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+"""A workflow file argument: it must exist and not be a folder."""
+
+_MAX_TIME_SCALE = 100.0  # --time-scale: 100× the models' latency is already a long wait
+
+
+def input_options(fn: F) -> F:
+    """The `-i KEY=VALUE` and `--input-file` options of the commands that take inputs."""
+    fn = click.option(
+        "--input-file",
+        type=WORKFLOW_FILE,
+        help="A JSON or YAML mapping of input values (-i values win over it).",
+    )(fn)
+    return click.option(
+        "-i",
+        "--input",
+        "pairs",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="An input value, typed by the input's declared type (JSON for arrays and "
+        "objects). Repeat for more inputs.",
+    )(fn)
+
+
+def check_credentials(models: Iterable[str]) -> None:
+    """Refuse, before anything runs, models whose provider credentials are not set.
+
+    Raises:
+        ConfigError: naming each missing variable, and `--simulate` as the way to go on.
+    """
+    from delegate.cli._summary import credentials_message
+    from delegate.errors import ConfigError
+    from delegate.workflows.runtime import missing_credentials
+
+    message = credentials_message(missing_credentials(models))
+    if message is not None:
+        raise ConfigError(message)
+
+
+def display(as_json: bool, progress: bool, **options: Any) -> RunDisplay | None:
+    """The progress display of a run on stderr; None for `--json` without `--progress`."""
+    from delegate.cli._live import RunDisplay
+
+    return None if as_json and not progress else RunDisplay(stderr(), **options)
+
+
+def resume_line(run_id: str, db: str | None) -> str:
+    """The command line that resumes the run `run_id` (with `--db` when one was given)."""
+    import shlex
+
+    return f"delegate resume {shlex.quote(run_id)}" + (f" --db {shlex.quote(db)}" if db else "")
+
+
+def execute(
+    shown: RunDisplay | None,
+    run_id: str,
+    db: str | None,
+    fn: Callable[..., Any],
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> RunResult:
+    """Run `fn` to the end with the progress display open; tell how to resume if interrupted
+    (Ctrl-C, SIGTERM, SIGHUP: the run is stored as interrupted).
+
+    Raises:
+        click.exceptions.Exit: the run was stopped by a signal (exit status 128 + its number).
+        RunExistsError: a run with this id is already stored (naming `delegate resume`).
+    """
+    from contextlib import nullcontext
+
+    from delegate._sync import run_sync
+    from delegate.cli._guard import stopped_by
+    from delegate.errors import RunExistsError
+
+    try:
+        with shown if shown is not None else nullcontext():
+            result: RunResult = run_sync(fn, *args, **kwargs)
+            return result
+    except KeyboardInterrupt:
+        name, code = stopped_by()
+        click.echo(
+            f"run {run_id} stopped by {signal_label(name)} and kept as interrupted; continue "
+            f"it with `{resume_line(run_id, db)}`",
+            err=True,
+        )
+        raise click.exceptions.Exit(code) from None
+    except RunExistsError as exc:
+        raise RunExistsError(
+            f"run {run_id!r} is already in the store; continue it with `delegate resume "
+            f"{run_id}`, or give another --run-id",
+            run_id=exc.run_id,
+        ) from None
+
+
+def report(result: RunResult, shown: RunDisplay | None, *, as_json: bool, **options: Any) -> int:
+    """Print the run's summary (stderr) and output (stdout), or its JSON; the exit status."""
+    from delegate.cli import _summary
+    from delegate.cli._format import write_json
+
+    if as_json:
+        document = _summary.result_json(
+            result, simulated=options["simulated"], workflow=options["workflow"]
+        )
+        write_json(document, stdout())
+    else:
+        _summary.print_summary(
+            result,
+            stderr(),
+            budget_usd=options["budget_usd"],
+            simulated=options["simulated"],
+            time_scale=options["time_scale"],
+            model_seconds=options.get("model_seconds"),
+            resumed=bool(options.get("resumed")),
+            fancy=shown.live if shown is not None else None,
+        )
+        _summary.print_output(result.output, stdout())
+    return 0 if result.status == "succeeded" else 1
+
+
+@click.command("run")
+@click.argument("file", type=WORKFLOW_FILE)
+@input_options
+@click.option(
+    "--budget-usd",
+    type=float,
+    callback=bounded(0, math.inf, low_open=True),
+    help="Spend at most this many USD (replaces the file's budget.usd).",
+)
+@click.option("--db", metavar="URL", help=DB_HELP)
+@click.option("--simulate", is_flag=True, help="Simulated models: real prices, no model called.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Varies simulated answers.")
+@click.option(
+    "--time-scale",
+    type=float,
+    default=0.05,
+    show_default=True,
+    callback=bounded(0, _MAX_TIME_SCALE, remedy="1 waits at the models' pace, 0 does not wait"),
+    help="With --simulate: wait this share of the simulated latencies (1: the models' pace; "
+    f"at most {_MAX_TIME_SCALE:g}).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document, no progress.")
+@click.option("--progress", is_flag=True, help="With --json: show progress on stderr too.")
+@click.option("--run-id", metavar="ID", help="The run's id. Default: a new random one.")
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    file: Path,
+    pairs: tuple[str, ...],
+    input_file: Path | None,
+    budget_usd: float | None,
+    db: str | None,
+    simulate: bool,
+    seed: int,
+    time_scale: float,
+    as_json: bool,
+    progress: bool,
+    run_id: str | None,
+) -> None:
+    """Run the workflow FILE: progress and a summary on stderr, the output on stdout.
+
+    Exit status 0 when the run succeeded, 1 when it failed or succeeded only partly, 2 when
+    the file or an input is invalid or a model's credentials are missing.
+    """
+    import uuid
+
+    from delegate.workflows import load_workflow
+    from delegate.workflows.runtime import compile_workflow, parse_inputs, run_workflow
+
+    loaded = load_workflow(file)
+    spec = loaded.spec
+    inputs = parse_inputs(spec, pairs, input_file)
+    # The command keeps every run: in --db, else the workflow's `memory:`, else the home store
+    # (named here, whatever the library's own default is). It is checked before the run starts
+    # (a file that is not a database, a folder that does not exist): the run would fail on it
+    # only after it began.
+    option = "memory: of the workflow" if db is None and spec.memory else store_option(db)
+    target = db or spec.memory or store_url(None)
+    check_store(target, create=True, option=option)
+    run_id = run_id or uuid.uuid4().hex
+    limit = budget_usd if budget_usd is not None else spec.budget.usd if spec.budget else None
+    shown = display(as_json, progress, title=spec.name, run_id=run_id, budget_usd=limit)
+    compiled = compile_workflow(
+        loaded,
+        simulate=simulate,
+        seed=seed,
+        db=target,
+        budget_usd=budget_usd,
+        on_event=shown,
+        time_scale=time_scale,
+    )
+    if shown is not None:
+        shown.simulated = compiled.simulated
+    if not compiled.simulated:
+        check_credentials(compiled.models())
+    result = execute(shown, run_id, db, run_workflow, compiled, inputs, run_id=run_id)
+    options = {
+        "simulated": compiled.simulated,
+        "workflow": spec.name,
+        "budget_usd": limit,
+        "time_scale": time_scale,
+        "model_seconds": None if compiled.pace is None else compiled.pace.run_seconds(result),
+    }
+    ctx.exit(report(result, shown, as_json=as_json, **options))
+
+
+@click.command("plan")
+@click.argument("file", type=WORKFLOW_FILE)
+@input_options
+@click.option("--simulate", is_flag=True, help="A simulated planner: real prices, no model called.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Varies simulated plans.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def plan_command(
+    file: Path,
+    pairs: tuple[str, ...],
+    input_file: Path | None,
+    simulate: bool,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Show what running FILE would do: its tasks, or in planner mode the planner's plan, with
+    the projected tokens, cost and time and the critical path.
+
+    Nothing is executed beyond planning: in planner mode the planner's model is asked for a
+    plan (with --simulate, a simulated one is).
+    """
+    from delegate._sync import run_sync
+    from delegate.cli import _preview
+    from delegate.cli._format import write_json
+    from delegate.workflows import load_workflow
+    from delegate.workflows.runtime import compile_workflow, parse_inputs, preview_workflow
+
+    loaded = load_workflow(file)
+    spec = loaded.spec
+    inputs = parse_inputs(spec, pairs, input_file)
+    compiled = compile_workflow(loaded, simulate=simulate, seed=seed, time_scale=0.0)
+    if spec.planner is not None and not compiled.simulated:
+        check_credentials([compiled.agents[spec.planner].model.name])
+    preview = run_sync(preview_workflow, compiled, inputs)
+    if as_json:
+        document = _preview.preview_json(preview, workflow=spec.name, simulated=compiled.simulated)
+        write_json(document, stdout())
+        return
+    _preview.print_preview(preview, stdout(), workflow=spec.name, simulated=compiled.simulated)
