@@ -270,9 +270,10 @@ def test_name_price_and_other_attributes_pass_through(store: Store) -> None:
         _ = model.no_such_attribute
 
 
-def test_only_models_can_be_wrapped(store: Store) -> None:
-    with pytest.raises(ConfigError, match=r"CachedModel wraps a Model .* got str"):
-        CachedModel("openai/gpt-4o-mini", store)  # type: ignore[arg-type]
+def test_only_models_and_model_strings_can_be_wrapped(store: Store) -> None:
+    with pytest.raises(ConfigError, match=r"CachedModel wraps a Model .* got int"):
+        CachedModel(42, store)  # type: ignore[arg-type]
+    assert CachedModel("openai/gpt-4o-mini", store).name == "openai/gpt-4o-mini"
 
 
 # --- serialization ---

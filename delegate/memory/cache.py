@@ -13,6 +13,11 @@ as it is (so it streams if the model can) and stores the response as JSON (never
     again = await model.request(req)    # again.cached is True, again.usage.cost_usd == 0.0
 
 Identical requests in flight at once make one call: the others wait for it and read its answer.
+
+It is a routing `WrapperModel` (`delegate.agents.wrappers`): in an orchestrator run
+(`Orchestrator(cache=True)` puts every agent's model behind one) it sits outside the budget gate,
+so a hit reserves nothing and is counted as a cache hit, not a call, while a miss passes the gate
+like any request.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ import anyio.to_thread
 import pydantic
 
 from delegate._log import get_logger
-from delegate.agents.models import Model, ModelRequest, ModelResponse, Price, ToolCall, Usage
-from delegate.errors import ConfigError
+from delegate.agents.models import Model, ModelRequest, ModelResponse, ToolCall, Usage
+from delegate.agents.wrappers import WrapperModel, report_hit
 from delegate.memory.store import CorruptRecordError, Store, StoreError
 
 __all__ = ["CachedModel", "cache_key", "response_from_json", "response_to_json"]
@@ -40,45 +45,28 @@ log = get_logger("delegate.cache")
 _FORMAT = 1  # bump when the stored layout changes; older entries then stop matching
 
 
-class CachedModel:
+class CachedModel(WrapperModel):
     """A `Model` that answers repeated requests from the store's call cache.
 
     Args:
-        model: the model to call on a miss.
+        model: the model to call on a miss (a `Model` or a litellm model string).
         store: where responses are kept.
 
     Attributes the wrapped model has and this wrapper does not (`context_window`,
     `expected_latency`, ...) are read from the wrapped model.
     """
 
-    def __init__(self, model: Model, store: Store) -> None:
-        if not isinstance(model, Model):
-            raise ConfigError(
-                f"CachedModel wraps a Model (e.g. LiteLLMModel or a delegate.testing fake), got "
-                f"{type(model).__name__}"
-            )
-        self.wrapped = model
+    routes = True  # a hit sends nothing: outside the budget gate, each miss passes it
+
+    def __init__(self, model: str | Model, store: Store) -> None:
+        super().__init__(model)
         self.store = store
         self._inflight: dict[str, _Flight] = {}
 
-    @property
-    def name(self) -> str:
-        """The wrapped model's name."""
-        return self.wrapped.name
-
-    @property
-    def price(self) -> Price | None:
-        """The wrapped model's price (what a miss costs)."""
-        return self.wrapped.price
-
     def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes not found on the wrapper itself.
-        if name.startswith("_") or name in {"wrapped", "store"}:
+        if name == "store":  # not set yet (while unpickling, say): not the wrapped model's
             raise AttributeError(name)
-        return getattr(self.wrapped, name)
-
-    def __repr__(self) -> str:
-        return f"CachedModel({self.wrapped!r})"
+        return super().__getattr__(name)
 
     async def request(self, request: ModelRequest) -> ModelResponse:
         """The stored answer to `request`, else the wrapped model's answer (then stored).
@@ -92,7 +80,7 @@ class CachedModel:
         except (TypeError, ValueError) as exc:
             # A request that has no canonical JSON cannot be matched safely: always call.
             log.warning("cache_unkeyable_request", model=self.name, error=str(exc))
-            return await self.wrapped.request(request)
+            return await self.send(self.wrapped, request)
         flight = self._inflight.setdefault(key, _Flight())
         flight.waiters += 1
         try:
@@ -101,8 +89,9 @@ class CachedModel:
                 if hit is not None:
                     if request.on_text is not None and hit.text:
                         request.on_text(hit.text)
+                    report_hit(hit)
                     return hit
-                response = await self.wrapped.request(request)
+                response = await self.send(self.wrapped, request)
                 await self._save(key, response)
                 return response
         finally:

@@ -43,6 +43,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from delegate.agents.limits import Budget
+from delegate.agents.rate_limits import RateLimit
 from delegate.orchestrator.graph import TASK_ID
 
 __all__ = [
@@ -125,6 +126,25 @@ class BudgetSpec(_Spec):
             calls=self.calls,
             reserve_seconds=self.reserve_seconds,
         )
+
+
+class RateLimitSpec(_Spec):
+    """A model's rate limits (`delegate.RateLimit`), shared by every agent that uses the model."""
+
+    rpm: float | None = Field(None, ge=1, description="Requests per minute. Default: no limit.")
+    tpm: float | None = Field(
+        None, ge=1, description="Tokens per minute, prompt and output. Default: no limit."
+    )
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Self:
+        if self.rpm is None and self.tpm is None:
+            raise ValueError("give rpm, tpm or both, e.g. {rpm: 500, tpm: 200000}")
+        return self
+
+    def to_rate_limit(self) -> RateLimit:
+        """These limits as the `delegate.RateLimit` the orchestrator takes."""
+        return RateLimit(rpm=self.rpm, tpm=self.tpm)
 
 
 class InputSpec(_Spec):
@@ -359,6 +379,11 @@ class WorkflowSpec(_Spec):
         {},
         description="USD per million [input, output] tokens by model, for models litellm does "
         "not price or to override it. Default: litellm's prices.",
+    )
+    rate_limits: dict[ModelName, RateLimitSpec] = Field(
+        {},
+        description="Requests and tokens per minute by model, {rpm, tpm}: requests to the model "
+        "wait their turn rather than meet the provider's 429s. Default: none.",
     )
     max_concurrency: int | None = Field(
         None, ge=1, description="How many tasks run at once. Default: 16."
