@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from delegate.orchestrator import plan_stream
 from delegate.orchestrator.plan_stream import PlanStream
 
 SEARCH: dict[str, Any] = {
@@ -173,22 +174,52 @@ def test_nothing_comes_out_of_text_without_a_plan() -> None:
     assert (found, stream.errors) == ([], [])
 
 
-def test_a_task_that_is_not_valid_json_is_skipped_with_a_reason() -> None:
-    plan = (
-        '{"tasks": [{"id": "a"}, {"id": "b", "agent": \'w\'}, {"id": "c", "deps": [}, '
-        '{id: d}, {"id": "e",}, {"id": "f"}]}'
-    )
+def test_a_task_that_is_not_valid_json_stops_the_stream_with_a_reason() -> None:
+    # The whole plan will not parse either (the planner asks for a repair), so starting the
+    # tasks after the broken one would only bind the repaired plan to them.
+    plan = '{"tasks": [{"id": "a"}, {"id": "b", "agent": \'w\'}, {"id": "c"}]}'
     for size in (1, 3, len(plan)):
         found, stream = _feed([plan[i : i + size] for i in range(0, len(plan), size)])
-        assert found == [{"id": "a"}, {"id": "f"}]
-        assert len(stream.errors) == 4
-        assert stream.errors[0] == (
+        assert found == [{"id": "a"}]
+        assert stream.errors == [
             "tasks[1] (id 'b') is not valid JSON (Expecting value: line 1 column 22 (char 21)); "
-            'it was skipped: {"id": "b", "agent": \'w\'}'
-        )
-        assert stream.errors[1].startswith("tasks[2] (id 'c') is not valid JSON")
-        assert stream.errors[2].startswith("tasks[3] is not valid JSON")
-        assert stream.errors[3].startswith("tasks[4] (id 'e') is not valid JSON")
+            'it was skipped: {"id": "b", "agent": \'w\'} (and no task after it is taken from the '
+            "stream)"
+        ]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    ['{"id": "c", "deps": [}', "{id: d}", '{"id": "e",}', '{"id": "\\ud800"}'],
+    ids=["bracket", "bare key", "trailing comma", "lone surrogate"],
+)
+def test_any_broken_task_stops_the_stream(broken: str) -> None:
+    plan = '{"tasks": [{"id": "a"}, ' + broken + ', {"id": "f"}]}'
+    for cut in range(len(plan) + 1):
+        found, stream = _feed([plan[:cut], plan[cut:]])
+        assert found == [{"id": "a"}], cut
+        [error] = stream.errors
+        assert error.startswith("tasks[1]"), cut
+        assert error.endswith("(and no task after it is taken from the stream)"), cut
+
+
+def test_no_task_after_a_missing_comma_comes_out() -> None:
+    # The partial parser reads the text as ending where the comma is missing.
+    plan = '{"tasks": [{"id": "a"} {"id": "b"}, {"id": "c"}]}'
+    found, stream = _feed([plan])
+    assert (found, stream.errors) == ([], [])
+    # Fed a character at a time, "a" was complete (and valid) at its brace.
+    found, stream = _feed(list(plan))
+    assert (found, stream.errors) == ([{"id": "a"}], [])
+
+
+def test_a_plan_broken_before_its_tasks_streams_nothing() -> None:
+    found, stream = _feed(['{"synthesis_note": \'x\', "tasks": [{"id": "a"}]}'])
+    assert found == []
+    assert stream.errors == [
+        "the plan is not valid JSON (Expecting value: line 1 column 20 (char 19)); no task is "
+        "taken from the stream"
+    ]
 
 
 def test_elements_that_are_not_objects_are_skipped_with_a_reason() -> None:
@@ -212,6 +243,112 @@ def test_a_very_long_long_string_is_read_across_many_deltas() -> None:
     plan = json.dumps({"synthesis_note": text, "tasks": [{"id": "a", "instructions": text}]})
     found, _ = _feed([plan[i : i + 16] for i in range(0, len(plan), 16)])
     assert found == [{"id": "a", "instructions": text}]
+
+
+# --- what a partial parser could take too early -------------------------------------------------
+
+_SCHEMA = {"type": "object"}
+_UNFINISHED: dict[str, tuple[str, str, dict[str, Any]]] = {
+    # the text up to a point where the task is not complete yet, the rest, the task
+    "a number that goes on": ('{"tasks": [{"id": "a", "n": 1', "2}]}", {"id": "a", "n": 12}),
+    "a float's exponent": ('{"tasks": [{"id": "a", "n": 1.5', "e3}]}", {"id": "a", "n": 1500.0}),
+    "a literal": ('{"tasks": [{"id": "a", "ok": tr', "ue}]}", {"id": "a", "ok": True}),
+    "a member name": ('{"tasks": [{"id": "a", "de', 'ps": []}]}', {"id": "a", "deps": []}),
+    "a string holding },": (
+        '{"tasks": [{"id": "a", "note": "half}, {\\"id\\": \\"b\\"}',
+        ' done"}]}',
+        {"id": "a", "note": 'half}, {"id": "b"} done'},
+    ),
+    "an escaped quote": (
+        '{"tasks": [{"id": "a", "note": "x\\',
+        '"}"}]}',
+        {"id": "a", "note": 'x"}'},
+    ),
+    "a nested object": (
+        '{"tasks": [{"id": "a", "schema": {"type": "object"}',
+        ', "deps": []}]}',
+        {"id": "a", "schema": _SCHEMA, "deps": []},
+    ),
+    "a nested object and a comma": (
+        '{"tasks": [{"id": "a", "schema": {"type": "object"},',
+        ' "deps": []}]}',
+        {"id": "a", "schema": _SCHEMA, "deps": []},
+    ),
+    "objects in an array": (
+        '{"tasks": [{"id": "a", "list": [{"x": 1}, {"y": 2}',
+        "]}]}",
+        {"id": "a", "list": [{"x": 1}, {"y": 2}]},
+    ),
+    "a nested tasks array": (
+        '{"tasks": [{"id": "a", "sub": {"tasks": [{"id": "inner"}',
+        "]}}]}",
+        {"id": "a", "sub": {"tasks": [{"id": "inner"}]}},
+    ),
+}
+
+
+@pytest.mark.parametrize(("head", "rest", "task"), _UNFINISHED.values(), ids=list(_UNFINISHED))
+def test_an_unfinished_task_is_not_taken(head: str, rest: str, task: dict[str, Any]) -> None:
+    stream = PlanStream()
+    assert stream.feed(head) == []
+    assert stream.feed(rest) == [task]
+    # Fed a character at a time, it comes out with its closing brace, not before.
+    found, _ = _feed(list(head))
+    assert found == []
+    stream = PlanStream()
+    emitted = [index for index, char in enumerate(head + rest) if stream.feed(char)]
+    assert emitted == [len(head) + rest.rindex("}", 0, -2)]
+
+
+def _counting_parser(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the length of every text the stream parses."""
+    parsed: list[int] = []
+    real = plan_stream.from_json
+
+    def counting(text: str, **options: Any) -> Any:
+        parsed.append(len(text))
+        return real(text, **options)
+
+    monkeypatch.setattr(plan_stream, "from_json", counting)
+    return parsed
+
+
+_HOSTILE = {
+    "objects in a task": '{"tasks": [{"id": "a", "x": [' + "{}," * 100_000 + "{}]}",
+    "braces in a string": '{"tasks": [{"id": "a", "x": "' + "}," * 150_000 + '"}',
+    "objects before the tasks": '{"notes": [' + "{}," * 100_000 + '{}], "tasks": [{"id": "a"}',
+}
+
+
+@pytest.mark.parametrize("start", _HOSTILE.values(), ids=list(_HOSTILE))
+def test_parsing_a_hostile_stream_is_bounded(start: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = _counting_parser(monkeypatch)
+    tail = "".join(f', {{"id": "t{i}", "deps": ["a"]}}' for i in range(2000)) + "]}"
+    text = start + tail
+    found, stream = _feed([text[i : i + 16] for i in range(0, len(text), 16)])
+    # At most 16 characters parsed per character fed, beyond the first million.
+    assert sum(parsed) <= 16 * len(text) + 1_000_000
+    assert len(parsed) <= (16 * len(text) + 1_000_000) // 64
+    # Skipped places are caught up later: every task comes out once, in order.
+    expected = [json.loads(start + "]}")["tasks"][0]] + [
+        {"id": f"t{i}", "deps": ["a"]} for i in range(2000)
+    ]
+    assert found == expected
+    assert stream.errors == []
+
+
+def test_the_work_bound_never_delays_an_ordinary_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = _counting_parser(monkeypatch)
+    tasks = [{**SUMMARIZE, "id": f"t{i}", "deps": [f"t{i - 1}"] if i else []} for i in range(200)]
+    plan = json.dumps({"tasks": tasks, "synthesis_note": "Merge."}, indent=2)
+    stream = PlanStream()
+    emitted_at: list[int] = []
+    for start in range(0, len(plan), 16):
+        emitted_at.extend([start // 16] * len(stream.feed(plan[start : start + 16])))
+    end = len(plan)
+    assert emitted_at == [_closing_brace(plan, 0, end, task) // 16 for task in tasks]
+    # A parse reads one task, not the plan so far.
+    assert max(parsed) < 2 * len(json.dumps(SUMMARIZE, indent=2))
 
 
 # --- property tests over generated plans -------------------------------------------------------

@@ -166,6 +166,97 @@ def test_no_docstring_gives_empty_description() -> None:
     }
 
 
+def _descriptions(fn: Callable[..., Any]) -> tuple[str, dict[str, str | None]]:
+    """A tool's description and each parameter's, as the model sees them."""
+    made = Tool(fn)
+    properties = made.definition.parameters["properties"]
+    return made.description, {name: spec.get("description") for name, spec in properties.items()}
+
+
+def test_numpy_docstring_describes_the_parameters() -> None:
+    def search(query: str, limit: int = 5) -> list[str]:
+        """Search the web
+        for pages.
+
+        Parameters
+        ----------
+        query : str
+            what to look for.
+        limit : int, optional
+            how many results to return,
+            at most 20.
+
+        Returns
+        -------
+        list[str]
+            The URLs found.
+        """
+        return []
+
+    assert _descriptions(search) == (
+        "Search the web for pages.",
+        {"query": "what to look for.", "limit": "how many results to return, at most 20."},
+    )
+
+
+def test_rest_docstring_describes_the_parameters() -> None:
+    def search(query: str, limit: int = 5, lang: str = "en") -> list[str]:
+        """Search the web.
+        :param query: what to look for.
+        :param int limit: how many results to return,
+            at most 20.
+        :returns: the URLs found.
+        """
+        return []
+
+    # The `:param` lines are not part of the summary even without a blank line before them.
+    assert _descriptions(search) == (
+        "Search the web.",
+        {
+            "query": "what to look for.",
+            "limit": "how many results to return, at most 20.",
+            "lang": None,
+        },
+    )
+
+
+def test_google_docstring_sections_other_than_args_describe_no_parameter() -> None:
+    def book(city: str, *, nights: int = 1, note: str = "") -> str:
+        """Book a hotel.
+
+        Attributes:
+            city: an attribute is not a parameter, so this is not used.
+
+        Args:
+            city: where to stay.
+
+        Keyword Args:
+            nights: how many nights.
+
+        Raises:
+            note: not a parameter either.
+        """
+        return ""
+
+    assert _descriptions(book) == (
+        "Book a hotel.",
+        {"city": "where to stay.", "nights": "how many nights.", "note": None},
+    )
+
+
+def test_a_docstring_no_style_reads_still_gives_its_first_paragraph() -> None:
+    def book(city: str) -> str:
+        """Book a hotel
+        in a city.
+
+        Keyword Args:
+            city where to stay (no colon: not a Google entry).
+        """
+        return ""
+
+    assert _descriptions(book) == ("Book a hotel in a city.", {"city": None})
+
+
 def test_decorator_bare_and_with_arguments() -> None:
     @tool
     def lookup(key: str) -> str:

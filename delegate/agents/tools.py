@@ -3,7 +3,8 @@
 `Tool(fn)` reads `fn`'s signature and type hints, builds a pydantic model of its parameters, and
 offers the model that model's JSON Schema as a function definition. The name is the function's
 name, the description is the docstring's first paragraph, and each parameter's description comes
-from the docstring's Google-style `Args:` section or from `Annotated[..., Field(description=...)]`::
+from the docstring (Google `Args:`, NumPy `Parameters` or reST `:param x:`, told apart by
+`docstring_parser`) or from `Annotated[..., Field(description=...)]`::
 
     from delegate import tool
 
@@ -50,14 +51,9 @@ __all__ = ["Tool", "tool"]
 log = get_logger("delegate.tools")
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SECTION = re.compile(
-    r"^(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Returns?|Yields?|Raises|"
-    r"Examples?|Notes?|Attributes|See Also|Warnings?|Todo|References)\s*:\s*$"
-)
-_ARGS_SECTIONS = frozenset(
-    {"Args", "Arguments", "Parameters", "Params", "Keyword Args", "Keyword Arguments"}
-)
-_ARG_LINE = re.compile(r"^\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+# Google-style sections that docstring_parser's Google parser does not know by these names.
+_KEYWORD_SECTIONS = ("Keyword Args", "Keyword Arguments")
+_KEYWORD_HEADER = re.compile(r"^[ \t]*Keyword Arg(?:s|uments)[ \t]*:[ \t]*$", re.MULTILINE)
 _JSON_FRIENDLY = "str, int, float, bool, list[...], dict[str, ...], Literal[...] or a BaseModel"
 
 
@@ -416,38 +412,39 @@ def _json_default(value: Any) -> Any:
 
 
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """The first paragraph (joined into one line) and the `Args:` descriptions by parameter."""
-    lines = doc.splitlines()
-    summary: list[str] = []
-    for line in lines:
-        if not line.strip() or _SECTION.match(line.strip()):
-            break
-        summary.append(line.strip())
-    return " ".join(summary), _parse_args_section(lines)
+    """The first paragraph (on one line) and each parameter's description (on one line), from a
+    Google, NumPy, reST or Epydoc docstring."""
+    # Imported here, not at the top: the first tool pays its few milliseconds, `import delegate`
+    # does not.
+    import docstring_parser
+    from docstring_parser import google
+
+    try:
+        if _KEYWORD_HEADER.search(doc):
+            sections = [
+                *google.DEFAULT_SECTIONS,
+                *(
+                    google.Section(t, "param", google.SectionType.MULTIPLE)
+                    for t in _KEYWORD_SECTIONS
+                ),
+            ]
+            parsed = google.GoogleParser(sections).parse(doc)
+        else:
+            parsed = docstring_parser.parse(doc)  # the style that finds the most sections
+    except docstring_parser.ParseError:
+        # Not a docstring in any style it knows: its first paragraph still describes the tool.
+        return _one_line(doc.split("\n\n", 1)[0]), {}
+    summary = parsed.short_description or ""
+    if parsed.long_description and not parsed.blank_after_short_description:
+        # The short description is the first line; the paragraph may go on below it.
+        summary += " " + parsed.long_description.split("\n\n", 1)[0]
+    descriptions = {
+        param.arg_name.lstrip("*"): _one_line(param.description)
+        for param in parsed.params
+        if param.args[0] != "attribute" and param.description
+    }
+    return _one_line(summary), descriptions
 
 
-def _parse_args_section(lines: list[str]) -> dict[str, str]:
-    descriptions: dict[str, str] = {}
-    in_args = False
-    current: str | None = None
-    base_indent: int | None = None
-    for line in lines:
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip())
-        if indent == 0 and stripped:
-            # Any unindented line starts a new section or ends the current one.
-            header = _SECTION.match(stripped)
-            in_args = header is not None and header.group(1) in _ARGS_SECTIONS
-            current, base_indent = None, None
-            continue
-        if not in_args or not stripped:
-            continue
-        if base_indent is None:
-            base_indent = indent
-        match = _ARG_LINE.match(stripped) if indent == base_indent else None
-        if match:
-            current = match.group(1)
-            descriptions[current] = match.group(2).strip()
-        elif current is not None:
-            descriptions[current] = f"{descriptions[current]} {stripped}".strip()
-    return descriptions
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -8,14 +8,32 @@ objects the delta completed::
     stream = PlanStream()
     request = ModelRequest(messages, on_text=lambda delta: start(stream.feed(delta)))
 
-It is a small scanner, not a JSON parser: it follows nesting and string/escape state one delta at a
-time (never re-reading earlier text) and hands each finished task's text to `loads_untrusted`
-(bounded in size and depth, as every JSON a model writes is). Regular expressions skip over strings
-and plain text in C, so the Python loop runs about once per delta and once per bracket: a 20-task
-plan of 6 KB fed in 16-character deltas takes about 0.35 ms in all.
-Only the objects that are direct elements of the top-level object's `"tasks"` array are tasks.
-Text before the first `{` (a ```json fence, a sentence) and after the object closes is ignored.
-Validating a task against the plan schema is the caller's business.
+The JSON is read by pydantic_core's partial parser, `from_json(text, allow_partial=True)` (what
+pydantic-ai reads streamed structured output with): it returns what a cut-off text holds so far,
+dropping a string that has not ended. Its last value may still be unfinished, though: `{"id": "a",
+"n": 1` parses as if `1` were the whole number and the object were closed. So a task is taken only
+when the parser shows that the array has moved past it. At a `}` that may close a task, the text
+up to it is parsed once more with `,1]` after it: if the tasks array then ends in that `1`, the `}`
+closed an element of the array, which is complete (an unfinished object, string or number cannot
+take `,1` as its next element). Each task therefore comes out with the delta holding its closing
+brace, and a string or number cut off mid-way never makes a task.
+
+Work stays bounded on hostile streams: after each task the text before it is replaced by a
+placeholder (`[0`), so a parse reads only the task being written; a `}` is a place to look only
+when what follows it can begin the next element (`, {`, `]`) or has not arrived yet; and all
+parsing together reads at most 16 characters per character fed, beyond a first 1,000,000. A place
+that would exceed that is skipped (one whose follower is unknown already at half of it), and the
+next place where a task likely ends catches up, so a task may then come out late, or only with the
+whole plan. A 200-task plan of 98 KB in 16-character deltas costs about 25 ms of CPU, 1 MB of
+hostile text at most about 0.75 s.
+
+Only the elements of the top-level object's `"tasks"` array are tasks. Text before the first
+`{` (a ```json fence, a sentence) and after the array closes is ignored. An element that is not
+an object is skipped and `errors` says why; at an element that is not valid JSON (or nests too
+deeply) the stream stops taking tasks: the whole plan will not parse either, and the planner
+asks for a repaired one. (Where a `,` is missing the partial parser takes the text as ending
+there: no task after it comes out, and no error is reported.) Validating a task against the
+plan schema is the caller's business.
 """
 
 from __future__ import annotations
@@ -23,33 +41,45 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from delegate._json import loads_untrusted
+from pydantic_core import from_json
+
+from delegate._json import MAX_JSON_CHARS, loads_untrusted
 from delegate.errors import JSONInputError
 
 __all__ = ["PlanStream"]
 
-# The rest of a string: plain characters and complete escapes. It stops at the closing quote, at
-# a backslash whose escaped character has not arrived yet, or at the end of the delta.
-_STRING_BODY = r'(?:[^"\\]++|\\.)*+'
-_STRING_REST = re.compile(_STRING_BODY, re.DOTALL)
-# Inside a task (or any value that is not the tasks array): everything up to the next bracket,
-# complete strings included, so braces and brackets in strings are never taken for structure;
-# then a string that does not end in this delta, if there is one ("open").
-_SKIP_BODY = rf'(?:[^"{{}}\[\]]++|"{_STRING_BODY}")*+(?P<open>"{_STRING_BODY})?'
-_SKIP = re.compile(_SKIP_BODY, re.DOTALL)
-# The same, for a delta that begins inside a string: its rest, and if it ends ("closed"), a skip.
-_RESUME = re.compile(rf'{_STRING_BODY}(?P<closed>"{_SKIP_BODY})?', re.DOTALL)
-# Between the top-level object's members or the tasks array's elements.
-_SEPARATORS = re.compile(r"[\s,:]*+")
-# A bare value (number, true, false, null) where a member or element is expected.
-_SCALAR = re.compile(r'[^\s,:"{}\[\]]++')
+# Where a task may have just closed: a `}` followed by `]` or by `,` and `{` ("likely"), or by
+# the end of the delta ("maybe": what follows is not known yet). A `}` followed by `}` or by
+# `, "` closes an object nested in a task; a task followed by an element that is not an object
+# comes out at the next place. Before the tasks array is found, also where it seems to open.
+# All are hints: the parser decides.
+_WS = r"[ \t\n\r]*+"
+_PLACES = re.compile(
+    rf'(?P<likely>\}}(?={_WS}(?:\]|,{_WS}\{{))|"tasks"{_WS}:{_WS}\[)|\}}(?={_WS}(?:,{_WS})?\Z)'
+)
+# How far back in the text before a delta a place may be found (the whitespace between a task's
+# `},` and the next `{` in indented JSON).
+_RECENT = 64
+_NEXT_BEGINS = re.compile(r"[ \t\n\r,]*+[{\]]")
+# What comes next if the text so far ends where an element of the tasks array could follow.
+_AFTER_ELEMENT = ",1]"
+_AFTER_OPENING = "1]"
+# Stand-ins for the text before the current element: the tasks array just opened, or one element
+# (a placeholder, not handed out again) already read.
+_OPENED = "["
+_READ_ONE = "[0"
+_ARRAY_CLOSED = re.compile(r"[ \t\n\r,]*+\]")
+_SEPARATORS = " \t\n\r,"
+
+# Parsing reads at most this many characters per character fed, beyond a first allowance, and
+# each parse counts as this many more: hostile text (a task full of `}` in strings, thousands of
+# nested objects) cannot make feeding quadratic.
+_WORK_PER_CHAR = 16
+_FREE_WORK = 1_000_000
+_WORK_PER_PARSE = 64
 
 # Where a task's id can be read from a task that is not valid JSON, for the error message.
 _ID = re.compile(r'"id"\s*:\s*"([^"\\]*)"')
-
-_OPENER = {"}": "{", "]": "["}
-_OPENING = frozenset('"{[')
-_TASK_DEPTH = 2  # the top-level object, then the tasks array
 
 
 class PlanStream:
@@ -58,9 +88,9 @@ class PlanStream:
 
     A task is complete when its closing `}` has arrived; the next task need not have started.
     Members may come in any order (`synthesis_note` before or after `tasks`), deltas may split
-    the text anywhere (inside a string, an escape or a `\\uXXXX`), and strings may hold braces,
-    brackets, quotes and escapes. An element of `tasks` that is not valid JSON or not an object
-    is skipped, and `errors` says why.
+    the text anywhere (inside a string, an escape, a `\\uXXXX` or a number), and strings may hold
+    braces, brackets, quotes and escapes. An element of `tasks` that is not an object is skipped;
+    one that is not valid JSON ends the streaming of tasks. `errors` says what was skipped.
 
     Attributes:
         errors: one message per skipped element of `tasks`, in order.
@@ -70,15 +100,18 @@ class PlanStream:
         self.errors: list[str] = []
         self._parts: list[str] = []
         self._text: str | None = ""
-        self._stack: list[str] = []  # open brackets, the top-level object first
-        self._finished = False  # the top-level object has closed
-        self._in_string = False
-        self._escape = False  # a backslash in a string whose escaped character is still due
-        self._in_scalar = False  # a bare value in the top object or the tasks array is ongoing
-        self._in_tasks = False  # the array at depth 2 is the top-level "tasks"
-        self._elements = 0  # elements of "tasks" started so far
-        self._last_string = ""  # the raw text of the last string in the top-level object
-        self._capture: list[str] | None = None  # pieces of the task or top-level string so far
+        self._started = False  # a `{` has arrived: the plan's text begins there
+        self._done = False  # the tasks array has closed, or streaming stopped at a broken element
+        # What stands for the text before the region: None before the tasks array is found
+        # (the region is then the whole plan so far), else `_OPENED` or `_READ_ONE`.
+        self._head: str | None = None
+        self._region: list[str] = []  # the text since the last element read (or the plan's start)
+        self._region_size = 0
+        self._parsed_to = 0  # the end of the region's text that the last parse read
+        self._recent = ""  # the region's last characters, up to _RECENT of them
+        self._elements = 0  # elements of "tasks" read so far
+        self._allowance = _FREE_WORK  # characters parsing may read so far
+        self._spent = 0
 
     @property
     def text(self) -> str:
@@ -96,166 +129,137 @@ class PlanStream:
         """
         self._parts.append(delta)
         self._text = None
+        self._allowance += _WORK_PER_CHAR * len(delta)
         found: list[dict[str, Any]] = []
-        # Where the current capture starts within this delta (0: it began in an earlier one).
-        start = 0
-        index, end = 0, len(delta)
-        while index < end and not self._finished:
-            depth = len(self._stack)
-            if depth > _TASK_DEPTH or (depth == _TASK_DEPTH and not self._in_tasks):
-                # Inside a task: most deltas end here, after one regular expression.
-                index = self._skip(delta, index)
-                if index < end:
-                    index, start = self._structure(delta, index, start, found)
-            elif self._in_string:
-                index = self._string(delta, index, start)
-            elif depth:
-                index, start = self._structure(delta, index, start, found)
-            else:
-                index = delta.find("{", index)
-                if index < 0:
-                    break
-                self._stack.append("{")
-                index += 1
-        if self._capture is not None:
-            self._capture.append(delta[start:])
+        if self._done:
+            return found
+        if not self._started:
+            opening = delta.find("{")
+            if opening < 0:
+                return found
+            self._started = True
+            delta = delta[opening:]
+        # Places are looked for in the delta and, when it begins with `, {` or `]`, in the end
+        # of the text before it that no parse has read: a `}` skipped there is now likely a
+        # task's end.
+        tail = self._recent
+        recent = tail if _NEXT_BEGINS.match(delta) else ""
+        recent = recent[max(0, len(recent) - (self._region_size - self._parsed_to)) :]
+        offset = self._region_size - len(recent)  # where `recent + delta` begins in the region
+        self._region.append(delta)
+        self._region_size += len(delta)
+        for place in _PLACES.finditer(recent + delta):
+            likely = place.group("likely") is not None
+            end = offset + place.end()
+            opened = place.group()[-1] == "["
+            if (place.end() <= len(recent) and not likely) or (opened and self._head is not None):
+                continue  # a place looked at already, or a "tasks" array inside a task
+            head = self._head or ""
+            # A place that only may be a task's end is worth a parse while work is plentiful;
+            # when it is not, the likely ones (the next task begins) catch up.
+            if not self._afford(len(head) + end if likely else 2 * (len(head) + end)):
+                break  # nor can a later place, which would parse more
+            self._parsed_to = end
+            elements = self._read(head + self._joined()[:end], opened=opened)
+            if self._done:
+                return found
+            if elements is not None:
+                self._take(elements, found)
+                self._head = _OPENED if opened else _READ_ONE
+                self._region = [self._joined()[end:]]
+                self._region_size -= end
+                self._parsed_to, offset = 0, offset - end
+        read_one = offset < 0  # the region now begins after an element read in this delta
+        self._recent = self._joined()[-_RECENT:] if read_one else (tail + delta)[-_RECENT:]
         return found
 
-    def _skip(self, delta: str, index: int) -> int:
-        """Read on past strings and plain text, to the next bracket or the end of `delta`."""
-        if self._in_string:
-            if self._escape:
-                self._escape = False
-                index += 1
-            match = _RESUME.match(delta, index)
-            still_open = match.start("closed") < 0  # type: ignore[union-attr]
-        else:
-            match = _SKIP.match(delta, index)
-            still_open = False
-        index = match.end()  # type: ignore[union-attr]
-        self._in_string = still_open or match.start("open") >= 0  # type: ignore[union-attr]
-        if self._in_string and index < len(delta):  # a last backslash: its character is due
-            self._escape = True
-            index += 1
-        return index
+    def _joined(self) -> str:
+        """The region's text."""
+        if len(self._region) != 1:
+            self._region = ["".join(self._region)]
+        return self._region[0]
 
-    def _string(self, delta: str, index: int, start: int) -> int:
-        """Read on inside a string; the index after what was read."""
-        if self._escape:
-            self._escape = False
-            index += 1
-        index = _STRING_REST.match(delta, index).end()  # type: ignore[union-attr]
-        if index == len(delta):
-            return index
-        if delta[index] == "\\":  # the last character: its escaped character comes next
-            self._escape = True
-            return index + 1
-        self._in_string = False
-        index += 1
-        if len(self._stack) == 1 and self._capture is not None:
-            self._last_string = self._take(self._capture, delta, start, index)
-        return index
+    def _afford(self, size: int) -> bool:
+        """Whether two parses of `size` characters fit in the work allowed so far."""
+        return self._spent + 2 * (size + len(_AFTER_ELEMENT) + _WORK_PER_PARSE) <= self._allowance
 
-    def _structure(
-        self, delta: str, index: int, start: int, found: list[dict[str, Any]]
-    ) -> tuple[int, int]:
-        """Read on outside strings, up to and including one bracket, string start or bare
-        value; the index after it and where the capture starts."""
-        depth = len(self._stack)
-        top_level = depth == 1 or (depth == _TASK_DEPTH and self._in_tasks)
-        if top_level:
-            skipped = _SEPARATORS.match(delta, index).end()  # type: ignore[union-attr]
-            if skipped > index:
-                self._in_scalar = False
-            index = skipped
-        if index == len(delta):
-            return index, start
-        char = delta[index]
-        if char in "}]":
-            self._close(char, delta, index, start, found)
-        elif char in _OPENING:
-            self._in_scalar = False
-            if self._open(char, depth, in_tasks=top_level and depth == _TASK_DEPTH):
-                start = index
-        else:  # a bare value where a member or element is expected
-            if depth == _TASK_DEPTH and not self._in_scalar:
-                self._skip_element("a bare value")
-            self._in_scalar = True
-            return _SCALAR.match(delta, index).end(), start  # type: ignore[union-attr]
-        return index + 1, start
+    def _parse(self, text: str) -> Any:
+        self._spent += len(text) + _WORK_PER_PARSE
+        return from_json(text, allow_partial=True)
 
-    def _open(self, char: str, depth: int, *, in_tasks: bool) -> bool:
-        """A string, object or array begins; True when a capture begins with it."""
-        capture = False
-        if char == '"':
-            self._in_string = True
-            capture = depth == 1  # a member name of the top-level object, or its value
-            if in_tasks:
-                self._skip_element("a string")
-        else:
-            if in_tasks and char == "{":
-                self._elements += 1
-                capture = True
-            elif in_tasks:
-                self._skip_element("an array")
-            elif depth == 1 and char == "[":
-                self._in_tasks = _decoded(self._last_string) == "tasks"
-            self._stack.append(char)
-        if capture:
-            self._capture = []
-        return capture
-
-    def _close(
-        self, char: str, delta: str, index: int, start: int, found: list[dict[str, Any]]
-    ) -> None:
-        """A closing bracket: it closes the innermost matching opener (a stray one is ignored)."""
-        stack = self._stack
-        opener = _OPENER[char]
-        at = len(stack) - 1
-        while at >= 0 and stack[at] != opener:
-            at -= 1
-        if at < 0:
-            return
-        del stack[at:]
-        depth = len(stack)
-        if self._capture is not None and depth <= _TASK_DEPTH:
-            self._task(self._take(self._capture, delta, start, index + 1), found)
-        if depth < _TASK_DEPTH:
-            self._in_tasks = False
-        self._finished = depth == 0
-
-    def _take(self, capture: list[str], delta: str, start: int, end: int) -> str:
-        """End the capture just before `delta[end]`: all its text."""
-        capture.append(delta[start:end])
-        self._capture = None
-        return "".join(capture)
-
-    def _task(self, raw: str, found: list[dict[str, Any]]) -> None:
+    def _read(self, text: str, *, opened: bool) -> list[Any] | None:
+        """The elements of the tasks array in `text` (the placeholder left out) when `text` ends
+        where the next element could begin: just after `[` (`opened`) or an element. Else None."""
+        head = self._head
+        if head is not None and _ARRAY_CLOSED.match(text, len(head)):
+            self._done = True  # the array has closed: the rest of the answer holds no task
+            return None
+        if len(text) > MAX_JSON_CHARS:
+            self._stop(text, None)
+            return None
         try:
-            task = loads_untrusted(raw)
-        except JSONInputError as exc:
-            named = _ID.search(raw)
-            which = f" (id {_excerpt(named.group(1))!r})" if named else ""
-            self.errors.append(
-                f"tasks[{self._elements - 1}]{which} is {exc.detail}; it was skipped: "
-                f"{_excerpt(raw)}"
+            probed = self._tasks(self._parse(text + (_AFTER_OPENING if opened else _AFTER_ELEMENT)))
+        except ValueError:
+            # The probe does not parse where it cannot follow (after a nested object's `}`),
+            # but the text itself may be broken: then no later task can be read either.
+            try:
+                self._parse(text)
+            except ValueError as exc:
+                self._stop(text, exc)
+            return None
+        if not probed or probed[-1] != 1:
+            return None
+        elements = self._tasks(self._parse(text))
+        # The probe's `1` is an element of its own only if it made the array one longer.
+        if elements is None or len(probed) != len(elements) + 1:
+            return None
+        return elements[1:] if head == _READ_ONE else elements
+
+    def _tasks(self, value: Any) -> list[Any] | None:
+        """The tasks array in a parsed text: the text itself once inside it, else the top-level
+        object's `"tasks"`."""
+        if self._head is not None:
+            return value if isinstance(value, list) else None
+        tasks = value.get("tasks") if isinstance(value, dict) else None
+        return tasks if isinstance(tasks, list) else None
+
+    def _take(self, elements: list[Any], found: list[dict[str, Any]]) -> None:
+        for element in elements:
+            self._elements += 1
+            if isinstance(element, dict):
+                found.append(element)
+                continue
+            kind = (
+                "a string"
+                if isinstance(element, str)
+                else "an array"
+                if isinstance(element, list)
+                else "a bare value"
             )
+            self.errors.append(
+                f"tasks[{self._elements - 1}] is {kind}, not a task object; it was skipped"
+            )
+
+    def _stop(self, text: str, exc: ValueError | None) -> None:
+        """The text is not JSON (or too long or deep): say why, and take no more tasks."""
+        self._done = True
+        raw = text if self._head is None else text[len(self._head) :].lstrip(_SEPARATORS)
+        try:
+            # The project's own reader names the problem as everywhere else (depth, size,
+            # syntax), with a position in the element rather than in the stand-in text.
+            loads_untrusted(raw)
+            detail = f"not valid JSON ({exc})"  # pydantic_core is stricter (a lone surrogate)
+        except JSONInputError as error:
+            detail = error.detail
+        if self._head is None:
+            self.errors.append(f"the plan is {detail}; no task is taken from the stream")
             return
-        found.append(task)
-
-    def _skip_element(self, kind: str) -> None:
-        self._elements += 1
+        named = _ID.search(raw)
+        which = f" (id {_excerpt(named.group(1))!r})" if named else ""
         self.errors.append(
-            f"tasks[{self._elements - 1}] is {kind}, not a task object; it was skipped"
+            f"tasks[{self._elements}]{which} is {detail}; it was skipped: {_excerpt(raw)} "
+            "(and no task after it is taken from the stream)"
         )
-
-
-def _decoded(raw: str) -> str | None:
-    try:
-        value = loads_untrusted(raw)
-    except JSONInputError:
-        return None
-    return value if isinstance(value, str) else None
 
 
 def _excerpt(raw: str, limit: int = 80) -> str:
