@@ -80,7 +80,7 @@ def test_duplicate_id() -> None:
     assert len(g) == 1
 
 
-@pytest.mark.parametrize("bad_id", ["", "a b", "-x", ".x", "a/b", "é", "x" * 201, 7, None])
+@pytest.mark.parametrize("bad_id", ["", "a b", "-x", ".x", "a/b", "é", "a\n", "x" * 201, 7, None])
 def test_malformed_id(bad_id: Any) -> None:
     g = TaskGraph()
     with pytest.raises(GraphError) as info:
@@ -352,21 +352,23 @@ def test_plain_prompt_is_not_compiled() -> None:
 # --- from_specs and cycles --------------------------------------------------------------------
 
 _DIAMOND = [
-    TaskSpec("a", "w"),
-    TaskSpec("b", "w", deps=("a",)),
-    TaskSpec("c", "w", deps=("a",)),
-    TaskSpec("d", "w", deps=("b", "c")),
-    TaskSpec("e", "w", deps=("d",)),
-    TaskSpec("f", "w"),
-    TaskSpec("g", "w", deps=("f", "a")),
+    TaskSpec(id="a", agent="w"),
+    TaskSpec(id="b", agent="w", deps=("a",)),
+    TaskSpec(id="c", agent="w", deps=("a",)),
+    TaskSpec(id="d", agent="w", deps=("b", "c")),
+    TaskSpec(id="e", agent="w", deps=("d",)),
+    TaskSpec(id="f", agent="w"),
+    TaskSpec(id="g", agent="w", deps=("f", "a")),
 ]
 
 
 def test_from_specs_in_reverse_order() -> None:
     specs = [
-        TaskSpec("c", "w", prompt="third", deps=("b",), timeout=3.0, retries=1, weight=2.0),
-        TaskSpec("b", "w", deps=("a",)),
-        TaskSpec("a", "w"),
+        TaskSpec(
+            id="c", agent="w", prompt="third", deps=("b",), timeout=3.0, retries=1, weight=2.0
+        ),
+        TaskSpec(id="b", agent="w", deps=("a",)),
+        TaskSpec(id="a", agent="w"),
     ]
     g = TaskGraph.from_specs(specs)
     assert list(g.tasks) == ["a", "b", "c"]
@@ -383,7 +385,7 @@ def test_from_specs_in_reverse_order() -> None:
 
 def test_from_specs_keeps_model_settings_verify_and_votes() -> None:
     spec = TaskSpec(
-        "a", "w", max_output_tokens=64, reasoning_effort="minimal", verify="judge", votes=5
+        id="a", agent="w", max_output_tokens=64, reasoning_effort="minimal", verify="judge", votes=5
     )
     a = TaskGraph.from_specs([spec])["a"]
     assert (a.max_output_tokens, a.reasoning_effort, a.verify, a.votes) == (
@@ -395,7 +397,11 @@ def test_from_specs_keeps_model_settings_verify_and_votes() -> None:
 
 
 def test_from_specs_ties_keep_the_listed_order() -> None:
-    specs = [TaskSpec("z", "w"), TaskSpec("y", "w", deps=("x",)), TaskSpec("x", "w")]
+    specs = [
+        TaskSpec(id="z", agent="w"),
+        TaskSpec(id="y", agent="w", deps=("x",)),
+        TaskSpec(id="x", agent="w"),
+    ]
     assert list(TaskGraph.from_specs(specs).tasks) == ["z", "x", "y"]
 
 
@@ -415,14 +421,17 @@ def test_from_specs_in_shuffled_order_is_topological(seed: int) -> None:
 
 def test_from_specs_duplicate_id() -> None:
     with pytest.raises(GraphError) as info:
-        TaskGraph.from_specs([TaskSpec("a", "w"), TaskSpec("a", "v")])
+        TaskGraph.from_specs([TaskSpec(id="a", agent="w"), TaskSpec(id="a", agent="v")])
     assert str(info.value) == "duplicate task id 'a': every task in a graph needs its own id"
 
 
 def test_from_specs_unknown_dependency() -> None:
     with pytest.raises(GraphError) as info:
         TaskGraph.from_specs(
-            [TaskSpec("summarize", "w", deps=("serach",)), TaskSpec("search", "w")]
+            [
+                TaskSpec(id="summarize", agent="w", deps=("serach",)),
+                TaskSpec(id="search", agent="w"),
+            ]
         )
     assert str(info.value) == (
         "task 'summarize' depends on 'serach', which is not in the graph (did you mean 'search'?)"
@@ -430,7 +439,7 @@ def test_from_specs_unknown_dependency() -> None:
 
 
 def test_from_specs_template_naming_a_non_dependency() -> None:
-    specs = [TaskSpec("b", "w", prompt="{{ a }}"), TaskSpec("a", "w")]
+    specs = [TaskSpec(id="b", agent="w", prompt="{{ a }}"), TaskSpec(id="a", agent="w")]
     with pytest.raises(TemplateError) as info:
         TaskGraph.from_specs([*reversed(specs)])
     assert "prompt uses {{ a }}, the output of task 'a', but does not depend on it" in str(
@@ -440,7 +449,9 @@ def test_from_specs_template_naming_a_non_dependency() -> None:
 
 def test_self_loop() -> None:
     with pytest.raises(GraphError) as info:
-        TaskGraph.from_specs([TaskSpec("ok", "w"), TaskSpec("a", "w", deps=("a",))])
+        TaskGraph.from_specs(
+            [TaskSpec(id="ok", agent="w"), TaskSpec(id="a", agent="w", deps=("a",))]
+        )
     assert str(info.value) == (
         "the tasks form a cycle: 'a' → 'a' (each depends on the next); break one dependency"
     )
@@ -449,7 +460,11 @@ def test_self_loop() -> None:
 def test_two_cycle() -> None:
     with pytest.raises(GraphError) as info:
         TaskGraph.from_specs(
-            [TaskSpec("a", "w", deps=("b",)), TaskSpec("b", "w", deps=("a",)), TaskSpec("c", "w")]
+            [
+                TaskSpec(id="a", agent="w", deps=("b",)),
+                TaskSpec(id="b", agent="w", deps=("a",)),
+                TaskSpec(id="c", agent="w"),
+            ]
         )
     assert str(info.value) == (
         "the tasks form a cycle: 'a' → 'b' → 'a' (each depends on the next); break one dependency"
@@ -459,11 +474,11 @@ def test_two_cycle() -> None:
 def test_three_cycle_names_only_the_tasks_on_it() -> None:
     # 'd' is stuck behind the cycle and listed first, but is not on it.
     specs = [
-        TaskSpec("d", "w", deps=("a",)),
-        TaskSpec("x", "w"),
-        TaskSpec("a", "w", deps=("x", "c")),
-        TaskSpec("b", "w", deps=("a",)),
-        TaskSpec("c", "w", deps=("b",)),
+        TaskSpec(id="d", agent="w", deps=("a",)),
+        TaskSpec(id="x", agent="w"),
+        TaskSpec(id="a", agent="w", deps=("x", "c")),
+        TaskSpec(id="b", agent="w", deps=("a",)),
+        TaskSpec(id="c", agent="w", deps=("b",)),
     ]
     with pytest.raises(GraphError) as info:
         TaskGraph.from_specs(specs)

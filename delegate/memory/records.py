@@ -30,7 +30,9 @@ class RunRecord(_Record):
         workflow: the workflow's name, when the run came from one.
         goal: the goal given to the planner, when there was one.
         inputs: the run's inputs.
-        graph: the graph spec, enough to rebuild the graph on resume.
+        graph: the graph spec as JSON, enough to rebuild the graph on resume: the
+            orchestrator's versioned `GraphSpec` (`to_json`), read back and validated with
+            `GraphSpec.from_json` (the store keeps it as data and never reads into it).
         status: "running", "succeeded", "failed", "cancelled", ...
         budget: the run's budget, as JSON.
         usage: the run's usage when it finished.

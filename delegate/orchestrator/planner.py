@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from jinja2 import TemplateError as JinjaTemplateError
 from pydantic import BaseModel, Field, ValidationError
 
+from delegate._log import bind_model
 from delegate.agents.agent import Agent, ModelCaller
 from delegate.agents.models import Model, ModelRequest, ModelResponse, Price, Usage
 from delegate.agents.tools import validation_summary
@@ -33,15 +34,19 @@ from delegate.errors import (
     ConfigError,
     PlanInvalid,
     TemplateError,
-    did_you_mean,
 )
-from delegate.orchestrator._sandbox import check_render
+from delegate.orchestrator._plan_checks import (
+    check_agents,
+    check_deps,
+    check_ids,
+    check_templates,
+    plan_prompt,
+    usd_text,
+    validate_plan,
+)
 from delegate.orchestrator.graph import (
     PROMPT_ENV,
-    RESERVED_NAMES,
-    TASK_ID,
     TaskSpec,
-    compile_prompt,
     format_output,
 )
 from delegate.orchestrator.plan_stream import PlanStream
@@ -61,7 +66,6 @@ __all__ = [
     "default_prompt",
     "describe_budget",
     "plan_prompt",
-    "plan_task_options",
     "plan_to_specs",
     "summarize_output",
     "validate_plan",
@@ -97,6 +101,24 @@ class PlanTask(BaseModel):
         default=None, ge=1, description="A cap on the length of the task's answer, in tokens."
     )
 
+    def spec(self, worker: Agent[Any] | None = None) -> TaskSpec:
+        """The task as a `TaskSpec`: its prompt from the instructions and expected output, its
+        output cap, and its effort when `worker` is a reasoning model (an effort means nothing
+        to the others, nor without a worker).
+
+        Raises:
+            GraphError: a value a task may not have (`validate_plan` reports these first).
+        """
+        reasoning = worker is not None and worker.reasoning_effort is not None
+        return TaskSpec(
+            id=self.id,
+            agent=self.agent,
+            prompt=plan_prompt(self),
+            deps=tuple(self.deps),
+            max_output_tokens=self.max_output_tokens,
+            reasoning_effort=self.effort if reasoning else None,
+        )
+
 
 class Plan(BaseModel):
     """A plan: tasks in dependency order, and a note for the final synthesis."""
@@ -128,253 +150,6 @@ class PlanResult:
     usage: Usage = field(default_factory=Usage)
 
 
-# --- validation ------------------------------------------------------------------------------
-
-
-def _usd(value: float) -> str:
-    return f"${value:.2f}" if value >= 0.1 else f"${value:.4f}"
-
-
-def _check_ids(plan: Plan, finished: Collection[str]) -> list[str]:
-    errors: list[str] = []
-    counts: dict[str, int] = {}
-    for task in plan.tasks:
-        counts[task.id] = counts.get(task.id, 0) + 1
-    for task_id, count in counts.items():
-        if not TASK_ID.match(task_id) or task_id in RESERVED_NAMES:
-            errors.append(
-                f"task id {_shown(task_id)} is not valid; use short snake_case such as "
-                "'search_papers' (letters, digits and '_', not 'inputs' or 'deps')"
-            )
-        if count > 1:
-            errors.append(
-                f"task id {task_id!r} is used by {count} tasks; give each task its own id"
-            )
-        if task_id in finished:
-            errors.append(
-                f"task id {task_id!r} is already a finished task, which is never re-planned; "
-                f"depend on {task_id!r} instead of repeating it, or choose another id"
-            )
-    return errors
-
-
-def _check_agents(plan: Plan, workers: Mapping[str, Agent]) -> list[str]:
-    names = ", ".join(workers) or "(none)"
-    return [
-        f"task {_shown(task.id)} uses agent {_shown(task.agent)}, which is not a worker"
-        f"{did_you_mean(task.agent, workers) if len(task.agent) <= 200 else ''}; use one of: "
-        f"{names}"
-        for task in plan.tasks
-        if task.agent not in workers
-    ]
-
-
-def _check_deps(plan: Plan, finished: Collection[str]) -> list[str]:
-    errors: list[str] = []
-    position = {task.id: n for n, task in reversed(list(enumerate(plan.tasks)))}
-    # A task id listed twice (already an error) has the dependencies of both listings here.
-    deps: dict[str, list[str]] = {}
-    for task in plan.tasks:
-        deps.setdefault(task.id, []).extend(dep for dep in task.deps if dep in position)
-    cyclic = _cyclic_components(deps)
-    done = set(finished)
-    known: list[str] | None = None
-    for n, task in enumerate(plan.tasks):
-        for dep in dict.fromkeys(task.deps):
-            if dep in done and dep not in position:
-                continue
-            if dep not in position:
-                if known is None:
-                    known = [*position, *(f for f in finished if f not in position)]
-                errors.append(
-                    f"task {task.id!r} depends on {_shown(dep)}, which is not in the plan"
-                    f"{did_you_mean(dep, known) if len(dep) <= 200 else ''}; depend only on "
-                    "tasks of this plan or finished tasks"
-                )
-            elif position[dep] > n and cyclic.get(dep, -1) != cyclic.get(task.id, -2):
-                errors.append(
-                    f"task {task.id!r} depends on {dep!r}, which is listed after it; list "
-                    f"{dep!r} before {task.id!r} (tasks must be in dependency order)"
-                )
-    errors.extend(_describe_cycles(plan, deps, cyclic))
-    return errors
-
-
-def _shown(name: str, limit: int = 80) -> str:
-    """`repr(name)`, cut short: a model may write anything where a name belongs."""
-    return repr(name) if len(name) <= limit else f"{name[:limit]!r}… ({len(name):,} characters)"
-
-
-def _cyclic_components(deps: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    """Tasks on a cycle, each mapped to its cycle's number (tasks on one cycle share it).
-
-    Tarjan's strongly connected components, iterative: linear in tasks and dependencies.
-    """
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    result: dict[str, int] = {}
-    for root in deps:
-        if root in index:
-            continue
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        work = [(root, iter(deps[root]))]
-        while work:
-            node, children = work[-1]
-            for child in children:
-                if child not in index:
-                    index[child] = low[child] = len(index)
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(deps[child])))
-                    break
-                if child in on_stack:
-                    low[node] = min(low[node], index[child])
-            else:
-                work.pop()
-                if work:
-                    parent = work[-1][0]
-                    low[parent] = min(low[parent], low[node])
-                if low[node] == index[node]:
-                    component = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.append(member)
-                        if member == node:
-                            break
-                    if len(component) > 1 or node in deps[node]:
-                        result.update(dict.fromkeys(component, index[node]))
-    return result
-
-
-def _describe_cycles(
-    plan: Plan, deps: Mapping[str, Sequence[str]], cyclic: Mapping[str, int]
-) -> list[str]:
-    errors: list[str] = []
-    described: set[int] = set()
-    for task in plan.tasks:
-        number = cyclic.get(task.id)
-        if number is None or number in described:
-            continue
-        described.add(number)
-        if task.id in deps[task.id]:
-            errors.append(f"task {task.id!r} depends on itself; remove {task.id!r} from its deps")
-            continue
-        # Walk dependencies inside the component from its first-listed task until one repeats
-        # (every task of a component depends on another task of it).
-        seen: dict[str, int] = {}  # task -> its position on the walk
-        node = task.id
-        while node not in seen:
-            seen[node] = len(seen)
-            node = next(dep for dep in deps[node] if cyclic.get(dep) == number)
-        loop = [*list(seen)[seen[node] :], node]
-        errors.append(
-            f"tasks {' → '.join(repr(t) for t in loop)} form a cycle (each depends on the next); "
-            "remove one of these dependencies"
-        )
-    return errors
-
-
-def _template_errors(task: PlanTask) -> tuple[frozenset[str], list[str]]:
-    """The names a task's prompt uses, and its problems: it must compile and render."""
-    prompt = plan_prompt(task)
-    try:
-        template, names = compile_prompt(task.id, prompt)
-    except TemplateError as exc:
-        try:
-            compile_prompt(task.id, task.instructions)
-        except TemplateError:
-            remedy = "write instructions as plain text, or {{ inputs.NAME }} for an input"
-        else:
-            remedy = "expected_output is part of the prompt: write it as plain text"
-        return frozenset(), [f"{exc}; {remedy}"]
-    if template is None:
-        return names, []
-    problem = check_render(PROMPT_ENV, prompt)
-    if problem is None:
-        return names, []
-    return names, [
-        f"task {task.id!r}: instructions fail to render whatever the inputs ({problem}); write "
-        "instructions as plain text, or {{ inputs.NAME }} for an input"
-    ]
-
-
-def _check_templates(plan: Plan, inputs: Collection[str] | None = None) -> list[str]:
-    errors: list[str] = []
-    ids = {task.id for task in plan.tasks}
-    allowed = RESERVED_NAMES | set(inputs or ())
-    for task in plan.tasks:
-        names, problems = _template_errors(task)
-        if problems:
-            errors.extend(problems)
-            continue
-        errors.extend(
-            f"task {task.id!r}: instructions use {{{{ {name} }}}}, the output of task {name!r}, "
-            f"but the task does not depend on it; add {name!r} to its deps"
-            for name in sorted((names & ids) - set(task.deps))
-        )
-        if inputs is not None:
-            errors.extend(
-                f"task {task.id!r}: instructions use {{{{ {name} }}}}, which is neither an input"
-                f"{did_you_mean(name, [*allowed, *task.deps])} nor a dependency; write "
-                "{{ inputs.NAME }} for an input, or add the task to deps"
-                for name in sorted(names - allowed - ids - set(task.deps))
-            )
-    return errors
-
-
-def validate_plan(
-    plan: Plan,
-    *,
-    workers: Mapping[str, Agent],
-    max_tasks: int,
-    finished: Collection[str] = (),
-    budget_usd_left: float | None = None,
-    estimate_usd: Callable[[Plan], float | None] | None = None,
-    inputs: Collection[str] | None = None,
-) -> list[str]:
-    """Every problem of `plan`, each naming the task and the remedy; empty when it is valid.
-
-    Args:
-        plan: the planner's plan.
-        workers: the workers a task may name, by name.
-        max_tasks: the most tasks a plan may have.
-        finished: ids of tasks already finished: a task may depend on them, never reuse their ids.
-        budget_usd_left: USD left in the run's budget (None: no USD limit).
-        estimate_usd: projects the plan's cost in USD (None when unknown); called only when the
-            plan has no other problem, so it may assume known workers and acyclic dependencies.
-        inputs: the run's input names; when given, a placeholder that is neither an input nor a
-            dependency is an error.
-    """
-    if not plan.tasks:
-        return ["the plan has no tasks; add at least one task that works toward the goal"]
-    errors: list[str] = []
-    if len(plan.tasks) > max_tasks:
-        errors.append(
-            f"the plan has {len(plan.tasks)} tasks, more than max_tasks={max_tasks}; merge "
-            f"related tasks so there are at most {max_tasks}"
-        )
-        if len(plan.tasks) > 2 * max_tasks:
-            return errors  # far too large: checking the rest would only make noise (and work)
-    errors += _check_ids(plan, finished)
-    errors += _check_agents(plan, workers)
-    errors += _check_deps(plan, finished)
-    errors += _check_templates(plan, inputs)
-    if not errors and estimate_usd is not None and budget_usd_left is not None:
-        cost = estimate_usd(plan)
-        if cost is not None and cost > budget_usd_left:
-            errors.append(
-                f"the plan's projected cost of {_usd(cost)} is over the {_usd(budget_usd_left)} "
-                "left in the budget; use cheaper workers, fewer tasks, or smaller "
-                "max_output_tokens"
-            )
-    return errors
-
-
 # --- the prompt ------------------------------------------------------------------------------
 
 
@@ -403,23 +178,25 @@ def describe_budget(
     if tokens is not None:
         parts.append(f"- tokens: {tokens:,}")
     if usd is not None:
-        line = f"- USD: {_usd(usd)}"
+        line = f"- USD: {usd_text(usd)}"
         if planner_usd is not None:
-            line += f" (of which {_usd(planner_usd)} is kept for planning and the final answer)"
+            line += f" (of which {usd_text(planner_usd)} is kept for planning and the final answer)"
         parts.append(line)
     if seconds is not None:
         parts.append(f"- time: {seconds:.0f} s")
     return "\n".join(parts) if parts else "no limit"
 
 
-def _price(agent: Agent, prices: Mapping[str, Price]) -> str:
+def _price(agent: Agent[Any], prices: Mapping[str, Price]) -> str:
     price = prices.get(agent.model.name, agent.model.price)
     if price is None:
         return "unknown"
     return f"${price.input_per_mtok:g} input / ${price.output_per_mtok:g} output"
 
 
-def _catalogue(workers: Mapping[str, Agent], prices: Mapping[str, Price]) -> list[dict[str, Any]]:
+def _catalogue(
+    workers: Mapping[str, Agent[Any]], prices: Mapping[str, Price]
+) -> list[dict[str, Any]]:
     catalogue = []
     for name, agent in workers.items():
         window = getattr(agent.model, "context_window", None)
@@ -491,7 +268,7 @@ class Planner:
 
     def __init__(
         self,
-        agent: Agent,
+        agent: Agent[Any],
         *,
         max_tasks: int = 20,
         max_attempts: int = 2,
@@ -519,7 +296,7 @@ class Planner:
         goal: str,
         *,
         inputs: Mapping[str, Any],
-        workers: Mapping[str, Agent],
+        workers: Mapping[str, Agent[Any]],
         budget_text: str,
         memory: Sequence[str] = (),
         finished: Mapping[str, str] | None = None,
@@ -555,7 +332,7 @@ class Planner:
         goal: str,
         *,
         inputs: Mapping[str, Any],
-        workers: Mapping[str, Agent],
+        workers: Mapping[str, Agent[Any]],
         budget_text: str,
         memory: Sequence[str] = (),
         finished: Mapping[str, str] | None = None,
@@ -631,6 +408,7 @@ class Planner:
         request = goal
         for attempt in range(1, self.max_attempts + 1):
             parser = PlanStream() if on_task is not None else None
+            bind_model(self.agent.model.name)  # what the call logs names it (as Agent._call does)
             response = await send(
                 self.agent,
                 self.agent.model,
@@ -692,7 +470,7 @@ class Planner:
 _PLAN_SCHEMA = Plan.model_json_schema()
 
 
-async def _direct(agent: Agent, model: Model, request: ModelRequest) -> ModelResponse:
+async def _direct(agent: Agent[Any], model: Model, request: ModelRequest) -> ModelResponse:
     """Without a caller, the planner's requests go straight to its model."""
     return await model.request(request)
 
@@ -735,7 +513,7 @@ class _Handover:
     on_task: Callable[[PlanTask], bool] | None
     taken: dict[str, PlanTask]  # handed over, by id
     known: list[str]  # finished tasks a task may depend on
-    workers: Mapping[str, Agent]
+    workers: Mapping[str, Agent[Any]]
     inputs: list[str]
     max_tasks: int
 
@@ -769,26 +547,19 @@ class _Handover:
 
 
 def _task_errors(
-    task: PlanTask, workers: Mapping[str, Agent], known: Sequence[str], inputs: Collection[str]
+    task: PlanTask, workers: Mapping[str, Agent[Any]], known: Sequence[str], inputs: Collection[str]
 ) -> list[str]:
     """The problems one task has on its own (what a streamed task is checked for)."""
     plan = Plan(tasks=[task])
     return [
-        *_check_ids(plan, known),
-        *_check_agents(plan, workers),
-        *_check_deps(plan, known),
-        *_check_templates(plan, inputs),
+        *check_ids(plan, known),
+        *check_agents(plan, workers),
+        *check_deps(plan, known),
+        *check_templates(plan, inputs),
     ]
 
 
 # --- from plan to graph ----------------------------------------------------------------------
-
-
-def plan_prompt(task: PlanTask) -> str:
-    """A plan task's prompt: its instructions, and what it must return."""
-    if not task.expected_output:
-        return task.instructions
-    return f"{task.instructions}\n\nExpected output: {task.expected_output}"
 
 
 SUMMARY_CHARS = 300
@@ -803,23 +574,11 @@ def summarize_output(output: Any) -> str:
     return text or "(empty output)"
 
 
-def plan_task_options(task: PlanTask, worker: Agent) -> dict[str, Any]:
-    """`TaskGraph.add` options from a plan task's hints: its output cap, and its effort when
-    the worker is a reasoning model (an effort means nothing to the others)."""
-    options: dict[str, Any] = {}
-    if task.max_output_tokens is not None:
-        options["max_output_tokens"] = task.max_output_tokens
-    if task.effort is not None and worker.reasoning_effort is not None:
-        options["reasoning_effort"] = task.effort
-    return options
-
-
-def plan_to_specs(plan: Plan) -> list[TaskSpec]:
-    """The plan's tasks as `TaskSpec`s (for `TaskGraph.from_specs` or storing the plan)."""
-    return [
-        TaskSpec(id=task.id, agent=task.agent, prompt=plan_prompt(task), deps=tuple(task.deps))
-        for task in plan.tasks
-    ]
+def plan_to_specs(plan: Plan, workers: Mapping[str, Agent[Any]] | None = None) -> list[TaskSpec]:
+    """The plan's tasks as `TaskSpec`s (for `TaskGraph.from_specs` or storing the plan); with
+    `workers`, the effort hints of tasks for reasoning models are kept (see `PlanTask.spec`)."""
+    workers = workers or {}
+    return [task.spec(workers.get(task.agent)) for task in plan.tasks]
 
 
 def add_plan(graph: TaskGraph, plan: Plan) -> list[Task]:
@@ -832,7 +591,4 @@ def add_plan(graph: TaskGraph, plan: Plan) -> list[Task]:
         GraphError: a duplicate id, an unknown dependency, a dependency listed after its task.
         TemplateError: instructions that are not a valid template.
     """
-    return [
-        graph.add(task.id, agent=task.agent, prompt=plan_prompt(task), deps=task.deps)
-        for task in plan.tasks
-    ]
+    return [graph.add_spec(task.spec()) for task in plan.tasks]
