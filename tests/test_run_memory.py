@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,11 +62,39 @@ async def test_the_workflow_namespace_is_shared_across_runs(tmp_path: Path) -> N
     assert _last_tool_result(other.requests[-1]) == "no memory under 'motto'"
 
 
-async def test_memory_agents_need_a_store() -> None:
+async def test_memory_agents_need_a_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DELEGATE_DB_URL", raising=False)
+    model = FunctionModel(lambda r: "x")
     graph = TaskGraph()
-    graph.add("t", agent=Agent("a", FunctionModel(lambda r: "x"), memory=True), prompt="p")
-    with pytest.raises(ConfigError, match="memory=True"):
-        await Orchestrator(memory=None).execute(graph)
+    graph.add("t", agent=Agent("a", model, memory=True), prompt="p")
+    for orchestrator in (Orchestrator(memory=None), Orchestrator()):  # the default keeps none
+        with pytest.raises(ConfigError) as info:
+            await orchestrator.execute(graph)
+        assert str(info.value) == (
+            "agent 'a' has memory=True, but the orchestrator keeps no memory; pass "
+            "Orchestrator(memory=<database URL>, \"home\" or ':memory:')"
+        )
+    assert model.calls == 0
+
+
+async def test_an_in_process_store_is_its_orchestrators_alone() -> None:
+    def graph(*answers: Any) -> tuple[TaskGraph, ScriptedModel]:
+        model = ScriptedModel(list(answers))
+        built = TaskGraph()
+        built.add("t", agent=Agent("a", model, memory=True), prompt="p")
+        return built, model
+
+    first, second = Orchestrator(memory=":memory:"), Orchestrator(memory=":memory:")
+    learn, _ = graph(tool_call("remember", key="motto", value="hi", scope="global"), "ok")
+    await first.execute(learn)
+
+    mine, mine_model = graph(tool_call("recall", key="motto"), "ok")
+    await first.execute(mine)
+    theirs, their_model = graph(tool_call("recall", key="motto"), "ok")
+    await second.execute(theirs)
+
+    assert _last_tool_result(mine_model.requests[-1]) == "hi"
+    assert _last_tool_result(their_model.requests[-1]) == "no memory under 'motto'"
 
 
 async def test_the_call_cache_answers_a_repeated_run_for_free(tmp_path: Path) -> None:

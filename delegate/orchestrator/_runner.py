@@ -1,0 +1,405 @@
+"""The lifecycle of one run: set up, schedule (with a driver beside it), record, conclude.
+
+    launch -> drive -> conclude        every run: execute, run, run_driven, resume
+    begin / take / stopped              its row and lease in the store, when there is one
+
+A run with a store is owned through its lease and recorded by a `RunRecorder` while it runs; a
+run that stops before it concludes (cancelled, Ctrl-C, SIGTERM, an error) is stored as
+"interrupted" with the reason and its lease is given up, so it can be resumed at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+from pydantic import BaseModel
+
+from delegate._log import bound_run
+from delegate.agents.limits import Budget
+from delegate.errors import ConfigError
+from delegate.orchestrator._driver import RunDriver
+from delegate.orchestrator._lease import RunLease
+from delegate.orchestrator.calls import RunAccount, planner_only_usd
+from delegate.orchestrator.events import RunFinished, RunStarted
+from delegate.orchestrator.graph import GraphSpec, Task, TaskGraph
+from delegate.orchestrator.persist import RunRecorder, restore_nodes, to_json
+from delegate.orchestrator.planned import PlannedRun
+from delegate.orchestrator.results import (
+    RunResult,
+    RunUsage,
+    interrupted_reason,
+    result_of,
+    run_error,
+    usage_of,
+)
+from delegate.orchestrator.scheduler import Scheduler, build_nodes
+
+if TYPE_CHECKING:
+    from delegate.agents.agent import Agent
+    from delegate.memory.records import RunRecord, TaskRecord
+    from delegate.memory.store import Store
+    from delegate.orchestrator.run import Orchestrator
+
+__all__ = ["begin", "launch", "reclaim", "resume_record", "roles", "take"]
+
+
+async def begin(
+    store: Store,
+    run_id: str,
+    spec: dict[str, Any],
+    inputs: Mapping[str, Any],
+    budget: Budget | None,
+    workflow: str | None,
+    goal: str | None = None,
+) -> RunLease:
+    """Write a new run's row ("running") and take its lease."""
+    record = _run_record(run_id, spec, inputs, budget, workflow, goal)
+    await anyio.to_thread.run_sync(store.create_run, record)
+    return await take(store, run_id)
+
+
+async def reclaim(
+    store: Store, run_id: str, budget: Budget | None, *, force: bool
+) -> tuple[RunLease, Budget | None, Mapping[str, Any] | None]:
+    """Take a stored run's lease back: the lease, its budget and what its calls already spent.
+
+    The run's own budget, and its spend, hold after resume; `budget` replaces the stored one.
+    """
+    lease = await take(store, run_id, force=force)
+    stored = await anyio.to_thread.run_sync(store.get_run, run_id)
+    if stored is None:
+        return lease, budget, None
+    if budget is None and stored.budget:
+        budget = Budget(**stored.budget)
+    return lease, budget, stored.spend
+
+
+async def take(store: Store, run_id: str, *, force: bool = False) -> RunLease:
+    """This process's lease on the run (see `delegate.orchestrator._lease`)."""
+    lease = RunLease(store, run_id)
+    await anyio.to_thread.run_sync(functools.partial(lease.acquire, force=force))
+    return lease
+
+
+async def resume_record(
+    orch: Orchestrator,
+    record: RunRecord,
+    store: Store,
+    lease: RunLease,
+    output_type: type[BaseModel] | None,
+    began: float,
+) -> RunResult:
+    """Run what a stored run left: its succeeded tasks are restored, the rest run now."""
+    run_id = record.id
+    spec = GraphSpec.from_json(record.graph)
+    graph = TaskGraph.from_spec(spec)
+    inputs, tasks, agents = orch._prepare("resume", graph, record.inputs)
+    rows = await anyio.to_thread.run_sync(store.get_tasks, run_id)
+    restored = {row.task_id: row for row in rows if row.status == "succeeded"}
+    budget = Budget(**record.budget) if record.budget else None
+    planned = None
+    if spec.planned is not None:
+        if orch.plans is None:
+            raise ConfigError(
+                f"run {run_id!r} was planned: resume it with an Orchestrator that has a "
+                "planner (and the same workers)"
+            )
+        planned = orch.planned_run(run_id, record.goal or "", inputs, output_type)
+        planned.graph = graph
+        planned.revisions, planned.handled = PlannedRun.stored(spec.planned)
+        planned.source = None if spec.workflow is None else dict(spec.workflow)
+        # Failures a replan already answered stay failed: they are not run again.
+        restored |= {
+            row.task_id: row
+            for row in rows
+            if row.task_id in planned.handled and row.status in ("failed", "skipped")
+        }
+        agents = dict(orch.workers)
+    return await launch(
+        orch,
+        run_id,
+        tasks,
+        agents,
+        inputs,
+        budget,
+        store,
+        restored=restored,
+        workflow=record.workflow,
+        planned=planned,
+        spend=record.spend,
+        lease=lease,
+        began=began,
+    )
+
+
+async def launch(
+    orch: Orchestrator,
+    run_id: str,
+    tasks: list[Task],
+    agents: dict[str, Agent[Any]],
+    inputs: dict[str, Any],
+    budget: Budget | None,
+    store: Store | None,
+    *,
+    restored: Mapping[str, TaskRecord],
+    workflow: str | None,
+    planned: RunDriver | None = None,
+    spend: Mapping[str, Any] | None = None,
+    lease: RunLease | None = None,
+    began: float | None = None,
+) -> RunResult:
+    """Set the run up (nodes, account, memory, cache, what was restored) and drive it."""
+    try:
+        nodes = build_nodes(tasks, agents)
+        # Every model a driven run may call is priced and budgeted up front.
+        members = agents if planned is None else {**planned.agents(), **agents}
+        account = orch._account(tasks, members, budget, began)
+        if spend:
+            account.restore(spend)  # a resumed run: what it spent before still counts
+        if store is not None:
+            from delegate.memory.blackboard import Memory
+
+            account.memory = Memory(store, run_id=run_id, workflow=workflow)
+            account.cache = store if orch.cache else None
+        restore_nodes(nodes, restored, account)
+    except BaseException as exc:
+        # Refused before anything ran (an unknown price, a bad budget): the run says why,
+        # and nobody owns it any more.
+        if store is not None:
+            await stopped(store, run_id, "failed", RunUsage(), exc, lease)
+        raise
+    scheduler = Scheduler(
+        nodes,
+        run_id=run_id,
+        inputs=inputs,
+        max_concurrency=orch.max_concurrency,
+        retry=orch.retry,
+        fail_fast=orch.fail_fast,
+        bus=orch.events,
+        account=account,
+        rng=orch._rng,
+    )
+    if planned is not None:
+        planned.prepare(account)
+        scheduler.hold()  # open until the driver is done adding tasks
+    with bound_run(run_id):  # every event logged during the run names it
+        return await _drive(orch, run_id, scheduler, account, planned, store, lease)
+
+
+async def _drive(
+    orch: Orchestrator,
+    run_id: str,
+    scheduler: Scheduler,
+    account: RunAccount,
+    planned: RunDriver | None,
+    store: Store | None,
+    lease: RunLease | None,
+) -> RunResult:
+    """Run the scheduler (and the driver) with the store's recorder, then conclude.
+
+    A run that stops before it concludes (cancelled, Ctrl-C, SIGTERM, an error) is stored as
+    "interrupted" with the reason, and its lease is given up: it can be resumed at once.
+    """
+    started = time.time()
+    recorder = None if store is None else _recorder(store, run_id, scheduler, account, lease)
+    unsubscribe = None if recorder is None else orch.events.subscribe(recorder)
+    output: Any = None
+    try:
+        try:
+            async with anyio.create_task_group() as group:
+                if recorder is not None:
+                    group.start_soon(recorder.run)
+                if orch.events.active:
+                    orch.events.emit(RunStarted(run_id=run_id, tasks=len(scheduler.nodes)))
+                try:
+                    if planned is None:
+                        await scheduler.run()
+                    else:
+                        output = await _plan_and_answer(planned, scheduler, account, recorder)
+                finally:
+                    if recorder is not None:
+                        recorder.close()
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+            if recorder is not None:
+                # A run cancelled from outside cancels the recorder's loop too: what it had
+                # not written yet is written now.
+                with anyio.CancelScope(shield=True):
+                    await recorder.flush()
+        owned = lease is None or not lease.lost
+        return await _conclude(
+            orch, run_id, scheduler, account, planned, output, started, store if owned else None
+        )
+    except BaseException as exc:
+        if store is not None and (lease is None or not lease.lost):
+            usage = usage_of(account, roles(orch, planned), None)
+            await stopped(store, run_id, "interrupted", usage, exc, None)
+        sole = _sole_error(exc)
+        if sole is not exc:
+            # The one error from inside the run's task groups (the store failed, a bug, an event
+            # handler raised): raised as itself, so callers can catch it by its type.
+            raise sole from None
+        raise
+    finally:
+        if lease is not None and not lease.lost:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(lease.release)
+
+
+def _sole_error(exc: BaseException) -> BaseException:
+    """The one exception in `exc` when it is a group (of groups) holding one (the same one may be
+    raised twice: a failed store's error by its writer and by the event it was handed); else
+    `exc`."""
+    found: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, BaseExceptionGroup):
+            stack.extend(item.exceptions)
+        elif all(item is not seen for seen in found):
+            found.append(item)
+    return found[0] if len(found) == 1 else exc
+
+
+def _recorder(
+    store: Store, run_id: str, scheduler: Scheduler, account: RunAccount, lease: RunLease | None
+) -> RunRecorder:
+    """The run's recorder; under a budget, each call's reservation is durable before it is sent."""
+    recorder = RunRecorder(
+        store,
+        run_id,
+        scheduler.by_id,
+        account,
+        lease=lease,
+        on_lease_lost=lambda: scheduler.cancel(
+            "another process took the run over (resume with force=True): this one stops"
+        ),
+    )
+    account.journal = recorder.durable
+    return recorder
+
+
+async def _conclude(
+    orch: Orchestrator,
+    run_id: str,
+    scheduler: Scheduler,
+    account: RunAccount,
+    planned: RunDriver | None,
+    output: Any,
+    started: float,
+    store: Store | None,
+) -> RunResult:
+    """The run's result, written to the store and announced."""
+    planner_price = None if orch.planner is None else account.price(orch.planner.model)
+    usage = usage_of(
+        account,
+        roles(orch, planned),
+        planner_only_usd(account.book, planner_price),
+    )
+    nodes = scheduler.nodes
+    result = result_of(run_id, nodes, usage, scheduler.deadline_passed, started, time.time())
+    if planned is not None:
+        result = planned.result(result, output, scheduler.deadline_passed)
+    if result.error is None and result.status != "succeeded":
+        # The run's own reason: a planned run keeps its planner's; others name their tasks'.
+        error = run_error(result.tasks.values(), scheduler.deadline_passed)
+        result = result.model_copy(update={"error": error})
+    if store is not None:
+        await anyio.to_thread.run_sync(_finish_run, store, result)
+    if orch.events.active:
+        orch.events.emit(RunFinished(run_id=run_id, status=result.status, usage=account.book.total))
+    return result
+
+
+def roles(orch: Orchestrator, driver: RunDriver | None = None) -> dict[str, str]:
+    """Agent name → role in `RunUsage.by_role` (everyone else is one of the "workers"); a
+    driver names its own planners (a workflow's plan steps)."""
+    named: dict[str, str] = {} if driver is None else dict(driver.roles())
+    if orch.synthesizer is not None:
+        named[orch.synthesizer.name] = "synthesizer"
+    if orch.planner is not None:
+        named[orch.planner.name] = "planner"
+    return named
+
+
+async def stopped(
+    store: Store,
+    run_id: str,
+    status: str,
+    usage: RunUsage,
+    exc: BaseException,
+    lease: RunLease | None,
+) -> None:
+    """Record a run that ended without concluding (and give its lease up, when given)."""
+    finish = functools.partial(
+        store.finish_run,
+        run_id,
+        status=status,
+        output=None,
+        usage=usage.model_dump(mode="json"),
+        error=interrupted_reason(exc),
+    )
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(finish)
+        if lease is not None:
+            await anyio.to_thread.run_sync(lease.release)
+
+
+async def _plan_and_answer(
+    planned: RunDriver, scheduler: Scheduler, account: RunAccount, recorder: RunRecorder | None
+) -> Any:
+    """Run the driver beside the scheduler, then have it answer; returns the answer."""
+    async with anyio.create_task_group() as planning:
+        planning.start_soon(planned.drive, scheduler, account, recorder)
+        await scheduler.run()
+        planning.cancel_scope.cancel()  # when a deadline ended the run, planning ends too
+    output = await planned.answer(scheduler, account)
+    if recorder is not None:
+        recorder.graph_changed(planned.spec())
+    return output
+
+
+def _run_record(
+    run_id: str,
+    spec: dict[str, Any],
+    inputs: Mapping[str, Any],
+    budget: Budget | None,
+    workflow: str | None,
+    goal: str | None = None,
+) -> RunRecord:
+    from delegate.memory.records import RunRecord
+
+    return RunRecord(
+        id=run_id,
+        workflow=workflow,
+        goal=goal,
+        inputs={key: to_json(value) for key, value in inputs.items()},
+        graph=spec,
+        status="running",
+        budget=None if budget is None else dataclasses.asdict(budget),
+        usage=None,
+        output=None,
+        error=None,
+        created_at=datetime.now(UTC),
+        finished_at=None,
+    )
+
+
+def _finish_run(store: Store, result: RunResult) -> None:
+    # The run's row holds the run's reason (`RunResult.error`), as `run --json` shows it; each
+    # task's row holds its own.
+    store.finish_run(
+        result.run_id,
+        status=result.status,
+        output=to_json(result.output),
+        usage=result.usage.model_dump(mode="json"),
+        error=None if result.error is None else result.error[:2000],
+    )
