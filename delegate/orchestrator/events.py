@@ -2,7 +2,8 @@
 
 The scheduler emits an event for every state change of a task; the store, the CLI's progress
 display and tracing subscribe to the same `EventBus`. Events are small frozen dataclasses; when
-nobody listens, the scheduler does not even build them.
+nobody listens, the scheduler does not even build them. A handler that raises ends the run with
+its exception (nothing a handler raises is swallowed; see `EventBus`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from delegate._log import get_logger
 from delegate.agents.models import Usage
 
 __all__ = [
@@ -32,8 +32,6 @@ __all__ = [
     "TaskStarted",
     "TaskSucceeded",
 ]
-
-log = get_logger("delegate.events")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,12 +165,18 @@ class SynthesisStarted(Event):
 
 EventHandler = Callable[[Event], None]
 
+_NOTE = "raised by the event handler "
+
 
 class EventBus:
     """Delivers each event to every subscriber, in subscription order.
 
-    Handlers run synchronously on the event loop and must be quick; one that raises is logged
-    and does not stop the run or the other handlers.
+    Handlers run synchronously on the event loop, where the event happened, and must be quick. A
+    handler that raises stops the run, as an exception raised in an anyio task stops its task
+    group: the event still reaches the handlers after it (the store's recorder, subscribed last,
+    keeps the run's record whole), then `emit` raises the exception itself, with a note naming
+    the handler and the event, and the run that emitted it ends with it (stored as "interrupted",
+    with the reason, and raised to the caller of `execute`/`run`).
     """
 
     __slots__ = ("_handlers",)
@@ -186,7 +190,12 @@ class EventBus:
         return bool(self._handlers)
 
     def subscribe(self, handler: EventHandler) -> Callable[[], None]:
-        """Add `handler`; returns a function that removes it again."""
+        """Add `handler`; returns a function that removes it again.
+
+        `handler` is called with every event, on the event loop; it must not block. An exception
+        it raises is not swallowed: it ends the run that emitted the event, and reaches the caller
+        of `execute`/`run` as itself (see `emit`).
+        """
         self._handlers.append(handler)
 
         def unsubscribe() -> None:
@@ -196,9 +205,36 @@ class EventBus:
         return unsubscribe
 
     def emit(self, event: Event) -> None:
-        """Deliver `event` to every handler."""
+        """Deliver `event` to every handler.
+
+        Raises:
+            Exception: what a handler raised, as itself, once every other handler has the event;
+                a note on it names the handler and the event. When several handlers raise, an
+                `ExceptionGroup` of their exceptions.
+        """
+        failures: list[Exception] | None = None
         for handler in self._handlers:
             try:
                 handler(event)
             except Exception as exc:
-                log.warning("event_handler_failed", kind=event.kind, error=repr(exc))
+                _name_handler(exc, handler, event)
+                failures = [exc] if failures is None else [*failures, exc]
+        if failures is not None:
+            if len(failures) == 1:
+                raise failures[0]
+            raise ExceptionGroup(
+                f"{len(failures)} event handlers raised on a {event.kind!r} event", failures
+            )
+
+
+def _name_handler(exc: Exception, handler: EventHandler, event: Event) -> None:
+    """Note on `exc` which handler raised it, on which event (once: a recorder whose store failed
+    raises its one saved error again)."""
+    if any(note.startswith(_NOTE) for note in getattr(exc, "__notes__", ())):
+        return
+    name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    module = getattr(handler, "__module__", None) or type(handler).__module__
+    exc.add_note(
+        f"{_NOTE}{module}.{name} on a {event.kind!r} event of run {event.run_id!r}; a handler "
+        "that raises ends the run (fix the handler, or catch what it may raise inside it)"
+    )
