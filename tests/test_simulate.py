@@ -23,8 +23,14 @@ from delegate.agents.models import Message, ModelRequest, Price, ToolDefinition
 from delegate.agents.tokens import count_messages, count_text
 from delegate.errors import ConfigError, ContextWindowExceededError, PriceUnknownError
 from delegate.orchestrator.planner import Plan, Planner, validate_plan
-from delegate.simulate import ModelProfile, SimulatedModel, SimulatedPace, profile_for, simulate
-from delegate.testing import FunctionModel
+from delegate.testing import (
+    FunctionModel,
+    ModelProfile,
+    SimulatedModel,
+    SimulatedPace,
+    profile_for,
+    simulate,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -15,12 +15,12 @@ import anyio
 import pytest
 from _backends import store_url  # noqa: F401 - a fixture, used by `store`
 
-from delegate import testing as testing_module
 from delegate.agents.models import ModelRequest, ModelResponse, ToolDefinition, Usage
 from delegate.errors import ConfigError, RateLimitError
 from delegate.memory.cache import CachedModel, cache_key
 from delegate.memory.store import Store
 from delegate.testing import FunctionModel, ScriptedModel, tool_call
+from delegate.testing import _fakes as testing_module
 
 pytestmark = pytest.mark.anyio
 

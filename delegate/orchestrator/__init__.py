@@ -1,0 +1,71 @@
+"""Turns goals into graphs and graphs into results: `Orchestrator`, `TaskGraph`, the planner,
+the events a run emits and the results it returns.
+
+The names here are also exported by `delegate` itself; `default_prompt()` is the planner's
+shipped system prompt, for a `Planner(prompt=default_prompt() + notes)` that extends it.
+"""
+
+from __future__ import annotations
+
+from delegate.orchestrator.checks import Verdict
+from delegate.orchestrator.estimate import Estimate, TaskEstimate
+from delegate.orchestrator.events import (
+    Event,
+    EventBus,
+    PlanFinished,
+    PlanStarted,
+    RunFinished,
+    RunStarted,
+    SynthesisStarted,
+    TaskCancelled,
+    TaskFailed,
+    TaskQueued,
+    TaskRetried,
+    TaskSkipped,
+    TaskStarted,
+    TaskSucceeded,
+)
+from delegate.orchestrator.graph import GraphSpec, Task, TaskContext, TaskGraph, TaskSpec
+from delegate.orchestrator.planned import GoalCheck, PlanRevision
+from delegate.orchestrator.planner import Plan, Planner, PlanResult, PlanTask, default_prompt
+from delegate.orchestrator.run import Orchestrator, RunResult, RunStatus, RunUsage, TaskResult
+from delegate.orchestrator.scheduler import RetryPolicy, TaskStatus
+
+__all__ = [
+    "Estimate",
+    "Event",
+    "EventBus",
+    "GoalCheck",
+    "GraphSpec",
+    "Orchestrator",
+    "Plan",
+    "PlanFinished",
+    "PlanResult",
+    "PlanRevision",
+    "PlanStarted",
+    "PlanTask",
+    "Planner",
+    "RetryPolicy",
+    "RunFinished",
+    "RunResult",
+    "RunStarted",
+    "RunStatus",
+    "RunUsage",
+    "SynthesisStarted",
+    "Task",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskEstimate",
+    "TaskFailed",
+    "TaskGraph",
+    "TaskQueued",
+    "TaskResult",
+    "TaskRetried",
+    "TaskSkipped",
+    "TaskSpec",
+    "TaskStarted",
+    "TaskStatus",
+    "TaskSucceeded",
+    "Verdict",
+    "default_prompt",
+]

@@ -6,7 +6,7 @@ in place of every model of a workflow, so a team sees the graph, the spend and t
 before paying for a run::
 
     from delegate import Agent, Budget, Orchestrator, TaskGraph
-    from delegate.simulate import simulate
+    from delegate.testing import simulate
 
     scout = Agent("scout", simulate("openai/gpt-4o-mini", time_scale=0))
     graph = TaskGraph()

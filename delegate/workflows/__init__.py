@@ -15,6 +15,7 @@ from delegate.workflows._yaml import MAX_ALIAS_NODES, MAX_BYTES, MAX_DEPTH
 from delegate.workflows.loader import LoadedWorkflow, load_workflow, load_workflow_text
 from delegate.workflows.outputs import output_model, schema_problems
 from delegate.workflows.problems import Problem
+from delegate.workflows.runtime import missing_credentials
 from delegate.workflows.spec import (
     AgentSpec,
     AgentStep,
@@ -44,6 +45,7 @@ __all__ = [
     "import_tool",
     "load_workflow",
     "load_workflow_text",
+    "missing_credentials",
     "output_model",
     "schema_problems",
     "tool_problem",

@@ -31,8 +31,7 @@ from code_review.gitdiff import ShownLine, parse_rendered
 from code_review.pipeline import DIFF_HEADING, FINDINGS_HEADING, VERIFIED_HEADING
 from code_review.rules import review_lines
 from delegate import ModelRequest, Price
-from delegate.simulate import simulate
-from delegate.testing import FunctionModel
+from delegate.testing import FunctionModel, simulate
 
 __all__ = ["fake_planner", "fake_worker", "verify_findings"]
 

@@ -30,7 +30,7 @@ from code_review.gitdiff import DiffError, FileDiff, git_diff, parse_diff
 from code_review.pipeline import Crew, build_graph, make_crew, task_ids
 from code_review.report import print_costs, print_dropped, render_review
 from delegate import Budget, Model, Orchestrator, RunResult
-from delegate.simulate import simulate
+from delegate.testing import simulate
 
 __all__ = ["main"]
 
@@ -120,7 +120,7 @@ def _models(mode: str, planner: str, worker: str, seed: int) -> tuple[Model | st
             simulate(planner, seed=seed, time_scale=0.05),
             simulate(worker, seed=seed, time_scale=0.05),
         )
-    from delegate.workflows.runtime import missing_credentials
+    from delegate.workflows import missing_credentials
 
     missing = missing_credentials([planner, worker])
     if missing:

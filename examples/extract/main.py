@@ -26,7 +26,7 @@ from extraction.run import ExtractRun, run_extraction
 from rich.console import Console
 
 from delegate import Budget, LiteLLMModel
-from delegate.simulate import simulate
+from delegate.testing import simulate
 
 PLANNER = "openai/o4-mini"
 WORKER = "openai/gpt-4o-mini"

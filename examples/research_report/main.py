@@ -27,7 +27,7 @@ from rich.table import Table
 
 from delegate import Budget, Model, Orchestrator, RunResult
 from delegate.memory import MemoryRecord, Store
-from delegate.simulate import SimulatedPace, simulate
+from delegate.testing import SimulatedPace, simulate
 from research_report import offline
 from research_report.corpus import Corpus
 from research_report.costs import budget_line, cost_table, saving_line

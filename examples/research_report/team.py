@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from delegate import Agent, Model, Planner
-from delegate.orchestrator.planner import default_prompt
+from delegate.orchestrator import default_prompt
 from research_report.corpus import Corpus, corpus_tools
 
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from delegate import Usage
-from delegate.agents.tokens import count_text
+from delegate.agents import count_text
 from extraction.audit import Vote
 from extraction.pipeline import money
 from extraction.run import ExtractRun
