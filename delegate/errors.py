@@ -20,6 +20,7 @@ DelegateError                      base of everything raised on purpose
 │   └── CorruptRecordError         a row whose JSON does not parse (.table .row .column)
 ├── ModelRequestsBlocked           a real provider call while requests are blocked (tests)
 ├── ModelError                     a model call failed            (.model, .retryable)
+│   ├── FallbackFailed             every model of a FallbackModel failed (.errors)
 │   ├── TransientModelError        worth retrying with backoff
 │   │   ├── RateLimitError         429                            (.retry_after)
 │   │   ├── ModelTimeoutError      the call took too long
@@ -33,7 +34,9 @@ DelegateError                      base of everything raised on purpose
 │       ├── OutputValidationError  a structured answer did not validate, even after a re-ask
 │       ├── ToolLoopError          the agent kept calling tools past its round limit
 │       └── VerificationFailed     a judge rejected the answer, after a re-ask and the fallback
-└── TaskTimeoutError               a task ran past its own timeout (retried like a transient error)
+├── TaskTimeoutError               a task ran past its own timeout (retried like a transient error)
+└── TaskNotSucceeded               result[task] of a task that did not succeed (.task_id .status);
+                                   also a LookupError
 ```
 
 Messages name the thing and say what to do about it; constructors only store context.
@@ -50,7 +53,7 @@ import difflib
 import email.utils
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from delegate import _secrets
@@ -69,6 +72,7 @@ __all__ = [
     "CorruptRecordError",
     "DelegateError",
     "Delivery",
+    "FallbackFailed",
     "GraphError",
     "JSONInputError",
     "MemoryInputError",
@@ -85,6 +89,7 @@ __all__ = [
     "RunExistsError",
     "RunLeasedError",
     "StoreError",
+    "TaskNotSucceeded",
     "TaskTimeoutError",
     "TemplateError",
     "ToolLoopError",
@@ -305,6 +310,30 @@ class ModelError(DelegateError):
             self.delivery = delivery
 
 
+class FallbackFailed(ModelError):
+    """Every model of a `FallbackModel` failed; `errors` holds each one's error, in order.
+
+    It is as retryable as the errors are: retryable when every one of them was (all rate-limited,
+    say), with the shortest `retry_after` they gave; and it says how far its requests got by the
+    furthest of theirs.
+    """
+
+    def __init__(self, message: str, errors: Sequence[Exception]) -> None:
+        # Errors that are not ModelErrors (a custom `fallback_on`) may have reached the model.
+        deliveries = {getattr(error, "delivery", "unknown") for error in errors}
+        delivery: Delivery = "not_sent"
+        if "unknown" in deliveries:
+            delivery = "unknown"
+        elif "refused" in deliveries:
+            delivery = "refused"
+        model = getattr(errors[0], "model", "") if errors else ""
+        super().__init__(message, model=model if isinstance(model, str) else "", delivery=delivery)
+        self.errors = tuple(errors)
+        self.retryable = bool(errors) and all(getattr(e, "retryable", False) for e in errors)
+        hints = [h for e in errors if (h := getattr(e, "retry_after", None)) is not None]
+        self.retry_after: float | None = min(hints) if self.retryable and hints else None
+
+
 class TransientModelError(ModelError):
     """A failure worth retrying: rate limits, timeouts, an unavailable provider."""
 
@@ -401,6 +430,24 @@ class TaskTimeoutError(DelegateError):
     """A task ran longer than its timeout. The scheduler retries it like a transient error."""
 
     retryable = True
+
+
+class TaskNotSucceeded(DelegateError, LookupError):
+    """`RunResult[task]` of a task that failed, was skipped or was cancelled: it has no output.
+
+    Attributes:
+        task_id: the task.
+        status: "failed", "skipped" or "cancelled".
+        error: why, as the task's result says.
+    """
+
+    def __init__(self, task_id: str, status: str, error: str | None) -> None:
+        why = f": {error}" if error else ""
+        super().__init__(
+            f"task {task_id!r} has no output: it {status}{why}; check result.status or "
+            "result.failed before reading outputs, or use result.task(handle).output (None)"
+        )
+        self.task_id, self.status, self.error = task_id, status, error
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
