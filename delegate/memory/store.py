@@ -32,16 +32,12 @@ import socket
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
 from sqlalchemy import (
     Connection,
     Engine,
-    create_engine,
     delete,
-    event,
     func,
     select,
     text,
@@ -49,12 +45,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import StaticPool
 
-from delegate import _secrets
 from delegate.errors import (
     ConfigError,
     CorruptRecordError,
@@ -63,6 +56,30 @@ from delegate.errors import (
     StoreError,
 )
 from delegate.memory import migrations
+from delegate.memory._engine import WRITE_OPTION, default_url, make_engine, normalize_url
+from delegate.memory._rows import (
+    TASK_COLUMNS,
+    TASK_UPDATED,
+    EventState,
+    TaskState,
+    as_utc,
+    dump_json,
+    event_record,
+    lease_is_dead,
+    lease_record,
+    load_json_dict,
+    mask_secrets,
+    memory_record,
+    run_record,
+    sqlite_time,
+    task_record,
+    task_row,
+    task_values,
+    utc_now,
+    validate_key,
+    validate_namespace,
+    validate_tags,
+)
 from delegate.memory._search import is_latest, pg_search, sqlite_search
 from delegate.memory.records import (
     EventRecord,
@@ -93,355 +110,10 @@ __all__ = [
     "validate_key",
     "validate_namespace",
 ]
-
-BUSY_TIMEOUT_S = 30.0
 MAX_SEARCH_TERMS = 32
-_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _WORD = re.compile(r"[^\W_]+")
 # Key of the PostgreSQL advisory lock held while migrating ("delegate" in ASCII).
 _MIGRATION_LOCK = 0x64656C6567617465
-_WRITE = "delegate_write"
-
-
-def validate_namespace(namespace: str) -> str:
-    """Return `namespace` if it is 1–200 of `A-Z a-z 0-9 _ . : -`, else raise MemoryInputError
-    (a ConfigError)."""
-    from delegate.errors import MemoryInputError
-
-    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
-        shown = repr(namespace)[:80] if isinstance(namespace, str) else type(namespace).__name__
-        raise MemoryInputError(
-            f"memory namespace {shown} is not valid: use 1-200 characters from "
-            "A-Z a-z 0-9 _ . : - (e.g. 'run:r1', 'workflow:triage', 'global')",
-            field="namespace",
-        )
-    return namespace
-
-
-def validate_key(key: str, *, field: str = "key") -> str:
-    """Return `key` if it is 1–500 printable characters, else raise MemoryInputError (a
-    ConfigError). Printable excludes control characters (NUL, newlines, tabs) and lone
-    surrogates, which neither SQLite nor PostgreSQL can store."""
-    from delegate.errors import MemoryInputError
-
-    if not isinstance(key, str) or not 1 <= len(key) <= 500 or not key.isprintable():
-        if not isinstance(key, str):
-            shown = f"of type {type(key).__name__}"
-        elif len(key) > 500:
-            shown = f"{key[:40]!r}… ({len(key):,} characters)"
-        else:
-            shown = repr(key)
-        raise MemoryInputError(
-            f"memory {field} {shown} is not valid: use 1-500 printable characters "
-            "(no newlines, tabs, control characters or lone surrogates)",
-            field=field,
-        )
-    return key
-
-
-def _validate_tags(tags: Sequence[str]) -> list[str]:
-    if isinstance(tags, str):
-        raise ConfigError(f"tags must be a list of strings, not the string {tags!r}")
-    for tag in tags:
-        if not isinstance(tag, str) or not 1 <= len(tag) <= 200 or not tag.isprintable():
-            raise ConfigError(f"memory tag {tag!r} is not valid: use 1-200 printable characters")
-    return list(dict.fromkeys(tags))
-
-
-def _json_default(obj: object) -> Any:
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-def _dumps(value: Any, what: str) -> str:
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default)
-        if not _encodable(text):
-            # A lone surrogate ("x\ud800", from a provider's JSON escapes or bad argv bytes):
-            # UTF-8 cannot hold it, JSON's escapes can, so it is kept losslessly as "\ud800".
-            text = json.dumps(value, ensure_ascii=True, allow_nan=False, default=_json_default)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ConfigError(
-            f"{what} cannot be stored: {exc}; store JSON values only (dict, list, str, int, "
-            "float, bool, None, or a pydantic model)"
-        ) from None
-    return _secrets.redact_json(text)  # one pass over the text; free when no key is known
-
-
-def _encodable(text: str) -> bool:
-    """Whether UTF-8 (so SQLite and PostgreSQL text) can hold `text`: no lone surrogates."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _masked(text: str | None) -> str | None:
-    """Free text as stored: keys masked; a NUL or a lone surrogate (which PostgreSQL or UTF-8
-    cannot hold) becomes U+FFFD, the same on both backends."""
-    if text is None:
-        return None
-    if "\x00" in text or not _encodable(text):
-        text = _UNSTORABLE.sub("\ufffd", text)
-    return _secrets.redact(text)
-
-
-def _loads(raw: str | None, *, table: str, row: str, column: str) -> Any:
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError) as exc:
-        raise CorruptRecordError(
-            f"table '{table}', {row}: column '{column}' does not hold valid JSON ({exc}); "
-            "the row was changed outside delegate: restore it from a backup or delete it",
-            table=table,
-            row=row,
-            column=column,
-        ) from None
-
-
-def _loads_dict(raw: str | None, *, table: str, row: str, column: str) -> dict[str, Any] | None:
-    value = _loads(raw, table=table, row=row, column=column)
-    if value is not None and not isinstance(value, dict):
-        raise CorruptRecordError(
-            f"table '{table}', {row}: column '{column}' holds a JSON {type(value).__name__}, "
-            "not an object; the row was changed outside delegate: restore it or delete it",
-            table=table,
-            row=row,
-            column=column,
-        )
-    return value
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-# -- rows → records -----------------------------------------------------------------------------
-
-
-def _run_record(row: RunRow, spend: RunSpendRow | None = None) -> RunRecord:
-    where = f"run {row.id!r}"
-
-    def load(column: str, raw: str | None) -> Any:
-        return _loads(raw, table="runs", row=where, column=column)
-
-    def load_dict(column: str, raw: str | None) -> dict[str, Any] | None:
-        return _loads_dict(raw, table="runs", row=where, column=column)
-
-    return RunRecord(
-        id=row.id,
-        workflow=row.workflow,
-        goal=row.goal,
-        inputs=load_dict("inputs", row.inputs) or {},
-        graph=load_dict("graph", row.graph) or {},
-        status=row.status,
-        budget=load_dict("budget", row.budget),
-        usage=load_dict("usage", row.usage),
-        output=load("output", row.output),
-        error=row.error,
-        spend=None if spend is None else load_dict("spend", spend.spend),
-        created_at=row.created_at,
-        finished_at=row.finished_at,
-    )
-
-
-def lease_is_dead(lease: LeaseRecord) -> bool:
-    """Whether the lease's owner is a process of this machine that no longer exists (killed):
-    its run can be taken over at once, without waiting for the lease to expire."""
-    if lease.host != socket.gethostname() or lease.pid <= 0:
-        return False
-    try:
-        os.kill(lease.pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # it exists, owned by another user
-        return False
-    return False
-
-
-def _lease_record(row: RunLeaseRow) -> LeaseRecord:
-    return LeaseRecord.model_validate(row, from_attributes=True)
-
-
-def _task_record(row: TaskRow) -> TaskRecord:
-    where = f"run {row.run_id!r} task {row.task_id!r}"
-    return TaskRecord(
-        run_id=row.run_id,
-        task_id=row.task_id,
-        spec=_loads_dict(row.spec, table="tasks", row=where, column="spec") or {},
-        status=row.status,
-        attempts=row.attempts,
-        agent=row.agent,
-        model=row.model,
-        output=_loads(row.output, table="tasks", row=where, column="output"),
-        error=row.error,
-        usage=_loads_dict(row.usage, table="tasks", row=where, column="usage"),
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-    )
-
-
-def _event_record(row: EventRow) -> EventRecord:
-    where = f"run {row.run_id!r} seq {row.seq}"
-    return EventRecord(
-        run_id=row.run_id,
-        seq=row.seq,
-        kind=row.kind,
-        at=row.at,
-        data=_loads_dict(row.data, table="events", row=where, column="data") or {},
-    )
-
-
-def _memory_record(row: MemoryRow) -> MemoryRecord:
-    where = f"namespace={row.namespace!r} key={row.key!r} version={row.version}"
-    tags = _loads(row.tags, table="memories", row=where, column="tags")
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise CorruptRecordError(
-            f"table 'memories', {where}: column 'tags' is not a JSON list of strings; "
-            "the row was changed outside delegate: restore it or delete it",
-            table="memories",
-            row=where,
-            column="tags",
-        )
-    return MemoryRecord(
-        namespace=row.namespace,
-        key=row.key,
-        version=row.version,
-        value=_loads(row.value, table="memories", row=where, column="value"),
-        text=row.text,
-        tags=tags,
-        run_id=row.run_id,
-        task_id=row.task_id,
-        created_at=row.created_at,
-    )
-
-
-def _task_values(task: TaskRecord, position: int) -> dict[str, Any]:
-    what = f"task {task.task_id!r} of run {task.run_id!r}"
-    return {
-        "run_id": task.run_id,
-        "task_id": task.task_id,
-        "position": position,
-        "spec": _dumps(task.spec, f"{what}: spec"),
-        "status": task.status,
-        "attempts": task.attempts,
-        "agent": task.agent,
-        "model": task.model,
-        "output": _dumps(task.output, f"{what}: output"),
-        "error": _masked(task.error),
-        "usage": None if task.usage is None else _dumps(task.usage, f"{what}: usage"),
-        "started_at": task.started_at,
-        "finished_at": task.finished_at,
-    }
-
-
-# Columns an upsert overwrites; a task keeps its key and its first position.
-_TASK_COLUMNS = tuple(c.name for c in TaskRow.__table__.columns)
-_TASK_UPDATED = tuple(c for c in _TASK_COLUMNS if c not in ("run_id", "task_id", "position"))
-
-
-def _utc(value: datetime.datetime | None) -> datetime.datetime | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=datetime.UTC)).astimezone(datetime.UTC)
-
-
-def _sqlite_time(value: datetime.datetime | None) -> str | None:
-    """A datetime as `UTCDateTime` stores it in SQLite: naive UTC, SQLAlchemy's text format."""
-    utc = _utc(value)
-    return None if utc is None else utc.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-# -- URLs and engines ---------------------------------------------------------------------------
-
-
-def default_url() -> str:
-    """The store's URL when none is given.
-
-    `$DELEGATE_DB_URL` if set, else the SQLite file `$DELEGATE_HOME/delegate.db`, with
-    `DELEGATE_HOME` defaulting to `~/.delegate` (created when missing).
-    """
-    env_url = os.environ.get("DELEGATE_DB_URL")
-    if env_url:
-        return env_url
-    home = Path(os.environ.get("DELEGATE_HOME") or "~/.delegate").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'delegate.db'}"
-
-
-def _normalize_url(url: str) -> str:
-    if url == ":memory:":
-        return "sqlite://"
-    if "://" not in url:
-        return f"sqlite:///{Path(url).expanduser().absolute()}"
-    scheme, rest = url.split("://", 1)
-    if scheme in ("postgresql", "postgres"):
-        return f"postgresql+psycopg://{rest}"
-    return url
-
-
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy's `begin` event below emit BEGIN itself (pysqlite's own is deferred).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    write = conn.get_execution_options().get(_WRITE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-def _create_engine(url: str) -> Engine:
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"database URL is not valid: {exc}") from None
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        if parsed.database in (None, "", ":memory:"):
-            engine = create_engine(
-                "sqlite://",
-                poolclass=StaticPool,
-                connect_args={"check_same_thread": False},
-            )
-        else:
-            engine = create_engine(
-                parsed,
-                pool_size=4,
-                max_overflow=16,
-                connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S},
-            )
-        event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    if backend == "postgresql":
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                'PostgreSQL needs psycopg 3: pip install "delegate[postgres]"'
-            ) from None
-        return create_engine(parsed, pool_size=4, max_overflow=16, pool_pre_ping=True)
-    raise ConfigError(
-        f"database URL scheme {parsed.drivername!r} is not supported; use a SQLite path, "
-        "'sqlite:///path/to/delegate.db', ':memory:' or 'postgresql+psycopg://user@host/db'"
-    )
 
 
 class Store:
@@ -473,10 +145,10 @@ class Store:
             "ON CONFLICT (run_id) DO UPDATE SET spend = excluded.spend"
         )
         self._tasks_upsert = (
-            f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) "
-            f"VALUES ({', '.join(mark for _ in _TASK_COLUMNS)}) "
+            f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) "
+            f"VALUES ({', '.join(mark for _ in TASK_COLUMNS)}) "
             "ON CONFLICT (run_id, task_id) DO UPDATE SET "
-            + ", ".join(f"{name} = excluded.{name}" for name in _TASK_UPDATED)
+            + ", ".join(f"{name} = excluded.{name}" for name in TASK_UPDATED)
         )
         memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "")
         # One shared in-memory connection: every call holds the lock. A SQLite file: writers in
@@ -485,6 +157,9 @@ class Store:
         self._write_lock: threading.Lock | None = (
             threading.Lock() if self.dialect == "sqlite" and not memory else None
         )
+        # The engine would silently open new connections after `dispose()`; a closed store
+        # refuses instead, so a use after close is a clear error rather than a leak.
+        self._closed = False
 
     @classmethod
     def open(cls, url: str | None = None) -> Store:
@@ -500,7 +175,7 @@ class Store:
             StoreError: the database cannot be reached, or was written by a newer delegate.
         """
         raw = url if url is not None else default_url()
-        engine = _create_engine(_normalize_url(raw))
+        engine = make_engine(normalize_url(raw))
         masked = engine.url.render_as_string(hide_password=True)
         store = cls(engine, masked)
         try:
@@ -511,7 +186,8 @@ class Store:
         return store
 
     def close(self) -> None:
-        """Close every pooled connection. The store must not be used afterwards."""
+        """Close every pooled connection. Using the store afterwards raises `StoreError`."""
+        self._closed = True
         self._engine.dispose()
 
     def __enter__(self) -> Store:
@@ -529,6 +205,11 @@ class Store:
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Session]:
+        if self._closed:
+            raise StoreError(
+                f"the store {self.url} was closed; open it again with Store.open(url), or use "
+                "it before closing its Orchestrator"
+            )
         lock: AbstractContextManager[Any] = nullcontext()
         if self._all_lock is not None:
             lock = self._all_lock
@@ -536,7 +217,7 @@ class Store:
             lock = self._write_lock
         try:
             with lock, self._engine.connect() as conn:
-                conn.execution_options(**{_WRITE: write})
+                conn.execution_options(**{WRITE_OPTION: write})
                 with conn.begin(), Session(bind=conn, autoflush=False) as session:
                     yield session
         except OperationalError as exc:
@@ -582,14 +263,14 @@ class Store:
         row = {
             "id": run.id,
             "workflow": run.workflow,
-            "goal": _masked(run.goal),
-            "inputs": _dumps(run.inputs, f"{what}: inputs"),
-            "graph": _dumps(run.graph, f"{what}: graph"),
+            "goal": mask_secrets(run.goal),
+            "inputs": dump_json(run.inputs, f"{what}: inputs"),
+            "graph": dump_json(run.graph, f"{what}: graph"),
             "status": run.status,
-            "budget": None if run.budget is None else _dumps(run.budget, f"{what}: budget"),
-            "usage": None if run.usage is None else _dumps(run.usage, f"{what}: usage"),
-            "output": _dumps(run.output, f"{what}: output"),
-            "error": _masked(run.error),
+            "budget": None if run.budget is None else dump_json(run.budget, f"{what}: budget"),
+            "usage": None if run.usage is None else dump_json(run.usage, f"{what}: usage"),
+            "output": dump_json(run.output, f"{what}: output"),
+            "error": mask_secrets(run.error),
             "created_at": run.created_at,
             "finished_at": run.finished_at,
         }
@@ -599,7 +280,7 @@ class Store:
                 conn.execute(self._insert(RunRow), row)
                 if run.spend is not None:
                     conn.exec_driver_sql(
-                        self._spend_upsert, (run.id, _dumps(run.spend, f"{what}: spend"))
+                        self._spend_upsert, (run.id, dump_json(run.spend, f"{what}: spend"))
                     )
         except IntegrityError:
             raise RunExistsError(
@@ -618,10 +299,10 @@ class Store:
         """
         values = {
             "status": status,
-            "output": _dumps(output, f"run {run_id!r}: output"),
-            "usage": _dumps(usage, f"run {run_id!r}: usage"),
-            "error": _masked(error),
-            "finished_at": _now(),
+            "output": dump_json(output, f"run {run_id!r}: output"),
+            "usage": dump_json(usage, f"run {run_id!r}: usage"),
+            "error": mask_secrets(error),
+            "finished_at": utc_now(),
         }
         with self._write() as session:
             result = session.connection().execute(
@@ -637,7 +318,7 @@ class Store:
             if row is None:
                 return None
             spend = session.get(RunSpendRow, run_id)
-            return _run_record(row, spend)
+            return run_record(row, spend)
 
     def list_runs(self, *, limit: int = 20) -> list[RunRecord]:
         """The `limit` most recent runs, newest first."""
@@ -650,13 +331,13 @@ class Store:
                     select(RunSpendRow).where(RunSpendRow.run_id.in_([row.id for row in rows]))
                 )
             }
-            return [_run_record(row, spends.get(row.id)) for row in rows]
+            return [run_record(row, spends.get(row.id)) for row in rows]
 
     def write_batch(
         self,
         run_id: str,
-        tasks: Sequence[TaskRecord],
-        events: Sequence[EventRecord],
+        tasks: Sequence[TaskState],
+        events: Sequence[EventState],
         *,
         graph: dict[str, Any] | None = None,
         spend: dict[str, Any] | None = None,
@@ -678,9 +359,7 @@ class Store:
                     f"write_batch for run {run_id!r} got a record of run {other!r}; "
                     "batch each run's records separately"
                 )
-        latest: dict[str, TaskRecord] = {}
-        for task in tasks:
-            latest[task.task_id] = task
+        latest = {task.task_id: task for task in tasks}
         with self._write() as session:
             conn = session.connection()
             lock = select(RunRow.id).where(RunRow.id == run_id)
@@ -692,11 +371,11 @@ class Store:
                 conn.execute(
                     update(RunRow)
                     .where(RunRow.id == run_id)
-                    .values(graph=_dumps(graph, f"run {run_id!r}: graph"))
+                    .values(graph=dump_json(graph, f"run {run_id!r}: graph"))
                 )
             if spend is not None:
                 conn.exec_driver_sql(
-                    self._spend_upsert, (run_id, _dumps(spend, f"run {run_id!r}: spend"))
+                    self._spend_upsert, (run_id, dump_json(spend, f"run {run_id!r}: spend"))
                 )
             if latest:
                 self._upsert_tasks(conn, run_id, list(latest.values()))
@@ -706,14 +385,9 @@ class Store:
                         EventRow.run_id == run_id
                     )
                 ).scalar_one()
+                what = "event {!r} of run {!r}: data"
                 rows = [
-                    (
-                        run_id,
-                        last + i,
-                        ev.kind,
-                        ev.at,
-                        _dumps(ev.data, f"event {ev.kind!r} of run {run_id!r}: data"),
-                    )
+                    (run_id, last + i, ev.kind, ev.at, dump_json(ev.data, what, ev.kind, run_id))
                     for i, ev in enumerate(events, start=1)
                 ]
                 # The hottest insert of a durable run (every scheduler event): straight to the
@@ -721,17 +395,17 @@ class Store:
                 # parameter processing (about half the cost of a batch).
                 conn.exec_driver_sql(self._events_insert, rows)
 
-    def _upsert_tasks(self, conn: Connection, run_id: str, tasks: list[TaskRecord]) -> None:
+    def _upsert_tasks(self, conn: Connection, run_id: str, tasks: list[TaskState]) -> None:
         last = conn.execute(
             select(func.coalesce(func.max(TaskRow.position), 0)).where(TaskRow.run_id == run_id)
         ).scalar_one()
-        when = _sqlite_time if self.dialect == "sqlite" else _utc
+        when = sqlite_time if self.dialect == "sqlite" else as_utc
         rows = []
         for i, task in enumerate(tasks, start=1):
-            values = _task_values(task, last + i)
+            values = task_values(task, last + i)
             values["started_at"] = when(task.started_at)
             values["finished_at"] = when(task.finished_at)
-            rows.append(tuple(values[name] for name in _TASK_COLUMNS))
+            rows.append(task_row(values))
         # The other hot write of a durable run: the driver's executemany with bound parameters
         # (`ON CONFLICT ... DO UPDATE` reads the same on SQLite and PostgreSQL). On conflict the
         # task keeps its first position, so get_tasks lists first-write order.
@@ -751,7 +425,7 @@ class Store:
             RunLeasedError: another owner's lease is live (unless `force`).
             StoreError: there is no run with this id.
         """
-        now = _now()
+        now = utc_now()
         lease = LeaseRecord(
             run_id=run_id,
             owner=owner,
@@ -765,7 +439,7 @@ class Store:
             self._lock_run(conn, run_id)
             current = session.get(RunLeaseRow, run_id)
             if current is not None:
-                held = _lease_record(current)
+                held = lease_record(current)
                 if held.owner != owner and held.live(now) and not force and not lease_is_dead(held):
                     who = held.describe(now)
                     raise RunLeasedError(
@@ -783,7 +457,7 @@ class Store:
     def renew_lease(self, run_id: str, owner: str, *, seconds: float) -> bool:
         """Extend `owner`'s lease by `seconds` from now; False when it is no longer the owner
         (the lease was taken over)."""
-        now = _now()
+        now = utc_now()
         with self._write() as session:
             result = session.connection().execute(
                 update(RunLeaseRow)
@@ -803,7 +477,7 @@ class Store:
         """The run's lease, live or expired; None when nobody owns it."""
         with self._read() as session:
             row = session.get(RunLeaseRow, run_id)
-            return None if row is None else _lease_record(row)
+            return None if row is None else lease_record(row)
 
     def _lock_run(self, conn: Connection, run_id: str) -> None:
         lock = select(RunRow.id).where(RunRow.id == run_id)
@@ -816,7 +490,7 @@ class Store:
         """The run's tasks, in the order each was first written."""
         query = select(TaskRow).where(TaskRow.run_id == run_id).order_by(TaskRow.position)
         with self._read() as session:
-            return [_task_record(row) for row in session.scalars(query)]
+            return [task_record(row) for row in session.scalars(query)]
 
     def get_events(self, run_id: str, *, after: int = 0) -> list[EventRecord]:
         """The run's events numbered above `after`, in order."""
@@ -826,7 +500,7 @@ class Store:
             .order_by(EventRow.seq)
         )
         with self._read() as session:
-            return [_event_record(row) for row in session.scalars(query)]
+            return [event_record(row) for row in session.scalars(query)]
 
     # -- memories -------------------------------------------------------------------------------
 
@@ -848,18 +522,18 @@ class Store:
         """
         validate_namespace(namespace)
         validate_key(key)
-        tag_list = _validate_tags(tags)
+        tag_list = validate_tags(tags)
         if text is not None and "\x00" in text:
             raise ConfigError(f"memory {key!r}: text contains a NUL character; remove it")
         row: dict[str, Any] = {
             "namespace": namespace,
             "key": key,
-            "value": _dumps(value, f"memory {key!r} in namespace {namespace!r}"),
-            "text": _masked(text),
+            "value": dump_json(value, f"memory {key!r} in namespace {namespace!r}"),
+            "text": mask_secrets(text),
             "tags": json.dumps(tag_list, ensure_ascii=False),
             "run_id": run_id,
             "task_id": task_id,
-            "created_at": _now(),
+            "created_at": utc_now(),
         }
         with self._write() as session:
             conn = session.connection()
@@ -904,7 +578,7 @@ class Store:
         )
         with self._read() as session:
             row = session.scalars(query).first()
-            return None if row is None else _memory_record(row)
+            return None if row is None else memory_record(row)
 
     def memory_history(self, namespace: str, key: str) -> list[MemoryRecord]:
         """Every version of (namespace, key), oldest first."""
@@ -916,7 +590,7 @@ class Store:
             .order_by(MemoryRow.version)
         )
         with self._read() as session:
-            return [_memory_record(row) for row in session.scalars(query)]
+            return [memory_record(row) for row in session.scalars(query)]
 
     def list_memories(self, namespace: str, prefix: str = "") -> list[MemoryRecord]:
         """The latest version of every key in `namespace` starting with `prefix`, by key."""
@@ -930,7 +604,7 @@ class Store:
             # substr, not LIKE: LIKE is case-insensitive on SQLite and needs escaping.
             query = query.where(func.substr(MemoryRow.key, 1, len(prefix)) == prefix)
         with self._read() as session:
-            return [_memory_record(row) for row in session.scalars(query)]
+            return [memory_record(row) for row in session.scalars(query)]
 
     def search_memories(
         self,
@@ -964,7 +638,7 @@ class Store:
             )
         for namespace in namespaces:
             validate_namespace(namespace)
-        tag_list = _validate_tags(tags or ())
+        tag_list = validate_tags(tags or ())
         words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:MAX_SEARCH_TERMS]
         if not words or limit <= 0:
             return []
@@ -976,7 +650,7 @@ class Store:
             rows = {
                 r.id: r for r in session.scalars(select(MemoryRow).where(MemoryRow.id.in_(ids)))
             }
-            return [_memory_record(rows[i]) for i in ids if i in rows]
+            return [memory_record(rows[i]) for i in ids if i in rows]
 
     # -- model-call cache -----------------------------------------------------------------------
 
@@ -986,7 +660,9 @@ class Store:
             row = session.get(CacheRow, key)
             if row is None:
                 return None
-            return _loads_dict(row.response, table="cache", row=f"key {key!r}", column="response")
+            return load_json_dict(
+                row.response, table="cache", row=f"key {key!r}", column="response"
+            )
 
     def put_cached(self, key: str, model: str, response: dict[str, Any]) -> None:
         """Store (or replace) the response cached under `key`."""
@@ -995,8 +671,8 @@ class Store:
         values = {
             "key": key,
             "model": model,
-            "response": _dumps(response, f"cached response {key!r}"),
-            "created_at": _now(),
+            "response": dump_json(response, f"cached response {key!r}"),
+            "created_at": utc_now(),
         }
         stmt = sqlite_insert(CacheRow) if self.dialect == "sqlite" else pg_insert(CacheRow)
         upsert = stmt.on_conflict_do_update(
