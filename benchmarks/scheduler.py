@@ -1,522 +1,341 @@
-"""Scheduler benchmark: makespan against the critical path, overhead per task, peak memory.
+"""Scheduler benchmark: the speed and memory figures of issue 13, each beside a bare-anyio floor.
 
-    .venv/bin/python benchmarks/scheduler.py              # full run (3 repeats, median)
-    .venv/bin/python benchmarks/scheduler.py --quick      # one repeat
-    .venv/bin/python benchmarks/scheduler.py --markdown   # also print tables for the README
-    .venv/bin/python benchmarks/scheduler.py --json results.json
+    .venv/bin/python benchmarks/scheduler.py                   # full: 3 repeats, median (~8 min)
+    .venv/bin/python benchmarks/scheduler.py --quick           # 1 repeat, 20k-task runs (~1 min)
+    .venv/bin/python benchmarks/scheduler.py --markdown        # also print the README's tables
+    .venv/bin/python benchmarks/scheduler.py --only overhead,makespan --json out.json
+    .venv/bin/python benchmarks/scheduler.py --from-json out.json --markdown   # its report again
+    .venv/bin/python benchmarks/scheduler.py --memory postgres   # PostgreSQL for the store rows
+
+One run measures every figure of the issue's table, and the floor of each in the same run:
+
+- overhead per task at 0 ms: wide 1 → 200 → 1, layered 10 × 20, chain 100; no store, and a
+  SQLite store (a temporary file, `memory="sqlite:///…"`);
+- makespan / critical path at 50 ms per call: wide and layered, no store and SQLite;
+- peak RSS of a 200-task run with the fakes (a fresh process each, `VmHWM`);
+- the time to build a 100,000-task wide graph with `g.add`;
+- 100,000-task runs (wide 1 → 99,998 → 1 and 100 layers × 1,000), µs per task and peak RSS, no
+  store and SQLite (a fresh process each).
 
 Everything goes through the public API: `TaskGraph.add`, `Orchestrator.execute`, Agents on
-`delegate.testing.FunctionModel`. Each task's `weight=` is its expected latency, as a user with
-estimates would set it, so the ready queue's critical-path-first order is meaningful. The ideal
-makespan is computed here, independently of `TaskGraph.critical_path`, as the longest sum of
-latencies along a dependency path. Memory is measured in fresh subprocesses
-(`--child NAME`) so earlier scenarios do not inflate the peak.
-
-Targets (issue 2) are printed next to the results for information; the exit status is 0 either way.
+`delegate.testing.FunctionModel` (the fakes users test with). The floor (`anyio_floor.py`) is the
+same graph on bare anyio: a task per node, spawned when its last dependency ends, that only sleeps.
+Targets are printed next to the results (PASS/MISS) for information; the exit status is 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import platform
-import random
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.lowlevel
-
-from delegate import (
-    Agent,
-    ModelRequest,
-    ModelResponse,
-    Orchestrator,
-    Price,
-    Task,
-    TaskContext,
-    TaskGraph,
-    Usage,
-)
-from delegate.testing import FunctionModel
+import anyio_floor
+from anyio_floor import Shape, critical_path, peak_rss_mb, timed_floor
 
 LATENCY = 0.050  # seconds per model call in the makespan scenarios
-STRAGGLER_LATENCY = 0.500
 MAKESPAN_CONCURRENCY = 256  # more than the widest layer (200): slots never limit the makespan
-OVERHEAD_CONCURRENCY = 16  # the orchestrator's default
-OVERHEAD_TASKS = 10_000
-SEED = 20240601
+SMALL = {"wide": 202, "layered": 200, "chain": 100}  # the 200-task graphs (tasks)
+BIG_TASKS = 100_000
+QUICK_BIG_TASKS = 20_000
+RUNS_PER_REPEAT = 20  # runs of a 200-task graph timed together (one is only ~10 ms)
+STORES = ("none", "sqlite")
 
-RATIO_TARGET = {"wide": 1.10, "layered": 1.05, "chain": 1.05, "straggler": 1.05}
-OVERHEAD_TARGET_US = 100.0
-RSS_TARGET_MB = 200.0
-
-# A graph and each task's latency (the latencies, not the weights, define the ideal makespan).
-Built = tuple[TaskGraph, dict[str, float]]
-
-
-# --- workers ------------------------------------------------------------------------------------
-
-
-class FixedModel:
-    """The smallest `Model`: answers at once with one prebuilt response, no tokenizer, no sleep.
-
-    With it, the time per task is delegate's own: graph, scheduler, agent, result.
-    """
-
-    _response = ModelResponse(
-        text="ok", usage=Usage(input_tokens=12, output_tokens=1, calls=1), model="fixed"
-    )
-
-    @property
-    def name(self) -> str:
-        return "fixed"
-
-    @property
-    def price(self) -> Price | None:
-        return None
-
-    async def request(self, request: ModelRequest) -> ModelResponse:
-        return self._response
+TARGETS: dict[str, float] = {
+    "overhead/none": 30.0,  # µs per task
+    "overhead/sqlite": 60.0,
+    "makespan/wide": 1.04,  # makespan / critical path
+    "makespan/layered": 1.03,
+    "rss200": 60.0,  # MB
+    "build": 1.0,  # seconds
+    "big/none/us": 60.0,  # µs per task
+    "big/none/mb": 400.0,
+    "big/sqlite/mb": 500.0,
+}
 
 
-def _answer(request: ModelRequest) -> str:
+@dataclass
+class Measure:
+    """One figure: delegate's value and the floor's, measured in the same run."""
+
+    section: str  # overhead, makespan, rss200, build, big
+    graph: str
+    store: str  # none, sqlite, or "-" (no run)
+    tasks: int
+    value: float  # µs per task, a ratio, MB or seconds (see `section`)
+    floor: float | None
+    detail: dict[str, float] = field(default_factory=dict)
+
+
+# --- delegate's side --------------------------------------------------------------------------
+
+
+def _answer(request: Any) -> str:
     return "ok"
 
 
-def function_agent(name: str, latency: float) -> Agent:
-    """An agent on `FunctionModel`: sleeps `latency`, counts tokens with tiktoken, prices usage."""
-    return Agent(name, FunctionModel(_answer, latency=latency, name="gpt-4o-mini"))
+def delegate_graph(shape: Shape, latency: float) -> Any:
+    """`shape` as a TaskGraph of Agents on FunctionModel; each task's weight is its latency."""
+    from delegate import Agent, TaskGraph
+    from delegate.testing import FunctionModel
+
+    agent = Agent("worker", FunctionModel(_answer, latency=latency, name="gpt-4o-mini"))
+    graph = TaskGraph()
+    handles: dict[str, Any] = {}
+    weight = latency or 1.0
+    for task_id, deps in shape.items():
+        handles[task_id] = graph.add(
+            task_id,
+            agent=agent,
+            prompt=f"Do step {task_id}.",
+            deps=[handles[d] for d in deps],
+            weight=weight,
+        )
+    return graph
 
 
-async def _async_fn(context: TaskContext) -> str:
-    return "ok"
-
-
-def _reset(graph: TaskGraph) -> None:
+def _reset(graph: Any) -> None:
     # FunctionModel records every request; drop them so repeats do not accumulate memory.
     for task in graph:
-        agent = task.agent
-        if isinstance(agent, Agent) and isinstance(agent.model, FunctionModel):
-            agent.model.requests.clear()
+        task.agent.model.requests.clear()
 
 
-# --- graphs ---------------------------------------------------------------------------------------
+STORE_URL: str | None = None
+"""The database of the "sqlite" measurements when `--memory` names another one."""
 
 
-def _add(
-    g: TaskGraph,
-    lat: dict[str, float],
-    task_id: str,
-    agent: Agent,
-    latency: float,
-    deps: Sequence[Task] = (),
-) -> Task:
-    lat[task_id] = latency
-    # weight=latency: the expected duration, so the ready queue runs the longest path first.
-    return g.add(
-        task_id, agent=agent, prompt=f"Do step {task_id}.", deps=deps, weight=latency or 1.0
+def _store_url(store: str) -> str | None:
+    """None, or a new SQLite file with its schema created, as a user's store is after its first
+    run (creating it imports the migration tool, once); `--memory`'s database instead, if any."""
+    if store == "none":
+        return None
+    from delegate.memory.store import Store
+
+    url = STORE_URL or f"sqlite:///{tempfile.mkdtemp(prefix='delegate-bench-')}/runs.db"
+    Store.open(url).close()
+    return url
+
+
+def _memory_option(choice: str | None) -> str | None:
+    if choice in (None, "sqlite"):
+        return None
+    if choice == "postgres":
+        url = os.environ.get("DELEGATE_TEST_PG_URL")
+        if not url:
+            raise SystemExit("--memory postgres needs DELEGATE_TEST_PG_URL (a PostgreSQL URL)")
+        return url
+    return choice
+
+
+@contextlib.asynccontextmanager
+async def _orchestrator(memory: str | None, **kwargs: Any) -> AsyncIterator[Any]:
+    """An Orchestrator on `memory` (None: no store), closed after use."""
+    from delegate import Orchestrator
+
+    orch = Orchestrator(memory=memory, **kwargs)
+    try:
+        yield orch
+    finally:
+        close = getattr(orch, "aclose", None)  # (older checkouts, measured for comparison)
+        if close is not None:
+            await close()
+
+
+async def _execute(orch: Any, graph: Any) -> None:
+    result = await orch.execute(graph)
+    if result.status != "succeeded":
+        raise SystemExit(f"benchmark run did not succeed: {result.status} {result.error}")
+
+
+async def overhead(graph_name: str, store: str, repeats: int, runs: int) -> Measure:
+    """µs per task at 0 ms: `runs` runs timed together, median of `repeats`."""
+    shape = anyio_floor.build(graph_name, SMALL[graph_name])
+    graph = delegate_graph(shape, 0.0)
+    per_task, cpu_per_task = [], []
+    async with _orchestrator(_store_url(store)) as orch:
+        await _execute(orch, graph)  # warm-up, not counted
+        for _ in range(repeats):
+            _reset(graph)
+            gc.collect()
+            cpu, started = time.process_time(), time.perf_counter()
+            for _ in range(runs):
+                await _execute(orch, graph)
+            scale = 1e6 / (runs * len(shape))
+            per_task.append((time.perf_counter() - started) * scale)
+            cpu_per_task.append((time.process_time() - cpu) * scale)
+    floors = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(runs):
+            await anyio_floor.run_floor(shape, 0.0)
+        floors.append((time.perf_counter() - started) * 1e6 / (runs * len(shape)))
+    value = statistics.median(per_task)
+    _progress(f"overhead {graph_name}, store {store}: {value:.1f} µs/task")
+    return Measure(
+        "overhead",
+        graph_name,
+        store,
+        len(shape),
+        value,
+        statistics.median(floors),
+        {"cpu_us": statistics.median(cpu_per_task)},
     )
 
 
-def build_wide(width: int = 200, latency: float = LATENCY) -> Built:
-    """1 → width → 1: a root, `width` tasks that each depend on it, one sink depending on all."""
-    agent = function_agent("worker", latency)
-    g, lat = TaskGraph(), dict[str, float]()
-    root = _add(g, lat, "root", agent, latency)
-    mid = [_add(g, lat, f"mid{i}", agent, latency, [root]) for i in range(width)]
-    _add(g, lat, "sink", agent, latency, mid)
-    return g, lat
-
-
-def build_layered(
-    layers: int = 10, width: int = 20, latency: float = LATENCY, seed: int = SEED
-) -> Built:
-    """`layers` × `width`; each node after layer 0 depends on 2 random nodes of the layer before."""
-    agent = function_agent("worker", latency)
-    rng = random.Random(seed)
-    g, lat = TaskGraph(), dict[str, float]()
-    prev = [_add(g, lat, f"L0_{i}", agent, latency) for i in range(width)]
-    for layer in range(1, layers):
-        prev = [
-            _add(g, lat, f"L{layer}_{i}", agent, latency, rng.sample(prev, 2)) for i in range(width)
-        ]
-    return g, lat
-
-
-def build_chain(length: int = 100, latency: float = LATENCY) -> Built:
-    """`length` tasks in sequence."""
-    agent = function_agent("worker", latency)
-    g, lat = TaskGraph(), dict[str, float]()
-    prev: list[Task] = []
-    for i in range(length):
-        prev = [_add(g, lat, f"c{i}", agent, latency, prev)]
-    return g, lat
-
-
-def build_straggler(layers: int = 10, width: int = 20, latency: float = LATENCY) -> Built:
-    """The layered graph plus one slow task that feeds only the last layer.
-
-    Exact construction: the 10 × 20 layered graph above (same seed, 50 ms per task), and one extra
-    task `straggler` (500 ms, its own agent) that depends on `L0_0` and is an extra dependency of
-    every task of the last layer `L9_*`. Its path L0_0 → straggler → L9_i is 50 + 500 + 50 = 600 ms,
-    longer than the layers' 10 × 50 = 500 ms, so it is the critical path; layers 1–8 must run
-    while it is in flight. (A superstep scheduler would hold layer 2 for the whole 500 ms.)
-    """
-    agent = function_agent("worker", latency)
-    slow = function_agent("slow", STRAGGLER_LATENCY)
-    rng = random.Random(SEED)
-    g, lat = TaskGraph(), dict[str, float]()
-    prev = [_add(g, lat, f"L0_{i}", agent, latency) for i in range(width)]
-    straggler = _add(g, lat, "straggler", slow, STRAGGLER_LATENCY, [prev[0]])
-    for layer in range(1, layers):
-        last = layer == layers - 1
-        prev = [
-            _add(
-                g,
-                lat,
-                f"L{layer}_{i}",
-                agent,
-                latency,
-                [*rng.sample(prev, 2), straggler] if last else rng.sample(prev, 2),
-            )
-            for i in range(width)
-        ]
-    return g, lat
-
-
-def ideal_makespan(graph: TaskGraph, latency: dict[str, float]) -> float:
-    """The longest sum of latencies along a dependency path (graph order is topological)."""
-    finish: dict[str, float] = {}
-    for task in graph:
-        start = max((finish[d] for d in task.deps), default=0.0)
-        finish[task.id] = start + latency[task.id]
-    return max(finish.values(), default=0.0)
-
-
-def overhead_graph(shape: str, worker: str, n: int = OVERHEAD_TASKS) -> TaskGraph:
-    """`n` tasks at 0 ms: `wide` (all independent) or `fan` (1 → n-2 → 1)."""
-    g = TaskGraph()
-    if worker == "fn":
-
-        def add(task_id: str, deps: Sequence[Task]) -> Task:
-            return g.add(task_id, fn=_async_fn, deps=deps)
-
-    else:
-        model = FixedModel() if worker == "fixed" else FunctionModel(_answer, name="gpt-4o-mini")
-        agent = Agent("worker", model)
-
-        def add(task_id: str, deps: Sequence[Task]) -> Task:
-            return g.add(task_id, agent=agent, prompt=f"Do step {task_id}.", deps=deps)
-
-    if shape == "wide":
-        for i in range(n):
-            add(f"t{i}", ())
-    else:
-        root = add("root", ())
-        mid = [add(f"mid{i}", [root]) for i in range(n - 2)]
-        add("sink", mid)
-    return g
-
-
-# --- measuring ------------------------------------------------------------------------------------
-
-
-@dataclass
-class MakespanResult:
-    graph: str
-    tasks: int
-    makespan_s: float
-    ideal_s: float
-    ratio: float
-    floor_ratio: float
-    target: float
-    passed: bool
-    runs_s: list[float]
-
-
-@dataclass
-class OverheadResult:
-    scenario: str
-    tasks: int
-    us_per_task: float
-    cpu_us_per_task: float
-    target_us: float | None
-    passed: bool | None
-    runs_us: list[float]
-
-
-@dataclass
-class MemoryResult:
-    scenario: str
-    tasks: int
-    peak_rss_mb: float
-    target_mb: float | None
-    passed: bool | None
-
-
-async def _timed(orch: Orchestrator, graph: TaskGraph) -> float:
-    return (await _timed_cpu(orch, graph))[0]
-
-
-async def _timed_cpu(orch: Orchestrator, graph: TaskGraph) -> tuple[float, float]:
-    """Wall and CPU seconds of one run (CPU time is what other processes cannot inflate)."""
-    _reset(graph)
-    gc.collect()
-    cpu, started = time.process_time(), time.perf_counter()
-    result = await orch.execute(graph)
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    if result.status != "succeeded":
-        raise SystemExit(f"benchmark run did not succeed: {result.status} {result.failed}")
-    return elapsed, cpu
-
-
-async def _timed_floor(run: Callable[..., Awaitable[None]], *args: Any) -> float:
-    return (await _timed_floor_cpu(run, *args))[0]
-
-
-async def _timed_floor_cpu(run: Callable[..., Awaitable[None]], *args: Any) -> tuple[float, float]:
-    gc.collect()
-    cpu, started = time.process_time(), time.perf_counter()
-    await run(*args)
-    return time.perf_counter() - started, time.process_time() - cpu
-
-
-async def _warm_up() -> None:
-    # The first FunctionModel call loads tiktoken's encoding (~1 s); keep it out of every timing.
-    g = TaskGraph()
-    g.add("warm", agent=function_agent("warm", 0.0), prompt="hello")
-    await Orchestrator().execute(g)
-
-
-async def anyio_floor(graph: TaskGraph, latency: dict[str, float]) -> None:
-    """The same graph on bare anyio: a task per node, started when its last dependency ends.
-
-    No prompts, agents, accounting or results: what is left is the event loop's own cost (task
-    spawns, timer resolution), the floor any scheduler on this machine stands on.
-    """
-    pending = {task.id: len(task.deps) for task in graph}
-    children: dict[str, list[str]] = {task.id: [] for task in graph}
-    for task in graph:
-        for dep in task.deps:
-            children[dep].append(task.id)
-
-    async with anyio.create_task_group() as tg:
-
-        async def run(task_id: str) -> None:
-            await anyio.sleep(latency[task_id])
-            for child in children[task_id]:
-                pending[child] -= 1
-                if pending[child] == 0:
-                    tg.start_soon(run, child)
-
-        for task_id, count in pending.items():
-            if count == 0:
-                tg.start_soon(run, task_id)
-
-
-async def measure_makespans(repeats: int) -> list[MakespanResult]:
-    builders: dict[str, Callable[[], Built]] = {
-        "wide": build_wide,
-        "layered": build_layered,
-        "chain": build_chain,
-        "straggler": build_straggler,
-    }
-    results = []
-    for name, build in builders.items():
-        graph, latency = build()
-        orch = Orchestrator(max_concurrency=MAKESPAN_CONCURRENCY, memory=MEMORY)
-        await _timed(orch, graph)  # warm-up run, not counted
-        runs = [await _timed(orch, graph) for _ in range(repeats)]
-        floor = [await _timed_floor(anyio_floor, graph, latency) for _ in range(repeats)]
-        makespan = statistics.median(runs)
-        ideal = ideal_makespan(graph, latency)
-        ratio = makespan / ideal
-        target = RATIO_TARGET[name]
-        results.append(
-            MakespanResult(
-                name,
-                len(graph),
-                makespan,
-                ideal,
-                ratio,
-                statistics.median(floor) / ideal,
-                target,
-                ratio <= target,
-                runs,
-            )
-        )
-        _progress(f"makespan {name}: {makespan:.3f} s / {ideal:.3f} s = {ratio:.3f}")
-    return results
-
-
-OVERHEAD_SCENARIOS: dict[str, tuple[str, str]] = {
-    "(a) FunctionModel agent, 10k independent": ("wide", "function"),
-    "(a) FunctionModel agent, 1 → 9,998 → 1": ("fan", "function"),
-    "(b) fixed-response Model agent, 10k independent": ("wide", "fixed"),
-    "(b) fixed-response Model agent, 1 → 9,998 → 1": ("fan", "fixed"),
-    "(c) async fn= task, 10k independent": ("wide", "fn"),
-    "(c) async fn= task, 1 → 9,998 → 1": ("fan", "fn"),
-}
-# References on bare anyio, no delegate: what the event loop itself costs per item.
-SPAWN_REFERENCE = "bare anyio: a task per item + CapacityLimiter(16)"
-POOL_REFERENCE = "bare anyio: 16 workers pulling items from a stream"
-
-
-async def spawn_reference(n: int = OVERHEAD_TASKS) -> None:
-    """A task per item, all spawned up front, at most 16 past the limiter: the naive fan-out."""
-    limiter = anyio.CapacityLimiter(OVERHEAD_CONCURRENCY)
-
-    async def one() -> None:
-        async with limiter:
-            await anyio.lowlevel.checkpoint()
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(n):
-            tg.start_soon(one)
-
-
-async def pool_reference(n: int = OVERHEAD_TASKS) -> None:
-    """A fixed pool of 16 workers reading items from a memory stream: delegate's shape, empty."""
-    send, receive = anyio.create_memory_object_stream[int](n)
-    for item in range(n):
-        send.send_nowait(item)
-    send.close()
-
-    async def worker() -> None:
-        async for _ in receive:
-            await anyio.lowlevel.checkpoint()
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(OVERHEAD_CONCURRENCY):
-            tg.start_soon(worker)
-
-
-def _per_task_us(runs: list[tuple[float, float]], tasks: int) -> tuple[float, float]:
-    wall = statistics.median(wall for wall, _ in runs)
-    cpu = statistics.median(cpu for _, cpu in runs)
-    return wall * 1e6 / tasks, cpu * 1e6 / tasks
-
-
-async def measure_overheads(repeats: int) -> list[OverheadResult]:
-    results = []
-    for label, (shape, worker) in OVERHEAD_SCENARIOS.items():
-        graph = overhead_graph(shape, worker)
-        orch = Orchestrator(max_concurrency=OVERHEAD_CONCURRENCY, memory=MEMORY)
-        await _timed(orch, graph)  # warm-up run, not counted
-        runs = [await _timed_cpu(orch, graph) for _ in range(repeats)]
-        us, cpu_us = _per_task_us(runs, len(graph))
-        results.append(
-            OverheadResult(
-                label,
-                len(graph),
-                us,
-                cpu_us,
-                OVERHEAD_TARGET_US,
-                us <= OVERHEAD_TARGET_US,
-                [wall * 1e6 / len(graph) for wall, _ in runs],
-            )
-        )
-        _progress(f"overhead {label}: {us:.1f} µs/task")
-    for label, reference in ((SPAWN_REFERENCE, spawn_reference), (POOL_REFERENCE, pool_reference)):
-        await _timed_floor(reference)
-        runs = [await _timed_floor_cpu(reference) for _ in range(repeats)]
-        us, cpu_us = _per_task_us(runs, OVERHEAD_TASKS)
-        walls = [wall * 1e6 / OVERHEAD_TASKS for wall, _ in runs]
-        results.append(OverheadResult(label, OVERHEAD_TASKS, us, cpu_us, None, None, walls))
-        _progress(f"overhead {label}: {us:.1f} µs/task")
-    return results
-
-
-# --- memory, each in a fresh process --------------------------------------------------------------
-
-MEMORY_SCENARIOS: dict[str, tuple[str, int]] = {
-    "import": ("import delegate only", 0),
-    "baseline": ("import delegate + tokenizer loaded (1-task run)", 1),
-    "rss10k-wide": ("10k independent tasks, FunctionModel, 0 ms", OVERHEAD_TASKS),
-    "rss10k-layered": ("10k tasks, 100 layers × 100, 2 deps each, FunctionModel, 0 ms", 10_000),
-}
-
-
-def _child_graph(name: str) -> TaskGraph | None:
-    if name == "rss10k-wide":
-        return overhead_graph("wide", "function")
-    if name == "rss10k-layered":
-        return build_layered(layers=100, width=100, latency=0.0)[0]
-    return None
-
-
-def run_child(name: str) -> None:
-    """Run one memory scenario in this (fresh) process and print its peak RSS as JSON."""
-    if name not in MEMORY_SCENARIOS:
-        raise SystemExit(f"unknown child scenario {name!r}; one of {', '.join(MEMORY_SCENARIOS)}")
-
-    async def main() -> None:
-        if name == "import":
-            return
-        await _warm_up()  # the 1-task run of "baseline"; loads the tokenizer
-        graph = _child_graph(name)
-        if graph is not None:
-            await Orchestrator(max_concurrency=OVERHEAD_CONCURRENCY).execute(graph)
-
-    anyio.run(main)
-    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size in MB.
-
-    On Linux this is `VmHWM`, the high-water mark of this process's own address space: unlike
-    `getrusage().ru_maxrss`, which Linux carries over from the parent across fork and exec (so a
-    child started by a 180 MB parent reports at least ~180 MB), it starts afresh at exec.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KB on Linux
-
-
-def measure_memory() -> list[MemoryResult]:
-    results = []
-    for name, (label, tasks) in MEMORY_SCENARIOS.items():
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", name],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        peak = float(json.loads(out.strip().splitlines()[-1])["peak_rss_mb"])
-        target = RSS_TARGET_MB if name.startswith("rss10k") else None
-        passed = None if target is None else peak <= target
-        results.append(MemoryResult(label, tasks, peak, target, passed))
-        _progress(f"memory {label}: {peak:.0f} MB")
-    return results
-
-
-# --- report ---------------------------------------------------------------------------------------
+async def makespan(graph_name: str, store: str, repeats: int) -> Measure:
+    """Makespan / critical path at `LATENCY` per call, median of `repeats` runs."""
+    shape = anyio_floor.build(graph_name, SMALL[graph_name])
+    graph = delegate_graph(shape, LATENCY)
+    ideal = critical_path(shape, LATENCY)
+    spans = []
+    async with _orchestrator(_store_url(store), max_concurrency=MAKESPAN_CONCURRENCY) as orch:
+        await _execute(orch, graph)  # warm-up, not counted
+        for _ in range(repeats):
+            _reset(graph)
+            gc.collect()
+            started = time.perf_counter()
+            await _execute(orch, graph)
+            spans.append(time.perf_counter() - started)
+    floors = [(await timed_floor(shape, LATENCY))[0] for _ in range(repeats)]
+    span = statistics.median(spans)
+    _progress(f"makespan {graph_name}, store {store}: {span:.3f} s / {ideal:.3f} s")
+    return Measure(
+        "makespan",
+        graph_name,
+        store,
+        len(shape),
+        span / ideal,
+        statistics.median(floors) / ideal,
+        {"makespan_s": span, "ideal_s": ideal},
+    )
+
+
+def build_time(repeats: int) -> Measure:
+    """Seconds to add a 100,000-task wide graph with `g.add` (the floor: the same as dicts)."""
+    shape = anyio_floor.build("wide", BIG_TASKS)
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        started = time.perf_counter()
+        delegate_graph(shape, 0.0)
+        times.append(time.perf_counter() - started)
+        if times[-1] > 5:
+            break  # slow enough that repeating tells nothing more
+    floors = []
+    for _ in range(repeats):
+        gc.collect()
+        started = time.perf_counter()
+        anyio_floor.build("wide", BIG_TASKS)
+        floors.append(time.perf_counter() - started)
+    value = statistics.median(times)
+    _progress(f"build {BIG_TASKS:,}-task wide graph: {value:.2f} s")
+    return Measure("build", "wide", "-", BIG_TASKS, value, statistics.median(floors))
+
+
+# --- fresh processes --------------------------------------------------------------------------
+
+
+def _child(args: Sequence[str], script: str = __file__) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, script, *args], check=True, capture_output=True, text=True
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def _floor_child(graph_name: str, tasks: int, latency: float) -> dict[str, float]:
+    script = str(Path(__file__).with_name("anyio_floor.py"))
+    return _child([graph_name, str(tasks), "--latency", str(latency)], script)
+
+
+def rss200(graph_name: str, store: str) -> Measure:
+    """Peak RSS of one 200-task run at 50 ms (as the makespan rows), in a fresh process."""
+    tasks = SMALL[graph_name]
+    mine = _child(["--child", "run", graph_name, str(tasks), _memory_arg(store), str(LATENCY)])
+    floor = _floor_child(graph_name, tasks, LATENCY)
+    _progress(f"peak RSS, {graph_name} run, store {store}: {mine['peak_rss_mb']:.0f} MB")
+    return Measure("rss200", graph_name, store, tasks, mine["peak_rss_mb"], floor["peak_rss_mb"])
+
+
+def import_rss() -> float:
+    """Peak RSS of a process that imports delegate and runs nothing."""
+    return _child(["--child", "import"])["peak_rss_mb"]
+
+
+def big(graph_name: str, store: str, tasks: int) -> Measure:
+    """One run of `tasks` tasks at 0 ms in a fresh process: µs per task and peak RSS."""
+    mine = _child(["--child", "run", graph_name, str(tasks), _memory_arg(store), "0"])
+    floor = _floor_child(graph_name, tasks, 0.0)
+    us = mine["seconds"] * 1e6 / mine["tasks"]
+    floor_us = floor["seconds"] * 1e6 / floor["tasks"]
+    _progress(
+        f"{tasks:,} tasks {graph_name}, store {store}: {us:.0f} µs/task, "
+        f"{mine['peak_rss_mb']:.0f} MB"
+    )
+    return Measure(
+        "big",
+        graph_name,
+        store,
+        int(mine["tasks"]),
+        us,
+        floor_us,
+        {
+            "cpu_us": mine["cpu_seconds"] * 1e6 / mine["tasks"],
+            "peak_rss_mb": mine["peak_rss_mb"],
+            "floor_peak_rss_mb": floor["peak_rss_mb"],
+        },
+    )
+
+
+def _memory_arg(store: str) -> str:
+    return _store_url(store) or "none"
+
+
+def run_child(args: Sequence[str]) -> None:
+    """In this fresh process: `import`, or `run GRAPH TASKS MEMORY LATENCY` (one run, after a
+    1-task warm-up run; MEMORY a database URL or "none"); print its time and peak RSS as JSON."""
+    if args[0] == "import":
+        import delegate  # noqa: F401
+
+        print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+        return
+    _, graph_name, tasks, store, latency = args
+
+    async def main() -> dict[str, float]:
+        shape = anyio_floor.build(graph_name, int(tasks))
+        graph = delegate_graph(shape, float(latency))
+        warm = delegate_graph({"warm": []}, 0.0)
+        concurrency = MAKESPAN_CONCURRENCY if float(latency) > 0 else 16
+        memory = None if store == "none" else store
+        async with _orchestrator(memory, max_concurrency=concurrency) as orch:
+            await _execute(orch, warm)
+            gc.collect()
+            cpu, started = time.process_time(), time.perf_counter()
+            await _execute(orch, graph)
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        return {"tasks": len(shape), "seconds": wall, "cpu_seconds": cpu}
+
+    result = anyio.run(main)
+    print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
+
+
+# --- report -----------------------------------------------------------------------------------
 
 
 def _progress(line: str) -> None:
     print(f"  … {line}", file=sys.stderr, flush=True)
-
-
-def _verdict(passed: bool | None) -> str:
-    return "" if passed is None else ("PASS" if passed else "MISS")
 
 
 def _machine() -> str:
@@ -526,102 +345,217 @@ def _machine() -> str:
     )
 
 
-def text_report(
-    spans: list[MakespanResult], overheads: list[OverheadResult], memory: list[MemoryResult]
-) -> str:
-    lines = [
-        f"delegate scheduler benchmark — {_machine()}",
-        "",
-        f"Makespan at {LATENCY * 1000:.0f} ms per task, max_concurrency={MAKESPAN_CONCURRENCY}, "
-        "weight = latency",
-        f"  {'graph':<10} {'tasks':>6} {'makespan s':>11} {'ideal s':>8} {'ratio':>6} "
-        f"{'target':>7}        {'bare anyio':>10}",
+def _verdict(value: float | None, target: float) -> str:
+    if value is None:
+        return ""
+    return "PASS" if value <= target else "MISS"
+
+
+def _pick(measures: list[Measure], section: str, **where: str) -> list[Measure]:
+    return [
+        m
+        for m in measures
+        if m.section == section and all(getattr(m, k) == v for k, v in where.items())
     ]
-    lines.extend(
-        f"  {r.graph:<10} {r.tasks:>6} {r.makespan_s:>11.3f} {r.ideal_s:>8.3f} "
-        f"{r.ratio:>6.3f} {'≤ ' + format(r.target, '.2f'):>7}  {_verdict(r.passed):4}  "
-        f"{r.floor_ratio:>10.3f}"
-        for r in spans
+
+
+def _span(values: Sequence[float], fmt: str) -> str:
+    low, high = min(values), max(values)
+    return (
+        format(low, fmt)
+        if format(low, fmt) == format(high, fmt)
+        else (f"{format(low, fmt)}–{format(high, fmt)}")
     )
-    lines += [
-        "",
-        f"Overhead per task at 0 ms, max_concurrency={OVERHEAD_CONCURRENCY}",
-        f"  {'scenario':<60} {'tasks':>6} {'µs/task':>8} {'CPU µs':>8} {'target':>7}",
+
+
+def _slashes(values: Sequence[float], fmt: str) -> str:
+    return " / ".join(format(v, fmt) for v in values)
+
+
+def _worst(values: Sequence[float], target: float) -> str:
+    return _verdict(max(values), target) if values else ""
+
+
+def summary_rows(measures: list[Measure], import_mb: float | None) -> list[list[str]]:
+    """The issue's table: figure, delegate, anyio floor, target, verdict."""
+    rows: list[list[str]] = []
+    for store, label in (("none", "no store"), ("sqlite", "SQLite store")):
+        found = _pick(measures, "overhead", store=store)
+        if found:
+            values = [m.value for m in found]
+            target = TARGETS[f"overhead/{store}"]
+            rows.append(
+                [
+                    f"overhead/task, 0 ms, {label} ({'/'.join(m.graph for m in found)})",
+                    f"{_slashes(values, '.0f')} µs",
+                    f"{_slashes([m.floor or 0 for m in found], '.0f')} µs",
+                    f"≤ {target:.0f} µs",
+                    _worst(values, target),
+                ]
+            )
+    for graph_name, label in (("wide", "wide 1→200→1"), ("layered", "layered 10×20")):
+        found = {m.store: m for m in _pick(measures, "makespan", graph=graph_name)}
+        if found:
+            main = found.get("sqlite") or found["none"]
+            text = f"{main.value:.3f}"
+            if "sqlite" in found and "none" in found:
+                text += f" (no store {found['none'].value:.3f})"
+            target = TARGETS[f"makespan/{graph_name}"]
+            store_label = ", SQLite" if main.store == "sqlite" else ", no store"
+            rows.append(
+                [
+                    f"makespan / critical path, {label} @{LATENCY * 1000:.0f} ms{store_label}",
+                    text,
+                    f"{main.floor:.3f}",
+                    f"≤ {target:.2f}",
+                    _worst([m.value for m in found.values()], target),
+                ]
+            )
+    for store, label in (("none", "no store"), ("sqlite", "SQLite")):
+        found_rss = _pick(measures, "rss200", store=store)
+        if not found_rss:
+            continue
+        values = [m.value for m in found_rss]
+        imported = "" if import_mb is None else f" (import {import_mb:.0f})"
+        rows.append(
+            [
+                f"peak RSS, 200-task run with the fakes, {label}",
+                f"{_span(values, '.0f')} MB{imported}",
+                f"{_span([m.floor or 0 for m in found_rss], '.0f')} MB",
+                f"≤ {TARGETS['rss200']:.0f} MB",
+                _worst(values, TARGETS["rss200"]),
+            ]
+        )
+    rows.extend(
+        [
+            f"build a {m.tasks:,}-task wide graph",
+            f"{m.value:.2f} s",
+            f"{m.floor or 0:.2f} s",
+            f"≤ {TARGETS['build']:.0f} s",
+            _verdict(m.value, TARGETS["build"]),
+        ]
+        for m in _pick(measures, "build")
+    )
+    rows.extend(_big_summary(measures))
+    return rows
+
+
+def _big_summary(measures: list[Measure]) -> list[list[str]]:
+    none, sqlite = _pick(measures, "big", store="none"), _pick(measures, "big", store="sqlite")
+    if not none and not sqlite:
+        return []
+    everything = none + sqlite
+    tasks = everything[0].tasks
+
+    def cell(found: list[Measure]) -> str:
+        if not found:
+            return "–"
+        us = _span([m.value for m in found], ".0f")
+        mb = _span([m.detail["peak_rss_mb"] for m in found], ".0f")
+        return f"{us} µs, {mb} MB"
+
+    floor_us = _span([m.floor or 0 for m in everything], ".0f")
+    floor_mb = _span([m.detail["floor_peak_rss_mb"] for m in everything], ".0f")
+    verdicts = [
+        _worst([m.value for m in none], TARGETS["big/none/us"]),
+        _worst([m.detail["peak_rss_mb"] for m in none], TARGETS["big/none/mb"]),
+        _worst([m.detail["peak_rss_mb"] for m in sqlite], TARGETS["big/sqlite/mb"]),
     ]
-    lines.extend(
-        f"  {o.scenario:<60} {o.tasks:>6} {o.us_per_task:>8.1f} {o.cpu_us_per_task:>8.1f} "
-        f"{_target_us(o):>7}  {_verdict(o.passed)}"
-        for o in overheads
-    )
-    lines += ["", "Peak RSS, a fresh process each"]
-    lines.extend(
-        f"  {m.scenario:<62} {m.peak_rss_mb:>6.0f} MB {_target_mb(m):>6}  {_verdict(m.passed)}"
-        for m in memory
-    )
+    return [
+        [
+            f"{tasks:,} tasks: µs/task, peak RSS (no store / SQLite)",
+            f"{cell(none)} / {cell(sqlite)}",
+            f"{floor_us} µs, {floor_mb} MB",
+            f"≤ {TARGETS['big/none/us']:.0f} µs, ≤ {TARGETS['big/none/mb']:.0f} MB / "
+            f"≤ {TARGETS['big/sqlite/mb']:.0f} MB",
+            "MISS" if "MISS" in verdicts else ("PASS" if any(verdicts) else ""),
+        ]
+    ]
+
+
+_UNITS = {
+    "overhead": "µs/task",
+    "makespan": "ratio",
+    "rss200": "MB",
+    "build": "s",
+    "big": "µs/task",
+}
+
+
+def detail_rows(measures: list[Measure]) -> list[list[str]]:
+    """Every measurement: section, graph, store, tasks, value, floor, and what else it has."""
+    rows = []
+    for m in measures:
+        extra = ", ".join(f"{k} {v:.3g}" for k, v in m.detail.items())
+        rows.append(
+            [
+                m.section,
+                m.graph,
+                m.store,
+                f"{m.tasks:,}",
+                f"{m.value:.3f} {_UNITS[m.section]}",
+                "" if m.floor is None else f"{m.floor:.3f}",
+                extra,
+            ]
+        )
+    return rows
+
+
+def _text_table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [list(header), *rows]) for i in range(len(header))]
+    return [
+        "  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
+        for row in [list(header), *rows]
+    ]
+
+
+def _markdown_table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return lines
+
+
+SUMMARY_HEADER = ("figure", "delegate", "anyio floor", "target", "")
+DETAIL_HEADER = ("section", "graph", "store", "tasks", "delegate", "floor", "detail")
+
+
+def report(measures: list[Measure], import_mb: float | None, *, markdown: bool) -> str:
+    table = _markdown_table if markdown else _text_table
+    lines = [f"delegate scheduler benchmark — {_machine()}", ""]
+    lines += table(SUMMARY_HEADER, summary_rows(measures, import_mb))
+    lines += ["", "Every measurement:", ""]
+    lines += table(DETAIL_HEADER, detail_rows(measures))
     return "\n".join(lines)
 
 
-def _cell(target: str, passed: bool | None) -> str:
-    return f"{target} {_verdict(passed)}" if target else "—"
+# --- main -------------------------------------------------------------------------------------
+
+SECTIONS = ("overhead", "makespan", "rss", "build", "big")
 
 
-def _target_us(o: OverheadResult) -> str:
-    return "" if o.target_us is None else f"≤ {o.target_us:.0f}"
+def measure(sections: Sequence[str], repeats: int, runs: int, big_tasks: int) -> list[Measure]:
+    measures: list[Measure] = []
 
+    async def in_process() -> None:
+        if "overhead" in sections:
+            for store in STORES:
+                measures.extend([await overhead(g, store, repeats, runs) for g in SMALL])
+        if "makespan" in sections:
+            for store in STORES:
+                measures.extend([await makespan(g, store, repeats) for g in ("wide", "layered")])
 
-def _target_mb(m: MemoryResult) -> str:
-    return "" if m.target_mb is None else f"≤ {m.target_mb:.0f}"
-
-
-def markdown_report(
-    spans: list[MakespanResult], overheads: list[OverheadResult], memory: list[MemoryResult]
-) -> str:
-    lines = [
-        f"Measured on {_machine()}; median of the repeats.",
-        "",
-        f"| graph, {LATENCY * 1000:.0f} ms per task | tasks | makespan (s) | ideal = critical "
-        "path (s) | ratio | target | bare anyio ratio |",
-        "|---|---:|---:|---:|---:|---|---:|",
-    ]
-    lines.extend(
-        f"| {r.graph} | {r.tasks} | {r.makespan_s:.3f} | {r.ideal_s:.3f} | {r.ratio:.3f} | "
-        f"≤ {r.target:.2f} {_verdict(r.passed)} | {r.floor_ratio:.3f} |"
-        for r in spans
-    )
-    lines += [
-        "",
-        f"| overhead at 0 ms, max_concurrency={OVERHEAD_CONCURRENCY} | tasks | µs per task "
-        "| CPU µs per task | target |",
-        "|---|---:|---:|---:|---|",
-    ]
-    lines.extend(
-        f"| {o.scenario} | {o.tasks} | {o.us_per_task:.1f} | {o.cpu_us_per_task:.1f} | "
-        f"{_cell(_target_us(o), o.passed)} |"
-        for o in overheads
-    )
-    lines += ["", "| peak RSS, fresh process | tasks | MB | target |", "|---|---:|---:|---|"]
-    lines.extend(
-        f"| {m.scenario} | {m.tasks} | {m.peak_rss_mb:.0f} | {_cell(_target_mb(m), m.passed)} |"
-        for m in memory
-    )
-    return "\n".join(lines)
-
-
-MEMORY: str | None = None
-"""Where runs are persisted (`--memory`); None keeps runs in memory only."""
-
-
-def _memory_url(choice: str | None) -> str | None:
-    if choice is None:
-        return None
-    if choice == "sqlite":
-        return f"sqlite:///{tempfile.mkdtemp(prefix='delegate-bench-')}/runs.db"
-    if choice == "postgres":
-        url = os.environ.get("DELEGATE_TEST_PG_URL")
-        if not url:
-            raise SystemExit("--memory postgres needs DELEGATE_TEST_PG_URL (a PostgreSQL URL)")
-        return url
-    return choice
+    anyio.run(in_process)
+    steps: list[Callable[[], Measure]] = []
+    if "rss" in sections:
+        steps += [lambda g=g, s=s: rss200(g, s) for s in STORES for g in ("wide", "layered")]
+    if "build" in sections:
+        steps.append(lambda: build_time(repeats))
+    if "big" in sections:
+        steps += [
+            lambda g=g, s=s: big(g, s, big_tasks) for s in STORES for g in ("wide", "layered")
+        ]
+    measures.extend(step() for step in steps)
+    return measures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -629,49 +563,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one repeat instead of three")
     parser.add_argument("--json", metavar="PATH", type=Path, help="write the results as JSON")
     parser.add_argument("--markdown", action="store_true", help="also print markdown tables")
-    parser.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only", metavar="SECTIONS", help=f"comma-separated, of: {', '.join(SECTIONS)}"
+    )
+    parser.add_argument(
+        "--big-tasks",
+        type=int,
+        help="tasks of the big runs (default 100,000; 20,000 with --quick)",
+    )
+    parser.add_argument(
+        "--from-json", metavar="PATH", type=Path, help="print the report of a saved --json run"
+    )
     parser.add_argument(
         "--memory",
         metavar="STORE",
-        help="persist runs: 'sqlite' (a temporary file), 'postgres' ($DELEGATE_TEST_PG_URL) or a "
-        "database URL; timings then include durable writes",
+        help="the store of the store rows: 'sqlite' (a temporary file, the default), 'postgres' "
+        "($DELEGATE_TEST_PG_URL) or a database URL",
     )
-    parser.add_argument(
-        "--only",
-        choices=("makespan", "overhead"),
-        help="run only these timings (and skip the memory scenarios)",
-    )
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    global MEMORY
-    MEMORY = _memory_url(args.memory)
+    global STORE_URL
+    STORE_URL = _memory_option(args.memory)
     if args.child:
         run_child(args.child)
         return 0
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        measures = [Measure(**m) for m in saved["measures"]]
+        print(report(measures, saved["import_rss_mb"], markdown=args.markdown))
+        return 0
+    sections = SECTIONS if not args.only else tuple(args.only.split(","))
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     repeats = 1 if args.quick else 3
-
-    async def timings() -> tuple[list[MakespanResult], list[OverheadResult]]:
-        await _warm_up()
-        return await measure_makespans(repeats), await measure_overheads(repeats)
-
-    async def selected() -> tuple[list[MakespanResult], list[OverheadResult]]:
-        await _warm_up()
-        spans = await measure_makespans(repeats) if args.only != "overhead" else []
-        overheads = await measure_overheads(repeats) if args.only != "makespan" else []
-        return spans, overheads
-
-    spans, overheads = anyio.run(selected if args.only else timings)
-    memory = [] if args.only else measure_memory()
-    print(text_report(spans, overheads, memory))
+    runs = RUNS_PER_REPEAT // 2 if args.quick else RUNS_PER_REPEAT
+    big_tasks = args.big_tasks or (QUICK_BIG_TASKS if args.quick else BIG_TASKS)
+    measures = measure(sections, repeats, runs, big_tasks)
+    import_mb = import_rss() if "rss" in sections else None
+    print(report(measures, import_mb, markdown=False))
     if args.markdown:
         print()
-        print(markdown_report(spans, overheads, memory))
+        print(report(measures, import_mb, markdown=True))
     if args.json:
         payload: dict[str, Any] = {
             "machine": _machine(),
             "repeats": repeats,
-            "makespan": [asdict(r) for r in spans],
-            "overhead": [asdict(o) for o in overheads],
-            "memory": [asdict(m) for m in memory],
+            "import_rss_mb": import_mb,
+            "measures": [asdict(m) for m in measures],
         }
         args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     return 0

@@ -29,7 +29,7 @@ from structlog.testing import capture_logs
 from delegate.agents.agent import Agent
 from delegate.agents.limits import Budget
 from delegate.agents.models import ModelRequest, ModelResponse, Price, Usage
-from delegate.agents.tokens import count_messages, count_text
+from delegate.agents.tokens import count_pieces, count_pieces_messages
 from delegate.errors import PriceUnknownError
 from delegate.orchestrator import run as run_module
 from delegate.orchestrator.budget import NANOS_PER_USD, BudgetLedger, format_usd
@@ -45,13 +45,13 @@ TIME_OUT = "the run's time budget ran out"
 
 
 def _input(request: ModelRequest, model: str = "function") -> int:
-    """The input tokens of a request as the gate and the fakes count them."""
-    return count_messages(request.messages, model, request.tools, request.output_schema)
+    """The input tokens of a request as the fakes count them, and so the gate (`count_tokens`)."""
+    return count_pieces_messages(request.messages, model, request.tools, request.output_schema)
 
 
 def _prompt_tokens(prompt: str, model: str = "function") -> int:
     """The input tokens of a one-message request (an agent without instructions)."""
-    return count_messages([{"role": "user", "content": prompt}], model)
+    return count_pieces_messages([{"role": "user", "content": prompt}], model)
 
 
 def _held_within_limits(ledger: BudgetLedger) -> list[str]:
@@ -679,6 +679,9 @@ async def test_usage_beyond_the_reservation_is_recorded_and_logged() -> None:
         {
             "event": "budget_overshoot",
             "log_level": "warning",
+            "run_id": result.run_id,  # the run's and the task's context, bound where they start
+            "task_id": "first",
+            "agent": "w",
             "model": "function",
             "scopes": ("run", "run (Orchestrator(max_calls=500))"),
             "reserved_tokens": input_tokens + 100,
@@ -988,13 +991,13 @@ async def test_usage_by_role_planner_only_usd_and_refusals() -> None:
     plan, work = result.tasks["plan"].usage, result.tasks["work"].usage
     assert plan == Usage(
         input_tokens=_input(planner_model.requests[0], "big"),
-        output_tokens=count_text("a plan in five words", "big"),
+        output_tokens=count_pieces("a plan in five words", "big"),
         cost_usd=planner_price.cost(plan.input_tokens, plan.output_tokens),
         calls=1,
     )
     assert work == Usage(
         input_tokens=_input(worker_model.requests[0], "small"),
-        output_tokens=count_text("the work, done properly and well", "small"),
+        output_tokens=count_pieces("the work, done properly and well", "small"),
         cost_usd=worker_price.cost(work.input_tokens, work.output_tokens),
         calls=1,
     )

@@ -92,3 +92,57 @@ async def test_a_run_whose_store_fails_stops_instead_of_spending_unrecorded(
         await Orchestrator(memory=store, max_concurrency=1).execute(graph)
 
     assert model.calls < 20  # it stopped soon after the store failed, not after 100 calls
+
+
+@pytest.mark.anyio
+async def test_the_recorder_writes_each_task_and_event_as_the_run_saw_it(tmp_path: Path) -> None:
+    from delegate.agents.agent import Agent
+    from delegate.agents.models import ModelRequest
+    from delegate.errors import ProviderUnavailableError
+    from delegate.orchestrator.events import Event
+    from delegate.orchestrator.graph import TaskGraph
+    from delegate.orchestrator.run import Orchestrator
+    from delegate.orchestrator.scheduler import RetryPolicy
+    from delegate.testing import FunctionModel
+
+    def answer(request: ModelRequest) -> str:
+        if "fail" in request.messages[-1]["content"]:
+            raise ProviderUnavailableError("502 bad gateway", model="function")
+        return "naïve ✓ answer"
+
+    agent = Agent("w", FunctionModel(answer, input_price=1.0, output_price=2.0))
+    graph = TaskGraph()
+    first = graph.add("first", agent=agent, prompt="Start.")
+    graph.add("second", agent=agent, prompt="Then fail.", deps=[first])
+    graph.add("third", agent=agent, prompt="Never.", deps=["second"])
+    seen: list[Event] = []
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    async with Orchestrator(memory=url, retry=RetryPolicy(max_retries=0)) as orch:
+        orch.subscribe(seen.append)
+        result = await orch.execute(graph, run_id="r")
+
+    with Store.open(url) as store:
+        tasks = {row.task_id: row for row in store.get_tasks("r")}
+        events = store.get_events("r")
+    assert list(tasks) == ["first", "second", "third"]  # first-write order
+    for task_id, task in result.tasks.items():
+        row = tasks[task_id]
+        assert (row.status, row.attempts, row.error) == (task.status, task.attempts, task.error)
+        assert row.usage == task.usage.to_dict()
+        assert (row.started_at, row.finished_at) == (task.started_at, task.finished_at)  # to the µs
+        assert row.spec == {"agent": "w", "deps": list(task.deps)}
+    assert tasks["first"].output == "naïve ✓ answer"
+    assert tasks["second"].output is None
+    run_events = [event for event in seen if getattr(event, "run_id", None) == "r"]
+    assert run_events.pop().kind == "run_finished"  # announced once the run's row is written
+    assert [(e.seq, e.kind, e.at) for e in events] == [
+        (number, event.kind, event.at) for number, event in enumerate(run_events, start=1)
+    ]
+    succeeded = next(e for e in events if e.kind == "task_succeeded")
+    assert succeeded.data == {
+        "task_id": "first",
+        "attempt": 1,
+        "output": "naïve ✓ answer",
+        "usage": result.tasks["first"].usage.to_dict(),
+        "model": "function",
+    }

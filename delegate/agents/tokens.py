@@ -18,6 +18,22 @@ exact; only a chunk without such a space (a run of whitespace, one enormous word
 is, which may miscount a token or two at the cut. A text too long to fit the model's context
 window whatever its tokens (more characters than the window times the longest token) is not
 tokenized at all: its count is a lower bound, already larger than the window.
+
+Exact counts are loaded lazily: the BPE tables take 73 MB (o200k_base) and 33 MB (cl100k_base) of
+memory and a fraction of a second to build, and most counts change no decision. Three counts,
+from cheapest to exact, each never above the next:
+
+- `count_pieces` / `count_pieces_messages`: one token per piece of the encoding's pre-tokenizer
+  split (the regular expression tiktoken applies before BPE). Every piece is at least one token,
+  so it never exceeds the exact count, and equals it for text of common words. No BPE table is
+  loaded; the fakes in `delegate.testing` bill their usage with it.
+- `count_text` / `count_messages`: exact (for OpenAI models; an estimate for others).
+- `estimate_text` / `estimate_messages`: an upper bound on both, without any tokenizer: the text's
+  UTF-8 bytes (no token is shorter than a byte). The budget gate reserves it when the call fits
+  with room to spare, and counts exactly only when the difference could decide something.
+
+A model may count its own requests (`CountsTokens`): the gate then uses that count, as the model
+bills it.
 """
 
 from __future__ import annotations
@@ -29,21 +45,29 @@ import importlib.util
 import json
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-from unittest import mock
+from typing import TYPE_CHECKING, Any, Protocol
 
 from delegate._log import get_logger
 from delegate.agents.models import Message, ToolDefinition
 
+if TYPE_CHECKING:
+    from delegate.agents.models import ModelRequest
+
 __all__ = [
+    "CountsTokens",
     "Encoding",
     "count_messages",
+    "count_pieces",
+    "count_pieces_messages",
     "count_text",
     "count_tools",
     "encoding_for",
+    "estimate_messages",
+    "estimate_text",
+    "truncate_pieces",
     "truncate_text",
 ]
 
@@ -125,6 +149,8 @@ _build_lock = threading.Lock()
 @functools.cache
 def _tiktoken(name: str) -> _Tiktoken | None:
     """Build a tiktoken encoding from the shipped file; None if that is impossible offline."""
+    from unittest import mock  # (only here: importing it costs ~30 ms)
+
     import tiktoken
     from tiktoken_ext import openai_public
 
@@ -231,18 +257,38 @@ def truncate_text(text: str, max_tokens: int, model: str) -> str:
 
 def count_tools(tools: Sequence[ToolDefinition], model: str) -> int:
     """Tokens the tool schemas add to a request (their JSON, as providers inline it)."""
+    return _tools_tokens(tools, functools.partial(count_text, model=model))
+
+
+def _tools_tokens(tools: Sequence[ToolDefinition], count: Callable[[str], int]) -> int:
     if not tools:
         return 0
-    text = json.dumps([tool.to_openai() for tool in tools], separators=(",", ":"))
-    return _TOOLS_OVERHEAD + count_text(text, model)
+    return _TOOLS_OVERHEAD + count(
+        json.dumps([tool.to_openai() for tool in tools], separators=(",", ":"))
+    )
 
 
-def _message_texts(message: Message) -> Iterable[str]:
-    yield message["content"]
-    for call in message.get("tool_calls", ()):
-        function = call.get("function", {})
-        yield str(function.get("name", ""))
-        yield str(function.get("arguments", ""))
+def _request_tokens(
+    messages: Sequence[Message],
+    tools: Sequence[ToolDefinition],
+    output_schema: dict[str, Any] | None,
+    count: Callable[[str], int],
+) -> int:
+    """A chat request's input tokens with `count` as the text counter: texts plus framing."""
+    total = _REPLY_PRIMING
+    for message in messages:
+        total += _TOKENS_PER_MESSAGE + count(message["content"])
+        for call in message.get("tool_calls", ()):
+            function = call.get("function", {})
+            total += count(str(function.get("name", ""))) + count(
+                str(function.get("arguments", ""))
+            )
+        if "name" in message:
+            total += _TOKENS_PER_NAME
+    total += _tools_tokens(tools, count)
+    if output_schema is not None:
+        total += count(json.dumps(output_schema, separators=(",", ":")))
+    return total
 
 
 def count_messages(
@@ -252,14 +298,159 @@ def count_messages(
     output_schema: dict[str, Any] | None = None,
 ) -> int:
     """Input tokens of a chat request: texts plus framing, tool schemas and the output schema."""
-    total = _REPLY_PRIMING
-    for message in messages:
-        total += _TOKENS_PER_MESSAGE
-        for text in _message_texts(message):
-            total += count_text(text, model)
-        if "name" in message:
-            total += _TOKENS_PER_NAME
-    total += count_tools(tools, model)
-    if output_schema is not None:
-        total += count_text(json.dumps(output_schema, separators=(",", ":")), model)
-    return total
+    return _request_tokens(
+        messages, tools, output_schema, functools.partial(count_text, model=model)
+    )
+
+
+# --- the upper bound: no tokenizer ------------------------------------------------------------
+
+
+def estimate_text(text: str) -> int:
+    """An upper bound on `count_text(text, model)` for every model, without a tokenizer.
+
+    It is the text's UTF-8 length in bytes: every token of a byte-level BPE stands for at least
+    one byte of the text. About four times the exact count for English prose.
+    """
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def estimate_messages(
+    messages: Sequence[Message],
+    tools: Sequence[ToolDefinition] = (),
+    output_schema: dict[str, Any] | None = None,
+) -> int:
+    """An upper bound on `count_messages(...)` for every model, without a tokenizer: the same
+    framing, each text at `estimate_text`."""
+    return _request_tokens(messages, tools, output_schema, estimate_text)
+
+
+# --- the lower bound: the pre-tokenizer's pieces -----------------------------------------------
+
+# tiktoken's split patterns (tiktoken_ext/openai_public.py), applied before BPE merges pieces.
+_CL100K_PIECES = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+_O200K_PIECES = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"""
+        r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"""
+        r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+
+
+# The same patterns for ASCII text, in Python's own `re`, which matches them three times faster
+# (tested equal on random ASCII): \p{L} is [A-Za-z] there, \p{Lu} [A-Z], \p{Ll} [a-z], \p{N}
+# [0-9], and no ASCII character is a mark (\p{M}) or in \p{Lt}, \p{Lm} or \p{Lo}.
+_ASCII_CASES = "(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+_CL100K_ASCII = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\nA-Za-z0-9]?+[A-Za-z]++|[0-9]{1,3}+| ?[^\sA-Za-z0-9]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+_O200K_ASCII = "|".join(
+    [
+        r"""[^\r\nA-Za-z0-9]?[A-Z]*[a-z]+""" + _ASCII_CASES,
+        r"""[^\r\nA-Za-z0-9]?[A-Z]+[a-z]*""" + _ASCII_CASES,
+        r"""[0-9]{1,3}""",
+        r""" ?[^\sA-Za-z0-9]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+
+
+class _Pattern(Protocol):
+    def finditer(self, text: str) -> Iterator[Any]: ...
+
+    def findall(self, text: str) -> list[Any]: ...
+
+
+@functools.cache
+def _pieces_pattern(encoding: str, ascii: bool) -> _Pattern:
+    if ascii:
+        return re.compile(_O200K_ASCII if encoding == "o200k_base" else _CL100K_ASCII, re.ASCII)
+    # `regex` (tiktoken's own dependency) understands \p{...} classes, as tiktoken's Rust
+    # regex engine does; Python's `re` does not. Imported here: most texts are ASCII.
+    import regex  # type: ignore[import-untyped]
+
+    pattern: _Pattern = regex.compile(_O200K_PIECES if encoding == "o200k_base" else _CL100K_PIECES)
+    return pattern
+
+
+def _piece_ends(text: str, encoding: str) -> Iterator[int]:
+    """Where each piece of `text` ends, chunk by chunk (chunks are cut where pieces end)."""
+    offset = 0
+    for chunk in _chunks(text):
+        for match in _pieces_pattern(encoding, chunk.isascii()).finditer(chunk):
+            yield offset + match.end()
+        offset += len(chunk)
+
+
+def _count_pieces(text: str, encoding: str) -> int:
+    if len(text) <= _CHUNK_CHARS:
+        return len(_pieces_pattern(encoding, text.isascii()).findall(text))
+    return sum(1 for _ in _piece_ends(text, encoding))
+
+
+_count_pieces_short = functools.lru_cache(maxsize=8192)(_count_pieces)
+
+
+def count_pieces(text: str, model: str) -> int:
+    """Pieces of `text` in the split `model`'s encoding makes before BPE: a lower bound on
+    `count_text(text, model)`, equal to it for text of common words, without a BPE table.
+
+    Deterministic and cheap (a regular expression): the fakes in `delegate.testing` bill with it.
+    """
+    if not text:
+        return 0
+    name = encoding_for(model).name
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _count_pieces_short(text, name)
+    return _count_pieces(text, name)
+
+
+def count_pieces_messages(
+    messages: Sequence[Message],
+    model: str,
+    tools: Sequence[ToolDefinition] = (),
+    output_schema: dict[str, Any] | None = None,
+) -> int:
+    """`count_messages` with each text at `count_pieces`: a lower bound on it."""
+    return _request_tokens(
+        messages, tools, output_schema, functools.partial(count_pieces, model=model)
+    )
+
+
+def truncate_pieces(text: str, max_pieces: int, model: str) -> str:
+    """The first `max_pieces` pieces of `text` (see `count_pieces`): an answer cut at a limit."""
+    if max_pieces <= 0:
+        return ""
+    name = encoding_for(model).name
+    for seen, end in enumerate(_piece_ends(text, name), start=1):
+        if seen == max_pieces:
+            return text[:end]
+    return text
+
+
+class CountsTokens(Protocol):
+    """A `Model` that counts a request's input tokens itself, the way it bills them.
+
+    The budget gate uses this count instead of a tokenizer's, so a reservation and the usage the
+    model reports agree exactly (the fakes in `delegate.testing` count this way). A wrapper
+    model should pass the call on to the model it wraps.
+    """
+
+    def count_tokens(self, request: ModelRequest) -> int:
+        """Input tokens of `request`, as this model will report them."""
+        ...

@@ -15,14 +15,13 @@ output that JSON cannot hold is stored as not restorable, and the task runs agai
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 import anyio.from_thread
@@ -31,9 +30,8 @@ import anyio.to_thread
 from pydantic import BaseModel
 
 from delegate._log import get_logger
-from delegate.agents.limits import Budget
 from delegate.agents.models import Usage
-from delegate.errors import GraphError, StoreError
+from delegate.errors import StoreError
 from delegate.orchestrator.events import (
     Event,
     TaskCancelled,
@@ -41,22 +39,24 @@ from delegate.orchestrator.events import (
     TaskSkipped,
     TaskSucceeded,
 )
-from delegate.orchestrator.graph import Task, TaskFunction, TaskGraph
 
 if TYPE_CHECKING:
-    from delegate.memory.records import EventRecord, TaskRecord
+    from delegate.memory.records import TaskRecord
     from delegate.memory.store import Store
+    from delegate.orchestrator._lease import RunLease
     from delegate.orchestrator.calls import RunAccount
-    from delegate.orchestrator.lease import RunLease
     from delegate.orchestrator.scheduler import Node
 
-__all__ = ["RunRecorder", "graph_from_spec", "graph_spec", "restore_output", "to_json"]
+__all__ = ["RunRecorder", "restore_output", "to_json"]
 
 FLUSH_INTERVAL = 0.005
 """Seconds between two group commits of a run's writer thread."""
 
 MAX_PENDING = 512
 """Events that may wait to be written; past it the event loop writes a batch itself."""
+
+_EARLY = MAX_PENDING // 4
+"""Events waiting at which the writer is woken before its tick."""
 
 log = get_logger("delegate.persist")
 
@@ -115,102 +115,6 @@ def restore_output(value: Any, output_type: type[BaseModel] | None) -> Any:
     return value
 
 
-_NOT_IMPORTABLE = "<not importable>:"
-
-
-def _function_path(task: Task) -> str | None:
-    """A function task's import path; a marker for one that has none (a lambda, a closure)."""
-    fn = task.fn
-    if fn is None:
-        return None
-    module = getattr(fn, "__module__", None)
-    qualname = getattr(fn, "__qualname__", "")
-    if module is None or not qualname or "<" in qualname:
-        return f"{_NOT_IMPORTABLE}{fn!r}"[:300]
-    return f"{module}:{qualname}"
-
-
-def _load_function(path: str, task_id: str) -> TaskFunction:
-    if path.startswith(_NOT_IMPORTABLE):
-        # Resume can still restore this task's output; only running it again is impossible.
-        def not_importable(ctx: Any) -> Any:
-            raise GraphError(
-                f"task {task_id!r} must run again to resume the run, but its function "
-                f"({path.removeprefix(_NOT_IMPORTABLE)}) is a lambda or a nested function, which "
-                "a stored run cannot import; make it a module-level function"
-            )
-
-        return not_importable
-    module_name, _, qualname = path.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise GraphError(
-            f"task {task_id!r}: its function {path!r} cannot be imported to resume the run "
-            f"({exc}); resume from a process that can import it"
-        ) from None
-    if not callable(target):
-        raise GraphError(f"task {task_id!r}: {path!r} is not callable")
-    fn: TaskFunction = target
-    return fn
-
-
-def graph_spec(tasks: Sequence[Task]) -> dict[str, Any]:
-    """The graph as JSON data: tasks in order, agents and judges by name, functions by path."""
-    specs = [
-        {
-            "id": task.id,
-            "agent": task.agent_name,
-            "fn": _function_path(task),
-            "prompt": task.prompt,
-            "deps": list(task.deps),
-            "timeout": task.timeout,
-            "retries": task.retries,
-            "weight": task.weight,
-            "budget": None if task.budget is None else asdict(task.budget),
-            "max_output_tokens": task.max_output_tokens,
-            "reasoning_effort": task.reasoning_effort,
-            "verify": task.verify_name,
-            "votes": task.votes,
-            "variables": to_json(dict(task.variables)),
-            "after": task.after,
-        }
-        for task in tasks
-    ]
-    return {"version": 1, "tasks": specs}
-
-
-def graph_from_spec(spec: Mapping[str, Any]) -> TaskGraph:
-    """Rebuild a stored graph; agents and judges stay names, resolved against the workers.
-
-    Specs stored before a field existed rebuild with its default.
-    """
-    graph = TaskGraph()
-    for item in spec.get("tasks", ()):
-        budget = item.get("budget")
-        fn_path = item.get("fn")
-        graph.add(
-            item["id"],
-            agent=item.get("agent") if fn_path is None else None,
-            fn=None if fn_path is None else _load_function(fn_path, item["id"]),
-            prompt=item.get("prompt", ""),
-            deps=item.get("deps", ()),
-            timeout=item.get("timeout"),
-            retries=item.get("retries"),
-            weight=item.get("weight", 1.0),
-            budget=None if budget is None else Budget(**budget),
-            max_output_tokens=item.get("max_output_tokens"),
-            reasoning_effort=item.get("reasoning_effort"),
-            verify=item.get("verify"),
-            votes=item.get("votes"),
-            variables=item.get("variables"),
-            after=item.get("after", "success"),
-        )
-    return graph
-
-
 def restore_nodes(
     nodes: Sequence[Node], restored: Mapping[str, TaskRecord], account: RunAccount
 ) -> None:
@@ -254,21 +158,49 @@ def _timestamp(value: float | None) -> datetime | None:
 
 
 def _event_data(event: Event) -> dict[str, Any]:
-    return {
-        name: to_json(getattr(event, name))
-        for name in _event_fields(type(event))
-        if name not in ("run_id", "at")
-    }
+    return {name: to_json(getattr(event, name)) for name in _event_fields(type(event))}
 
 
 _FIELDS: dict[type[Event], tuple[str, ...]] = {}
 
 
 def _event_fields(kind: type[Event]) -> tuple[str, ...]:
+    """The fields of an event's stored data: all but `run_id` and `at` (columns of their own)."""
     names = _FIELDS.get(kind)
     if names is None:
-        names = _FIELDS[kind] = tuple(f.name for f in fields(kind))
+        names = tuple(f.name for f in fields(kind) if f.name not in ("run_id", "at"))
+        _FIELDS[kind] = names
     return names
+
+
+class _EventRow(NamedTuple):
+    """An event as `Store.write_batch` writes it (what it reads of an `EventRecord`)."""
+
+    run_id: str
+    kind: str
+    at: float
+    data: dict[str, Any]
+
+
+class _TaskRow(NamedTuple):
+    """A task's state as `Store.write_batch` writes it (what it reads of a `TaskRecord`).
+
+    Tuples, not pydantic records: one is made for every event of a durable run, on the event
+    loop, and a model's construction cost several times a tuple's.
+    """
+
+    run_id: str
+    task_id: str
+    spec: dict[str, Any]
+    status: str
+    attempts: int
+    agent: str | None
+    model: str | None
+    output: Any
+    error: str | None
+    usage: dict[str, Any]
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 class RunRecorder:
@@ -304,60 +236,61 @@ class RunRecorder:
         self.account = account
         self._lock = threading.Lock()  # guards what waits to be written
         self._graph: dict[str, Any] | None = None
-        self._tasks: dict[str, TaskRecord] = {}
-        self._events: list[EventRecord] = []
+        self._tasks: dict[str, _TaskRow] = {}
+        self._events: list[_EventRow] = []
         self._commit_lock = threading.Lock()  # one commit at a time, from whichever thread
         self._spend_written = -1  # the account's `changes` when its spend was last written
         self._started = 0  # commits started
         self._completed = 0  # commits finished
         self._stop = threading.Event()
+        self._due = threading.Event()  # set to start a commit before the writer's next tick
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._closed = anyio.Event()
 
     def __call__(self, event: Event) -> None:
         """The event handler: queue the event (and the task's result when it finished)."""
-        from delegate.memory.records import EventRecord
-
         if getattr(event, "run_id", None) != self.run_id:
             return
-        # model_construct: the values are ours and already JSON data; validation would cost
-        # more than the write itself.
-        record = EventRecord.model_construct(
-            run_id=self.run_id, seq=0, kind=event.kind, at=event.at, data=_event_data(event)
-        )
+        if self._thread is None:
+            self._start()  # `run` may not have had its turn yet: the loop never yielded
+        # The values are ours and already JSON data: no validation, and JSON is encoded once,
+        # in the writer thread.
+        row = _EventRow(self.run_id, event.kind, event.at, _event_data(event))
         task = None
         if isinstance(event, _TERMINAL_EVENTS):
             node = self.by_id.get(event.task_id)
             if node is not None:
                 task = self.task_record(node)
         with self._lock:
-            self._events.append(record)
+            self._events.append(row)
             if task is not None:
                 self._tasks[task.task_id] = task
-            full = len(self._events) >= MAX_PENDING
-        if full and self._thread is not None:
+            pending = len(self._events)
+        if pending >= MAX_PENDING:
             # Back-pressure: the run makes events faster than the writer writes them.
             self._commit()
+        elif pending == _EARLY:
+            # Wake the writer before its tick: a commit started now is done before the loop
+            # would have to write one itself (while it writes, the loop stands still).
+            self._due.set()
 
-    def task_record(self, node: Node) -> TaskRecord:
-        """The stored form of a task's current state."""
-        from delegate.memory.records import TaskRecord
-
+    def task_record(self, node: Node) -> _TaskRow:
+        """The stored form of a task's current state (what `Store.write_batch` writes)."""
         task = node.task
-        return TaskRecord.model_construct(
-            run_id=self.run_id,
-            task_id=task.id,
-            spec={"agent": task.agent_name, "deps": list(task.deps)},
-            status=node.status,
-            attempts=node.attempts,
-            agent=node.answered_by or task.agent_name,
-            model=node.model,
-            output=to_json(node.output) if node.status == "succeeded" else None,
-            error=node.error,
-            usage=node.usage.to_dict(),
-            started_at=_timestamp(node.started_at),
-            finished_at=_timestamp(node.finished_at),
+        return _TaskRow(
+            self.run_id,
+            task.id,
+            {"agent": task.agent_name, "deps": list(task.deps)},
+            node.status,
+            node.attempts,
+            node.answered_by or task.agent_name,
+            node.model,
+            to_json(node.output) if node.status == "succeeded" else None,
+            node.error,
+            node.usage.to_dict(),
+            _timestamp(node.started_at),
+            _timestamp(node.finished_at),
         )
 
     async def run(self) -> None:
@@ -366,24 +299,35 @@ class RunRecorder:
         Raises:
             StoreError: a commit failed (the run cannot be kept).
         """
-        self._token = anyio.lowlevel.current_token()
-        self._thread = threading.Thread(
-            target=self._write_loop, name=f"delegate-writer-{self.run_id}"[:60], daemon=True
-        )
-        self._thread.start()
+        thread = self._start()
         try:
             await self._closed.wait()
         finally:
             self._stop.set()
+            self._due.set()
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._thread.join)
+                await anyio.to_thread.run_sync(thread.join)
                 await anyio.to_thread.run_sync(self._commit)
         self._raise_failure()
+
+    def _start(self) -> threading.Thread:
+        """The writer thread, started on the first call (from the event loop's thread)."""
+        if self._thread is None:
+            self._token = anyio.lowlevel.current_token()
+            self._thread = threading.Thread(
+                target=self._write_loop, name=f"delegate-writer-{self.run_id}"[:60], daemon=True
+            )
+            self._thread.start()
+        return self._thread
 
     def _write_loop(self) -> None:
         """The writer thread: a commit every `FLUSH_INTERVAL`, whatever the event loop does, and
         the lease renewed on the same clock."""
-        while not self._stop.wait(FLUSH_INTERVAL):
+        while True:
+            self._due.wait(FLUSH_INTERVAL)
+            if self._stop.is_set():
+                return
+            self._due.clear()
             try:
                 self._commit()
             except BaseException:
@@ -434,8 +378,11 @@ class RunRecorder:
         self._raise_failure()
 
     def close(self) -> None:
-        """Ask `run` to write what is left and stop."""
+        """Ask `run` to write what is left and stop; the writer thread stops too (even when
+        `run` never had its turn: the first event started the thread)."""
         self._closed.set()
+        self._stop.set()
+        self._due.set()
 
     def _commit(self, target: int | None = None) -> None:
         """Write what waits, in one transaction; with `target`, only until commit number

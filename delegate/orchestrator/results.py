@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, cast
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar
 
 from delegate.agents.models import Usage
+from delegate.errors import TaskNotSucceeded
 from delegate.orchestrator.planned import PlanRevision
 from delegate.orchestrator.scheduler import TaskStatus
 
 if TYPE_CHECKING:
     from delegate.orchestrator.calls import RunAccount
+    from delegate.orchestrator.graph import Task
     from delegate.orchestrator.scheduler import Node
 
 __all__ = [
@@ -31,6 +34,10 @@ __all__ = [
 ]
 
 RunStatus = Literal["succeeded", "partial", "failed"]
+
+OutputT = TypeVar("OutputT", default=object)
+"""What a task or a run answers (`object` where nothing says more)."""
+R = TypeVar("R")
 
 
 class RunUsage(BaseModel):
@@ -67,14 +74,14 @@ class RunUsage(BaseModel):
     planner_only_usd: float | None = None
 
 
-class TaskResult(BaseModel):
-    """What happened to one task of a run."""
+class TaskResult(BaseModel, Generic[OutputT]):
+    """What happened to one task of a run; `RunResult.task(handle)` types its `output`."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     id: str
     status: TaskStatus
-    output: Any = None
+    output: OutputT | None = None
     error: str | None = None
     attempts: int = 0
     usage: Usage = Field(default_factory=Usage)
@@ -85,7 +92,7 @@ class TaskResult(BaseModel):
     finished_at: datetime | None = None
 
 
-class RunResult(BaseModel):
+class RunResult(BaseModel, Generic[OutputT]):
     """The outcome of a run.
 
     Attributes:
@@ -104,13 +111,19 @@ class RunResult(BaseModel):
 
     For a planned run, `output` is the final answer (text, or the `output_type` instance), and
     `tasks` holds every planned task, failed ones included.
+
+    Read a task's output through its handle, typed as the task answers: `result[task]` (raises
+    `TaskNotSucceeded` when it did not succeed) or `result.task(task)` (its whole `TaskResult`).
+    `RunResult` is generic in the run's output: `Orchestrator.run(goal, output_type=Answer)`
+    returns a `RunResult[Answer]`, `run(goal)` a `RunResult[str]`, `execute` a
+    `RunResult[object]`.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     run_id: str
     status: RunStatus
-    output: Any = None
+    output: OutputT | None = None
     tasks: dict[str, TaskResult]
     usage: RunUsage
     started_at: datetime
@@ -118,6 +131,30 @@ class RunResult(BaseModel):
     goal: str | None = None
     plans: list[PlanRevision] = Field(default_factory=list)
     error: str | None = None
+
+    def __getitem__(self, task: Task[R]) -> R:
+        """The output of `task` (a handle of this run's graph), typed as the task answers.
+
+        Raises:
+            KeyError: the run has no task with the handle's id.
+            TaskNotSucceeded: the task failed, was skipped or was cancelled (`.status`, `.error`).
+        """
+        found = self.task(task)
+        if found.status != "succeeded":
+            raise TaskNotSucceeded(found.id, found.status, found.error)
+        return cast("R", found.output)
+
+    def task(self, task: Task[R] | str) -> TaskResult[R]:
+        """The `TaskResult` of `task` (a handle, or a task id), its `output` typed as it answers.
+
+        Raises:
+            KeyError: the run has no such task.
+        """
+        task_id = task if isinstance(task, str) else task.id
+        found = self.tasks.get(task_id)
+        if found is None:
+            raise KeyError(f"run {self.run_id!r} has no task {task_id!r}")
+        return cast("TaskResult[R]", found)
 
     @property
     def duration(self) -> float:
@@ -172,6 +209,25 @@ def usage_of(account: RunAccount, named: Mapping[str, str], planner_only: float 
     )
 
 
+_TASK_FIELDS = frozenset(TaskResult.model_fields)
+_set = object.__setattr__
+
+
+def _task_result(values: dict[str, Any]) -> TaskResult:
+    """`TaskResult.model_construct(**values)` with every field given, five times faster.
+
+    The values come from the scheduler, already typed: validating them again would cost ~10 µs
+    a task, and even `model_construct` walks every field's default (~5 µs). This sets what it
+    would set (tests/test_results.py checks the two agree).
+    """
+    result = TaskResult.__new__(TaskResult)
+    _set(result, "__dict__", values)
+    _set(result, "__pydantic_fields_set__", set(_TASK_FIELDS))
+    _set(result, "__pydantic_extra__", None)
+    _set(result, "__pydantic_private__", None)
+    return result
+
+
 def _status(nodes: Sequence[Node], deadline_passed: bool) -> RunStatus:
     succeeded = sum(node.status == "succeeded" for node in nodes)
     if succeeded == len(nodes):
@@ -188,21 +244,21 @@ def result_of(
     finished: float,
 ) -> RunResult:
     """The result of a run from its scheduler's nodes."""
-    # model_construct: these values come from the scheduler, already typed; validating 10,000
-    # of them again would cost ~10 µs a task.
     tasks = {
-        node.task.id: TaskResult.model_construct(
-            id=node.task.id,
-            status=node.status,
-            output=node.output,
-            error=node.error,
-            attempts=node.attempts,
-            usage=node.usage,
-            agent=node.answered_by or node.task.agent_name,
-            model=node.model,
-            deps=node.task.deps,
-            started_at=_timestamp(node.started_at),
-            finished_at=_timestamp(node.finished_at),
+        node.task.id: _task_result(
+            {
+                "id": node.task.id,
+                "status": node.status,
+                "output": node.output,
+                "error": node.error,
+                "attempts": node.attempts,
+                "usage": node.usage,
+                "agent": node.answered_by or node.task.agent_name,
+                "model": node.model,
+                "deps": node.task.deps,
+                "started_at": _timestamp(node.started_at),
+                "finished_at": _timestamp(node.finished_at),
+            }
         )
         for node in nodes
     }
