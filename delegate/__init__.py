@@ -26,7 +26,18 @@ from delegate.agents.models import (
     Usage,
     resolve_model,
 )
+from delegate.agents.rate_limits import RateLimit, RateLimitedModel, RateLimiter
+from delegate.agents.retry import RetryPolicy
 from delegate.agents.tools import Tool, tool
+from delegate.agents.wrappers import (
+    ConcurrencyLimitedModel,
+    FallbackModel,
+    InstrumentedModel,
+    ModelCall,
+    ModelHooks,
+    RetryModel,
+    WrapperModel,
+)
 from delegate.errors import (
     AuthenticationError,
     BadRequestError,
@@ -36,6 +47,7 @@ from delegate.errors import (
     ContextWindowExceededError,
     CorruptRecordError,
     DelegateError,
+    FallbackFailed,
     GraphError,
     JSONInputError,
     MemoryInputError,
@@ -52,6 +64,7 @@ from delegate.errors import (
     RunExistsError,
     RunLeasedError,
     StoreError,
+    TaskNotSucceeded,
     TaskTimeoutError,
     TemplateError,
     ToolLoopError,
@@ -77,12 +90,12 @@ from delegate.orchestrator.events import (
     TaskStarted,
     TaskSucceeded,
 )
-from delegate.orchestrator.graph import Task, TaskContext, TaskGraph, TaskSpec
+from delegate.orchestrator.graph import GraphSpec, Task, TaskContext, TaskGraph, TaskSpec
 from delegate.orchestrator.planned import GoalCheck, PlanRevision
 from delegate.orchestrator.planner import Plan, Planner, PlanResult, PlanTask
 from delegate.orchestrator.run import Orchestrator, RunResult, RunStatus, RunUsage, TaskResult
-from delegate.orchestrator.scheduler import RetryPolicy, TaskStatus
-from delegate.simulate import SimulatedModel
+from delegate.orchestrator.scheduler import TaskStatus
+from delegate.testing import SimulatedModel
 
 try:
     __version__ = _version("delegate")
@@ -96,6 +109,7 @@ __all__ = [
     "BadRequestError",
     "Budget",
     "BudgetExceeded",
+    "ConcurrencyLimitedModel",
     "ConfigError",
     "ContentPolicyError",
     "ContextWindowExceededError",
@@ -104,15 +118,21 @@ __all__ = [
     "Estimate",
     "Event",
     "EventBus",
+    "FallbackFailed",
+    "FallbackModel",
     "GoalCheck",
     "GraphError",
+    "GraphSpec",
+    "InstrumentedModel",
     "JSONInputError",
     "LiteLLMModel",
     "MemoryInputError",
     "Message",
     "Model",
+    "ModelCall",
     "ModelCaller",
     "ModelError",
+    "ModelHooks",
     "ModelRequest",
     "ModelRequestsBlocked",
     "ModelResponse",
@@ -132,7 +152,11 @@ __all__ = [
     "Price",
     "PriceUnknownError",
     "ProviderUnavailableError",
+    "RateLimit",
     "RateLimitError",
+    "RateLimitedModel",
+    "RateLimiter",
+    "RetryModel",
     "RetryPolicy",
     "RunExistsError",
     "RunFinished",
@@ -150,6 +174,7 @@ __all__ = [
     "TaskEstimate",
     "TaskFailed",
     "TaskGraph",
+    "TaskNotSucceeded",
     "TaskQueued",
     "TaskResult",
     "TaskRetried",
@@ -169,6 +194,7 @@ __all__ = [
     "Verdict",
     "VerificationFailed",
     "WorkflowError",
+    "WrapperModel",
     "__version__",
     "resolve_model",
     "tool",

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from delegate.orchestrator import run as run_module
+from delegate.orchestrator import _setup
 from delegate.orchestrator.budget import BudgetLedger, BudgetScope
 
 __all__ = ["capture_ledgers", "run_scope"]
@@ -29,7 +29,7 @@ def capture_ledgers() -> Iterator[list[BudgetLedger]]:
         return ledger
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run_module, "BudgetLedger", make)
+        patch.setattr(_setup, "BudgetLedger", make)
         yield made
 
 

@@ -18,7 +18,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_delegate_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    # Runs persist to $DELEGATE_HOME/delegate.db by default: keep the suite's runs out of ~.
+    # The CLI and YAML workflows keep runs in $DELEGATE_HOME/delegate.db: keep the suite's out
+    # of ~. Without DELEGATE_DB_URL an Orchestrator() keeps nothing: a test that is not about
+    # the store runs without one.
     saved = {name: os.environ.get(name) for name in ("DELEGATE_HOME", "DELEGATE_DB_URL")}
     os.environ["DELEGATE_HOME"] = str(tmp_path_factory.mktemp("delegate-home"))
     os.environ.pop("DELEGATE_DB_URL", None)

@@ -28,8 +28,7 @@ from delegate.orchestrator.checks import (
     Verdict,
     run_checked,
 )
-from delegate.orchestrator.graph import TaskGraph
-from delegate.orchestrator.persist import graph_from_spec, graph_spec
+from delegate.orchestrator.graph import GraphSpec, TaskGraph
 from delegate.orchestrator.run import Orchestrator, RunResult
 from delegate.orchestrator.scheduler import RetryPolicy
 from delegate.testing import FunctionModel, ScriptedModel
@@ -478,8 +477,8 @@ def test_graph_spec_keeps_the_new_task_fields() -> None:
     )
     g.add("plain", agent="w", prompt=ASK)
 
-    spec = json.loads(json.dumps(graph_spec(list(g))))
-    rebuilt = graph_from_spec(spec)
+    spec = json.loads(json.dumps(g.spec().to_json()))
+    rebuilt = TaskGraph.from_spec(GraphSpec.from_json(spec))
 
     task = rebuilt["t"]
     assert (task.verify, task.votes, task.max_output_tokens, task.reasoning_effort) == (
@@ -499,7 +498,7 @@ def test_graph_spec_keeps_the_new_task_fields() -> None:
 
 def test_a_spec_stored_before_the_new_fields_still_loads() -> None:
     spec = {"version": 1, "tasks": [{"id": "t", "agent": "w", "prompt": "x", "deps": []}]}
-    task = graph_from_spec(spec)["t"]
+    task = TaskGraph.from_spec(GraphSpec.from_json(spec))["t"]
     assert (task.verify, task.votes) == (None, None)
 
 
@@ -537,7 +536,7 @@ async def test_resume_keeps_verify_and_votes(tmp_path: Path) -> None:
 
 
 def test_the_auto_call_guard_counts_votes_and_judges() -> None:
-    from delegate.orchestrator.run import _answers
+    from delegate.orchestrator._setup import answers as _answers
 
     judge = Agent("judge", FunctionModel(lambda r: "ok"))
     voter = Agent("voter", FunctionModel(lambda r: "x"), votes=5, verify=judge)

@@ -368,7 +368,7 @@ def test_hostile_input_files_are_refused(tmp_path: Path, url: str) -> None:
 
 
 def test_tokens_reads_a_bounded_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("delegate.cli._MAX_TOKENS_TEXT", 10)
+    monkeypatch.setattr("delegate.cli.tokens._MAX_TOKENS_TEXT", 10)
     result = CliRunner().invoke(main, ["tokens", "-"], input="x" * 11, prog_name="delegate")
     assert _one_line_error(result) == "stdin has more than 10 characters; count a part of it"
 

@@ -1,5 +1,5 @@
-"""The run-facing `delegate` commands: run, plan, runs, show, resume (`delegate.cli_run`,
-`delegate.cli_show`)."""
+"""The run-facing `delegate` commands: run, plan, runs, show, resume (`delegate.cli.run`,
+`delegate.cli.runs`), and what they show (`delegate.cli._live`, `_summary`, `_stored`)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,9 @@ from click.testing import CliRunner, Result
 from delegate import Agent, Orchestrator, TaskGraph
 from delegate.agents.models import ModelRequest, Usage
 from delegate.cli import main
-from delegate.cli_run import (
-    SIMULATED_NOTE,
-    RunDisplay,
-    credentials_message,
-    format_usd,
-    print_summary,
-    result_json,
-)
+from delegate.cli._format import SIMULATED_NOTE, format_usd
+from delegate.cli._live import RunDisplay
+from delegate.cli._summary import credentials_message, print_summary, result_json
 from delegate.errors import PermanentModelError
 from delegate.memory.records import RunRecord, TaskRecord
 from delegate.memory.store import Store
@@ -216,7 +211,7 @@ def test_runs_without_a_default_store_yet_says_how_to_start_one_and_creates_none
     assert not (tmp_path / "home" / "delegate.db").exists()
 
 
-def test_runs_reads_the_default_store_of_the_library(
+def test_runs_reads_the_home_store_the_library_writes_with_memory_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DELEGATE_HOME", str(tmp_path / "home"))
@@ -224,7 +219,7 @@ def test_runs_reads_the_default_store_of_the_library(
     scout = Agent("scout", _worker())
     graph = TaskGraph()
     graph.add("facts", agent=scout, prompt="Do facts.")
-    Orchestrator(workers=[scout]).execute_sync(graph, run_id="default-1")  # memory="default"
+    Orchestrator(workers=[scout], memory="home").execute_sync(graph, run_id="default-1")
 
     result = invoke("runs", "--json")
 
@@ -729,6 +724,35 @@ def test_every_config_runs_simulated(config: Path, url: str) -> None:
         config.stem,
     )
     assert "(simulated)" in invoke("runs", "--db", url).stdout
+
+
+def test_run_without_db_keeps_the_run_in_the_home_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The library keeps runs only where its user says; the command keeps every run in the home
+    # store, where `runs`, `show` and `resume` find it without --db.
+    monkeypatch.setenv("DELEGATE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DELEGATE_DB_URL", raising=False)
+    config = ROOT / "configs" / "market-brief.yaml"
+    args = ["run", str(config), *_input_args(config), "--simulate", "--time-scale", "0"]
+
+    result = invoke(*args, "--run-id", "at-home", "--json")
+
+    assert result.exit_code == 0, result.output
+    home = tmp_path / "home" / "delegate.db"
+    with Store.open(f"sqlite:///{home}") as store:
+        assert [run.id for run in store.list_runs()] == ["at-home"]
+    assert [run["run_id"] for run in json.loads(invoke("runs", "--json").stdout)["runs"]] == [
+        "at-home"
+    ]
+    shown = json.loads(invoke("show", "at-home", "--json").stdout)
+    assert (shown["run_id"], shown["status"]) == ("at-home", "succeeded")
+    resumed = invoke("resume", "at-home")
+    assert resumed.exit_code == 2
+    assert resumed.stderr == (
+        "Error: run 'at-home' already succeeded: there is nothing to resume; "
+        "`delegate show at-home` shows it\n"
+    )
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)

@@ -227,7 +227,7 @@ async def test_an_unwritable_default_home_is_a_clear_store_error(
     graph = TaskGraph()
     graph.add("a", fn=double_of_two)
     with pytest.raises(DelegateError, match="DELEGATE_HOME"):
-        await Orchestrator().execute(graph)
+        await Orchestrator(memory="home").execute(graph)
     assert (await Orchestrator(memory=None).execute(graph)).output == 4
 
 

@@ -16,8 +16,8 @@ from delegate import Agent, Orchestrator, TaskContext, TaskGraph
 from delegate.agents.models import ModelRequest
 from delegate.errors import StoreError
 from delegate.memory.store import Store
+from delegate.orchestrator._persist import MAX_PENDING
 from delegate.orchestrator.events import Event, EventBus, RunStarted, TaskSucceeded
-from delegate.orchestrator.persist import MAX_PENDING
 from delegate.testing import FunctionModel
 
 pytestmark = pytest.mark.anyio

@@ -18,7 +18,7 @@ from delegate.errors import RunLeasedError
 from delegate.memory.records import LeaseRecord
 from delegate.memory.schema import RunLeaseRow
 from delegate.memory.store import Store
-from delegate.orchestrator import lease as lease_module
+from delegate.orchestrator import _lease as lease_module
 from delegate.orchestrator.events import Event
 from delegate.orchestrator.graph import TaskGraph
 from delegate.orchestrator.run import Orchestrator, RunResult

@@ -284,6 +284,38 @@ async def test_an_unmet_goal_is_replanned_when_judge_goal_is_on() -> None:
     assert result.tasks["numbers"].status == "succeeded"
 
 
+async def test_a_goal_check_that_fails_is_not_taken_for_goal_met() -> None:
+    def answer(request: ModelRequest) -> Any:
+        if request.output_name == "GoalCheck":
+            raise PermanentModelError("the judge refused")
+        return "FINAL"
+
+    planning = Planning([FAN_OUT], answer=answer)
+    result = await _orchestrator(planning, judge_goal=True).run(GOAL)
+
+    # The answer is still written, from what the tasks did; the run says it is unconfirmed.
+    assert result.output == "FINAL"
+    assert result.status == "partial"
+    assert result.error == "the goal check could not run: the judge refused"
+    assert [p.reason for p in result.plans] == ["goal"]  # no replan on a check that did not run
+    assert [r.output_name for r in planning.other_requests] == ["GoalCheck", "output"]
+    assert all(task.status == "succeeded" for task in result.tasks.values())
+
+
+async def test_an_error_of_ours_while_planning_ends_the_run_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def refused(self: Planner, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("the catalogue cannot be shown")
+
+    monkeypatch.setattr(Planner, "plan", refused)
+    result = await _orchestrator(Planning([])).run(GOAL)
+
+    assert result.status == "failed"
+    assert result.error == "planning stopped: the catalogue cannot be shown"
+    assert result.tasks == {}
+
+
 async def test_no_valid_plan_is_a_failed_run_with_the_reason() -> None:
     planning = Planning(["not json", "not json either"])
     result = await _orchestrator(planning).run(GOAL)

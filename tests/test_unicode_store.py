@@ -8,6 +8,7 @@ import pytest
 from _backends import store_url  # noqa: F401
 
 from delegate.agents.agent import Agent
+from delegate.errors import PermanentModelError
 from delegate.memory.store import Store
 from delegate.orchestrator.graph import TaskGraph
 from delegate.orchestrator.run import Orchestrator
@@ -25,7 +26,7 @@ async def test_surrogates_and_nuls_in_outputs_inputs_and_errors_are_stored(
         return ODD
 
     def broken(request: object) -> str:
-        raise ValueError(f"bad {ODD}")
+        raise PermanentModelError(f"bad {ODD}")  # a model's failure (a bug would end the run)
 
     graph = TaskGraph()
     graph.add("odd", agent=Agent("w", FunctionModel(answer)), prompt="{{ text }}")

@@ -358,6 +358,72 @@ steps:
     assert record.status == "partial"
 
 
+async def test_a_condition_that_reads_a_missing_field_fails_its_step(tmp_path: Path) -> None:
+    text = """
+name: missing
+agents:
+  scout: {model: openai/gpt-4o-mini}
+steps:
+  - id: first
+    agent: scout
+    prompt: "Go."
+    output:
+      type: object
+      properties: {notes: {type: object}}
+      required: [notes]
+  - id: maybe
+    agent: scout
+    needs: [first]
+    when: "{{ steps.first.output.notes.verdict }}"
+    prompt: "Maybe."
+  - id: after
+    agent: scout
+    needs: [maybe]
+    prompt: "Then."
+"""
+    result = await run_workflow(_compile(text, tmp_path), {})
+
+    # The model's notes have no `verdict`: the expression fails, its step with it, not the run.
+    assert result.status == "partial"
+    maybe = result.tasks["maybe"]
+    assert maybe.status == "failed"
+    assert maybe.error is not None
+    assert maybe.error.startswith("step 'maybe': when: ")
+    assert "verdict" in maybe.error
+    assert result.tasks["after"].status == "skipped"
+
+
+async def test_a_bug_while_adding_steps_ends_the_run_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from delegate.memory.store import Store
+    from delegate.workflows._driver import WorkflowRun
+
+    def broken(self: WorkflowRun, scheduler: object) -> dict[str, Any]:
+        raise KeyError("a bug in the driver")
+
+    monkeypatch.setattr(WorkflowRun, "_names", broken)
+    with pytest.raises(KeyError, match="a bug in the driver"):
+        await run_workflow(_compile(FANOUT, tmp_path), {"topic": "tides"}, run_id="bug")
+
+    with Store.open(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        record = store.get_run("bug")
+    assert record is not None
+    assert record.status == "interrupted"
+    assert record.error == "the run stopped on an error: KeyError: 'a bug in the driver'"
+
+
+async def test_a_preview_guesses_the_size_of_a_fan_out_over_no_list(tmp_path: Path) -> None:
+    text = FANOUT.replace(
+        'foreach: "{{ steps.angles.output.angles }}"', 'foreach: "{{ inputs.topic | trim }}"'
+    )
+    preview = await preview_workflow(_compile(text, tmp_path), {"topic": "tides"})
+
+    # A str is no list (the run fails the step): not one task per character.
+    ids = [task[0] for task in preview.tasks]
+    assert [i for i in ids if i.startswith("dig[")] == ["dig[0]", "dig[1]", "dig[2]"]
+
+
 async def test_the_auto_call_guard_grows_with_the_tasks_a_run_adds(tmp_path: Path) -> None:
     text = """
 name: many
@@ -375,3 +441,29 @@ steps:
     assert result.status == "succeeded"
     assert result.usage.calls == 600  # more than the 500 a run starts with
     assert result.usage.refused == 0
+
+
+@pytest.mark.parametrize(
+    ("graph", "says"),
+    [
+        ({"version": 2, "tasks": []}, "did not come from a workflow file"),
+        ({"version": 2, "workflow": {"text": "x", "seed": "many"}}, "seed"),
+        ({"version": 2, "workflow": {"text": "x", "time_scale": -1}}, "time_scale"),
+        ({"version": 2, "workflow": "not an object"}, "workflow"),
+        ({"version": 9}, "version"),
+    ],
+)
+async def test_a_stored_workflow_that_cannot_be_read_back_is_refused_with_the_reason(
+    tmp_path: Path, graph: dict[str, Any], says: str
+) -> None:
+    from delegate.memory import Store
+    from delegate.memory.records import RunRecord
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    store = Store.open(db)
+    try:
+        store.create_run(RunRecord(id="odd", graph=graph))
+    finally:
+        store.close()
+    with pytest.raises(ConfigError, match=says):
+        await resume_workflow("odd", db=db)

@@ -16,7 +16,10 @@ escalating to `fallback`::
 
 Every model call goes through a `ModelCaller` (by default straight to `model.request`); the
 orchestrator passes its own to reserve budget, rate-limit and account each call. Transient model
-errors are not handled here: they propagate to the scheduler, which owns retries.
+errors are not handled here: they propagate to the scheduler, which retries the task, unless the
+agent's model retries them itself (`RetryModel`). Falling back to another *model* on a provider's
+error is `FallbackModel`'s; `fallback=` is the agent-level escalation, which re-runs the whole
+conversation on another agent (see `delegate.agents.wrappers` for why both exist).
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ import typing
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol
 
 import anyio
 import pydantic
+from typing_extensions import TypeVar
 
-from delegate._log import get_logger
-from delegate._sync import run_sync
+from delegate._log import bind_model, get_logger
+from delegate._sync import syncify
 from delegate.agents.limits import Budget
 from delegate.agents.models import (
     Message,
@@ -60,11 +64,16 @@ __all__ = ["Agent", "AgentResult", "ModelCaller", "judge_problem", "with_output_
 
 log = get_logger("delegate.agent")
 
+OutputT = TypeVar("OutputT", covariant=True, default=str)
+"""What an agent answers with: `str`, or its `output_type` (a pydantic model)."""
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _EFFORTS: tuple[str, ...] = typing.get_args(ReasoningEffort)
-# What a fallback can fix: a stronger model may follow the schema, stop calling tools, or have a
-# larger context window. Transient errors are the scheduler's to retry; other permanent errors
-# (bad request, credentials) would fail the same way on any model.
+# What a fallback agent can fix: a stronger model may follow the schema, stop calling tools, or
+# have a larger context window. Transient errors are the scheduler's (or a RetryModel's) to retry;
+# a provider's errors are a FallbackModel's to route around; other permanent errors (bad request,
+# credentials) would fail the same way on any model.
 _ESCALATE = (OutputValidationError, ToolLoopError, ContextWindowExceededError)
 
 
@@ -75,18 +84,20 @@ class ModelCaller(Protocol):
     including tool rounds, re-asks, and the calls of its fallback (with the fallback as `agent`).
     """
 
-    async def __call__(self, agent: Agent, model: Model, request: ModelRequest) -> ModelResponse:
+    async def __call__(
+        self, agent: Agent[Any], model: Model, request: ModelRequest
+    ) -> ModelResponse:
         """Send `request` to `model` on behalf of `agent` and return the response."""
         ...
 
 
-async def _call_model(agent: Agent, model: Model, request: ModelRequest) -> ModelResponse:
+async def _call_model(agent: Agent[Any], model: Model, request: ModelRequest) -> ModelResponse:
     """The default `ModelCaller`: send the request straight to the model."""
     return await model.request(request)
 
 
 @dataclass(frozen=True, slots=True)
-class AgentResult:
+class AgentResult(Generic[OutputT]):
     """What an agent run produced.
 
     Attributes:
@@ -99,12 +110,15 @@ class AgentResult:
         model: the name of the model that gave the final answer.
     """
 
-    output: Any
+    output: OutputT
     text: str
     usage: Usage
     calls: int
     agent: str
     model: str
+
+
+_NO_USAGE = Usage()
 
 
 @dataclass(slots=True)
@@ -113,7 +127,7 @@ class _Run:
 
     caller: ModelCaller
     messages: list[Message]
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = _NO_USAGE  # (frozen: one shared zero, not one made per run)
     calls: int = 0
     tool_rounds: int = 0
     tools: dict[str, Tool] = field(default_factory=dict)
@@ -123,7 +137,7 @@ class _Run:
     reasoning_effort: ReasoningEffort | None = None
 
 
-class Agent:
+class Agent(Generic[OutputT]):
     """A model with instructions, tools, an optional structured output type, and a fallback.
 
     Args:
@@ -175,10 +189,10 @@ class Agent:
         instructions: str = "",
         description: str = "",
         tools: Iterable[Tool | Callable[..., Any]] = (),
-        output_type: type[pydantic.BaseModel] | None = None,
+        output_type: type[OutputT] | None = None,
         reasoning_effort: ReasoningEffort | None = None,
         max_output_tokens: int | None = None,
-        fallback: Agent | None = None,
+        fallback: Agent[OutputT] | None = None,
         max_concurrency: int | None = None,
         max_tool_rounds: int = 10,
         temperature: float | None = None,
@@ -187,7 +201,7 @@ class Agent:
         cheaper: str | Model | None = None,
         min_output_tokens: int = 256,
         memory: bool = False,
-        verify: Agent | None = None,
+        verify: Agent[str] | None = None,
         votes: int = 1,
     ) -> None:
         self.name = _check_name(name)
@@ -201,11 +215,11 @@ class Agent:
         self.max_concurrency = _check_limit(prefix, "max_concurrency", max_concurrency)
         self.max_tool_rounds = _check_count(prefix, "max_tool_rounds", max_tool_rounds)
         self.temperature = _check_temperature(prefix, temperature)
-        self.fallback = _check_fallback(prefix, fallback, output_type)
+        self.fallback = _check_fallback(prefix, fallback, self.output_type)
         self.tools = _check_tools(prefix, tools)
         self._tools_by_name = {t.name: t for t in self.tools}
         self._tool_definitions = tuple(t.definition for t in self.tools)
-        self._output_schema = _output_schema(prefix, output_type)
+        self._output_schema = _output_schema(prefix, self.output_type)
         self.model: Model = _resolve(prefix, model)
         self.budget = _check_budget(prefix, "budget", budget)
         self.call_budget = _check_budget(prefix, "call_budget", call_budget)
@@ -239,7 +253,7 @@ class Agent:
         tools: Sequence[Tool] = (),
         max_output_tokens: int | None = None,
         reasoning_effort: ReasoningEffort | None = None,
-    ) -> AgentResult:
+    ) -> AgentResult[OutputT]:
         """Answer `prompt`: run the tool loop, validate structured output, escalate if needed.
 
         This is one plain run: `verify` and `votes` apply in orchestrator runs (through
@@ -322,22 +336,7 @@ class Agent:
             model=state.answered_by or self.model.name,
         )
 
-    def run_sync(
-        self,
-        prompt: str,
-        *,
-        caller: ModelCaller | None = None,
-        max_output_tokens: int | None = None,
-        reasoning_effort: ReasoningEffort | None = None,
-    ) -> AgentResult:
-        """Blocking twin of `run`, for scripts and notebooks without an event loop."""
-        return run_sync(
-            self.run,
-            prompt,
-            caller=caller,
-            max_output_tokens=max_output_tokens,
-            reasoning_effort=reasoning_effort,
-        )
+    run_sync = syncify(run)
 
     def _first_messages(self, prompt: str) -> list[Message]:
         messages: list[Message] = []
@@ -411,6 +410,7 @@ class Agent:
             reasoning_effort=state.reasoning_effort,
             temperature=self.temperature,
         )
+        bind_model(self.model.name)  # what the gate, the model and the retries log name
         response = await state.caller(self, self.model, request)
         state.calls += 1
         state.usage += response.usage
@@ -564,7 +564,7 @@ def _check_temperature(prefix: str, temperature: object) -> float | None:
 
 def _check_fallback(
     prefix: str, fallback: object, output_type: type[pydantic.BaseModel] | None
-) -> Agent | None:
+) -> Agent[Any] | None:
     if fallback is None:
         return None
     if not isinstance(fallback, Agent):
@@ -597,7 +597,7 @@ def judge_problem(judge: object) -> str | None:
     return None
 
 
-def _check_verify(prefix: str, verify: object) -> Agent | None:
+def _check_verify(prefix: str, verify: object) -> Agent[Any] | None:
     if verify is None:
         return None
     problem = judge_problem(verify)
@@ -606,12 +606,12 @@ def _check_verify(prefix: str, verify: object) -> Agent | None:
     return typing.cast("Agent", verify)
 
 
-_RETYPED: weakref.WeakKeyDictionary[Agent, dict[type[pydantic.BaseModel], Agent]] = (
+_RETYPED: weakref.WeakKeyDictionary[Agent[Any], dict[type[pydantic.BaseModel], Agent[Any]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def with_output_type(agent: Agent, output_type: type[pydantic.BaseModel]) -> Agent:
+def with_output_type(agent: Agent[Any], output_type: type[ModelT]) -> Agent[ModelT]:
     """`agent` answering as `output_type`: a copy with the same name, model, tools and budgets.
 
     Its fallbacks are copied the same way (a fallback answers as the agent it stands in for);

@@ -122,6 +122,10 @@ class Usage:
     unconfirmed_usd: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
+        if not self.calls and self == _NO_USAGE:
+            # Most sums start from nothing (a task's usage, an agent run's): its first call's
+            # usage is the sum, and a frozen one can be shared instead of copied.
+            return other
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
@@ -148,6 +152,9 @@ class Usage:
             "calls": self.calls,
             "unconfirmed_usd": self.unconfirmed_usd,
         }
+
+
+_NO_USAGE = Usage()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +196,9 @@ class ModelRequest:
         temperature: sampling temperature, when the model accepts one.
         on_text: called with each piece of the answer's text as it arrives, when the model can
             stream (see `Model`); not part of the request's identity (equality, the call cache).
+        input_tokens: the prompt's tokens as the budget gate counted them before the call (None:
+            not counted); rate limits use it instead of counting again. Not part of the
+            request's identity.
     """
 
     messages: Sequence[Message]
@@ -210,6 +220,7 @@ class ModelRequest:
     the pieces already passed on are not taken back, and a retry streams its answer from the
     start to the same `on_text`.
     """
+    input_tokens: int | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

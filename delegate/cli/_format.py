@@ -17,7 +17,7 @@ from typing import Any, Literal, TextIO
 
 from delegate._log import redact_text
 from delegate.agents.models import Usage
-from delegate.orchestrator.persist import to_json
+from delegate.orchestrator._persist import to_json
 
 __all__ = [
     "PLAN_REASONS",

@@ -28,7 +28,7 @@ from delegate.cli._format import (
     took,
     untasked_rows,
 )
-from delegate.orchestrator.persist import to_json
+from delegate.orchestrator._persist import to_json
 
 if TYPE_CHECKING:
     from delegate.orchestrator.run import RunResult

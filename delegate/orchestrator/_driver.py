@@ -4,7 +4,7 @@
 with what is known (maybe nothing) and a driver that adds tasks while the run is under way — a
 planner streaming its plan and replanning (`delegate.orchestrator.planned.PlannedRun`), or a
 workflow expanding `foreach`, `when` and `plan` steps as their inputs finish
-(`delegate.workflows.driver.WorkflowRun`). The scheduler stays open until the driver is done.
+(`delegate.workflows._driver.WorkflowRun`). The scheduler stays open until the driver is done.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
+    from delegate.orchestrator._persist import RunRecorder
     from delegate.orchestrator.calls import RunAccount
-    from delegate.orchestrator.persist import RunRecorder
     from delegate.orchestrator.run import RunResult
     from delegate.orchestrator.scheduler import Scheduler
 
@@ -32,7 +32,7 @@ class RunDriver(Protocol):
     graph as stored, for `resume`.
     """
 
-    def agents(self) -> Mapping[str, Agent]:
+    def agents(self) -> Mapping[str, Agent[Any]]:
         """Every agent the driver itself may call, or add tasks for, by name."""
         ...
 

@@ -19,8 +19,8 @@ Runs that overlap (in one event loop or in several threads) share one setting; t
 end restores the thresholds the process had. A process that froze objects itself (its own
 `gc.freeze()`) keeps them frozen: then only the threshold changes.
 
-Where it applies: around a run's whole life in `_runner.launch`, from building its nodes to its
-`RunResult` — the phases that make an object or more per task and keep them all.
+Where it applies: `build_nodes`, `Scheduler.run` and `result_of` — the three phases of a run that
+make an object or more per task and keep them all.
 """
 
 from __future__ import annotations

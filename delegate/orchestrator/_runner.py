@@ -26,10 +26,10 @@ from delegate.agents.limits import Budget
 from delegate.errors import ConfigError
 from delegate.orchestrator._driver import RunDriver
 from delegate.orchestrator._lease import RunLease
+from delegate.orchestrator._persist import RunRecorder, restore_nodes, to_json
 from delegate.orchestrator.calls import RunAccount, planner_only_usd
 from delegate.orchestrator.events import RunFinished, RunStarted
 from delegate.orchestrator.graph import GraphSpec, Task, TaskGraph
-from delegate.orchestrator.persist import RunRecorder, restore_nodes, to_json
 from delegate.orchestrator.planned import PlannedRun
 from delegate.orchestrator.results import (
     RunResult,

@@ -272,6 +272,8 @@ def with_fallbacks(agents: Iterable[Agent[Any]]) -> list[Agent[Any]]:
 def _check_placeholders(tasks: Iterable[Task], inputs: Mapping[str, Any]) -> None:
     problems: list[str] = []
     for task in tasks:
+        if not task.placeholders:
+            continue  # most tasks: a plain prompt, nothing to check (or to build sets for)
         unknown = task.placeholders - RESERVED_NAMES - set(task.deps) - set(inputs)
         unknown -= set(task.variables)
         problems.extend(

@@ -27,11 +27,20 @@ Whatever the ledger charges is also added to the task's usage and the run's, so 
 counted and what the user is shown are the same numbers. Calls under a calls-only budget (the
 default max_calls guard) skip the token counting; one that fails after sending is still sized
 then (its prompt counted, its output at the allowance) so that its possible cost is reported.
+
+Model wrappers (`delegate.agents.wrappers`): a routing wrapper (fallback, retry, the call cache)
+is outside the gate — each request it sends passes the gate on its own, charged at the price and
+under the name of the model it went to, and a cache hit is counted without being reserved or
+charged. Pass-through wrappers (rate and concurrency limits, hooks) are inside it: they get the
+admitted request, its prompt's token count included, and a request they hold back and that is
+cancelled there is released as never sent. The orchestrator's rate limits (by model name) and
+hooks apply to every request here, between the ledger and the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,15 +49,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from delegate.agents.models import Model, ModelRequest, ModelResponse, Price, ReasoningEffort, Usage
-from delegate.agents.tokens import count_messages
-from delegate.errors import (
-    BudgetExceeded,
-    ConfigError,
-    ContextWindowExceededError,
-    Delivery,
-    ModelError,
-    ModelRequestsBlocked,
+from delegate.agents.rate_limits import RateLimitedModel, RateLimiter
+from delegate.agents.tokens import count_messages, estimate_messages
+from delegate.agents.wrappers import (
+    DEFAULT_OUTPUT_TOKENS,
+    EFFORT_OUTPUT_TOKENS,
+    CallContext,
+    ModelCall,
+    ModelHooks,
+    WrapperModel,
+    calling,
+    default_output,
+    delivery_of,
+    end_call,
+    fail_call,
+    start_call,
 )
+from delegate.errors import BudgetExceeded, ContextWindowExceededError, Delivery
 from delegate.orchestrator.budget import BudgetLedger, BudgetScope, Reservation
 
 if TYPE_CHECKING:
@@ -69,17 +86,6 @@ __all__ = [
     "answers_of",
     "delivery_of",
 ]
-
-DEFAULT_OUTPUT_TOKENS = 4096
-"""Output reserved for a call with neither `max_output_tokens` nor a reasoning effort."""
-
-EFFORT_OUTPUT_TOKENS: Mapping[str, int] = {
-    "minimal": 2048,
-    "low": 8192,
-    "medium": 16384,
-    "high": 32768,
-}
-"""Output (reasoning included) reserved for a reasoning call without `max_output_tokens`."""
 
 _LOWER_EFFORT: Mapping[str, ReasoningEffort] = {
     "high": "medium",
@@ -129,8 +135,13 @@ class RunAccount:
     waiting: int = 0
     memory: Memory | None = None
     cache: Store | None = None
-    cached_models: dict[str, Model] = field(default_factory=dict)
+    cached_models: dict[int, Model] = field(default_factory=dict)  # by id of the wrapped model
     cache_hits: int = 0
+    # Rate limits by model name (the orchestrator's: shared by its runs), and the wrappers that
+    # apply them, by id of the model they wrap.
+    limiters: Mapping[str, RateLimiter] = field(default_factory=dict)
+    limited_models: dict[int, Model] = field(default_factory=dict)
+    hooks: tuple[ModelHooks, ...] = ()  # called around every request of the run
     guard: BudgetScope | None = None  # the runaway guard (max_calls)
     auto_answers: int | None = None  # max_calls="auto": the answers counted so far
     # Calls between their reservation and their charge: (model, agent, reservation).
@@ -198,7 +209,7 @@ class RunAccount:
         self.cache_hits += int(spend.get("cache_hits") or 0)
         self.resumed = True
 
-    def admit_tasks(self, tasks: Sequence[Task], agents: Sequence[Agent | None]) -> None:
+    def admit_tasks(self, tasks: Sequence[Task], agents: Sequence[Agent[Any] | None]) -> None:
         """Tasks added while the run is under way: open their budgets, grow an "auto" guard."""
         for task in tasks:
             if task.budget is not None and task.id not in self.tasks:
@@ -215,11 +226,22 @@ class RunAccount:
         """`model` behind the call cache, when the run has one."""
         if self.cache is None:
             return model
-        wrapper = self.cached_models.get(model.name)
+        # By identity, not name: two models may share a name (a FallbackModel and its first).
+        wrapper = self.cached_models.get(id(model))
         if wrapper is None:
             from delegate.memory.cache import CachedModel
 
-            wrapper = self.cached_models[model.name] = CachedModel(model, self.cache)
+            wrapper = self.cached_models[id(model)] = CachedModel(model, self.cache)
+        return wrapper
+
+    def limited(self, model: Model) -> Model:
+        """`model` within its rate limit, when the orchestrator sets one for its name."""
+        limiter = self.limiters.get(model.name)
+        if limiter is None:
+            return model
+        wrapper = self.limited_models.get(id(model))
+        if wrapper is None:
+            wrapper = self.limited_models[id(model)] = RateLimitedModel(model, limiter=limiter)
         return wrapper
 
     def price(self, model: Model) -> Price | None:
@@ -248,7 +270,7 @@ AUTO_CALLS_PER_ANSWER = 4
 """...or this many per answer the tasks ask for (room for retries and a short tool loop)."""
 
 
-def answers_of(task: Task, agent: Agent | None) -> int:
+def answers_of(task: Task, agent: Agent[Any] | None) -> int:
     """How many answers a task asks for: its votes (1 by default), plus one for a judge."""
     if task.agent is None:
         return 0
@@ -286,9 +308,26 @@ class CallGate:
         self.account = account
         self.node = node
 
-    async def __call__(self, agent: Agent, model: Model, request: ModelRequest) -> ModelResponse:
+    async def __call__(
+        self, agent: Agent[Any], model: Model, request: ModelRequest
+    ) -> ModelResponse:
+        model = self.account.cached(model)
+        if not (isinstance(model, WrapperModel) and model.routes):
+            return await self._send(agent, model, request)
+        # A routing wrapper (fallback, retry, the cache) sends none or several requests: each
+        # passes the gate on its own, through `send` (see `delegate.agents.wrappers`).
+        context = CallContext(
+            agent.name,
+            self.node.task_id,
+            send=functools.partial(self._send, agent),
+            hit=functools.partial(self._hit, agent),
+        )
+        with calling(context):
+            return await model.request(request)
+
+    async def _send(self, agent: Agent[Any], model: Model, request: ModelRequest) -> ModelResponse:
+        """One request: admitted (reserved), sent, and charged by how it ended."""
         account = self.account
-        model = account.cached(model)
         request = self._clip_timeout(request)
         window = _window(model)
         if window is not None and _characters(request) > window * _MAX_CHARS_PER_TOKEN:
@@ -302,11 +341,44 @@ class CallGate:
             await self._journal(agent, ticket)
         if self.node.model is None:
             self.node.model = model.name
+        if account.limiters:
+            model = account.limited(model)
+        call: ModelCall | None = None
+        if account.hooks:
+            try:
+                call = start_call(account.hooks, model.name, request)
+            except BaseException:
+                self._release(ticket)  # a hook refused it before it was sent
+                raise
+        # Pass-through wrappers (rate and concurrency limits, hooks) see this context; a
+        # routing wrapper inside one sends straight to its models (it has no `send`).
+        context = (
+            CallContext(agent.name, self.node.task_id) if isinstance(model, WrapperModel) else None
+        )
         try:
-            response = await model.request(request)
+            if context is None:
+                response = await model.request(request)
+            else:
+                with calling(context):
+                    response = await model.request(request)
         except BaseException as exc:
-            self._charge_failed(agent, model, request, ticket, exc)
+            # Held back by a limiter and cancelled there: it never left.
+            queued = context is not None and context.queued
+            delivery: Delivery = "not_sent" if queued else delivery_of(exc)
+            self._charge_failed(agent, model, request, ticket, delivery)
+            if call is not None:
+                fail_call(account.hooks, call, exc, delivery)
             raise
+        response = self._settle(agent, model, ticket, response)
+        if call is not None:
+            end_call(account.hooks, call, response)
+        return response
+
+    def _settle(
+        self, agent: Agent[Any], model: Model, ticket: _Ticket | None, response: ModelResponse
+    ) -> ModelResponse:
+        """Charge an answered request its real usage, at the run's price for its model."""
+        account = self.account
         price = account.price(model)
         usage = response.usage
         if price is not None:
@@ -326,7 +398,16 @@ class CallGate:
         account.book.add(response.model or model.name, agent.name, usage)
         return response
 
-    async def _journal(self, agent: Agent, ticket: _Ticket) -> None:
+    def _hit(self, agent: Agent[Any], response: ModelResponse) -> None:
+        """An answer from the call cache: no request, nothing reserved or charged; counted."""
+        account = self.account
+        account.changes += 1
+        account.cache_hits += 1
+        if self.node.model is None:
+            self.node.model = response.model or None
+        account.book.add(response.model, agent.name, response.usage)
+
+    async def _journal(self, agent: Agent[Any], ticket: _Ticket) -> None:
         """Count the call as in flight; when the run keeps its spend durably, wait until the
         store holds its reservation, so that no crash can lose what it may cost."""
         account = self.account
@@ -342,11 +423,17 @@ class CallGate:
         try:
             await account.journal()
         except BaseException:
-            # Never sent: the reservation goes back.
-            account.inflight.pop(id(ticket), None)
-            account.ledger.release(ticket.reservation)
-            account.notify()
+            self._release(ticket)  # never sent: the reservation goes back
             raise
+
+    def _release(self, ticket: _Ticket | None) -> None:
+        """Give back the reservation of a request that was never sent."""
+        if ticket is None:
+            return
+        account = self.account
+        account.inflight.pop(id(ticket), None)
+        account.ledger.release(ticket.reservation)
+        account.notify()
 
     def _clip_timeout(self, request: ModelRequest) -> ModelRequest:
         deadline = self.account.deadline
@@ -357,7 +444,7 @@ class CallGate:
             return request
         return dataclasses.replace(request, timeout=left)
 
-    def _scopes(self, agent: Agent) -> list[BudgetScope]:
+    def _scopes(self, agent: Agent[Any]) -> list[BudgetScope]:
         account = self.account
         scopes: list[BudgetScope] = []
         task_id = self.node.task_id
@@ -375,7 +462,7 @@ class CallGate:
         return scopes
 
     async def _admit(
-        self, agent: Agent, model: Model, request: ModelRequest, scopes: Sequence[BudgetScope]
+        self, agent: Agent[Any], model: Model, request: ModelRequest, scopes: Sequence[BudgetScope]
     ) -> _Ticket:
         """Reserve the call in every scope, lowering effort, shrinking, downgrading or waiting."""
         ledger = self.account.ledger
@@ -421,7 +508,7 @@ class CallGate:
 
     def _try_admit(
         self,
-        agent: Agent,
+        agent: Agent[Any],
         model: Model,
         request: ModelRequest,
         scopes: Sequence[BudgetScope],
@@ -432,14 +519,12 @@ class CallGate:
         ledger = self.account.ledger
         price = self.account.price(model)
         window = _window(model)
-        input_tokens = count_messages(
-            request.messages, model.name, request.tools, request.output_schema
-        )
-        if window is not None and input_tokens > window:
-            raise _too_long(model.name, window, input_tokens)
         effort = request.reasoning_effort
         explicit = request.max_output_tokens
-        wanted = explicit if explicit is not None else _default_output(effort)
+        wanted = explicit if explicit is not None else default_output(effort)
+        input_tokens, exact = self._input_tokens(model, request, scopes, wanted, price, window)
+        if window is not None and input_tokens > window:
+            raise _too_long(model.name, window, input_tokens)
         floor = min(agent.min_output_tokens, wanted)
         while True:
             # What fits once every call in flight has settled: the most this call can ever get.
@@ -457,28 +542,73 @@ class CallGate:
                 break
             effort = _LOWER_EFFORT[effort]
             if explicit is None:
-                wanted = min(wanted, _default_output(effort))
+                wanted = min(wanted, default_output(effort))
                 floor = min(floor, wanted)
         reservation = ledger.try_reserve(
             scopes, input_tokens=input_tokens, output_tokens=best, price=price, model=model.name
         )
         if reservation is None:
             return None
-        if best != explicit or effort != request.reasoning_effort:
-            request = dataclasses.replace(request, max_output_tokens=best, reasoning_effort=effort)
+        # The count goes with the request: a rate limit inside the gate takes the same tokens.
+        # (Not an upper bound: a tokens-per-minute limit counts exactly for itself.)
+        request = dataclasses.replace(
+            request,
+            max_output_tokens=best,
+            reasoning_effort=effort,
+            input_tokens=input_tokens if exact else None,
+        )
         return _Ticket(model, request, reservation)
+
+    def _input_tokens(
+        self,
+        model: Model,
+        request: ModelRequest,
+        scopes: Sequence[BudgetScope],
+        wanted: int,
+        price: Price | None,
+        window: int | None,
+    ) -> tuple[int, bool]:
+        """The request's input tokens for its reservation, and whether the count is exact.
+
+        A model that counts its own requests (`CountsTokens`, as the fakes do) is taken at its
+        word. Otherwise a tokenizer (up to 73 MB of tables, loaded on first use) is the last
+        resort: a cheap upper bound is reserved instead when the call fits with room to spare —
+        its whole output allowance, in every scope, now, with as much again as the bound left
+        over. Then no exact count could change what the call is allowed or whether it waits;
+        near a limit, or near the model's context window, the count is exact.
+        """
+        own = getattr(model, "count_tokens", None)
+        if own is not None:
+            return int(own(request)), True
+        bound = estimate_messages(request.messages, request.tools, request.output_schema)
+        if window is None or bound <= window:
+            try:
+                self.account.ledger.plan(
+                    scopes,
+                    input_tokens=2 * bound,
+                    output_tokens=wanted,
+                    price=price,
+                    model=model.name,
+                    floor=wanted,
+                    count=False,
+                )
+            except BudgetExceeded:
+                pass
+            else:
+                return bound, False
+        exact = count_messages(request.messages, model.name, request.tools, request.output_schema)
+        return exact, True
 
     def _charge_failed(
         self,
-        agent: Agent,
+        agent: Agent[Any],
         model: Model,
         request: ModelRequest,
         ticket: _Ticket | None,
-        exc: BaseException,
+        delivery: Delivery,
     ) -> None:
         """Charge a call that raised, by how far its request got (see the module docstring)."""
         account = self.account
-        delivery = delivery_of(exc)
         usage: Usage | None = None
         if delivery == "refused":
             usage = _ONE_CALL
@@ -496,17 +626,6 @@ class CallGate:
         if usage is not None:
             self.node.usage += usage
             account.book.add(model.name, agent.name, usage)
-
-
-def delivery_of(exc: BaseException) -> Delivery:
-    """How far the request of a call that raised `exc` got: what it is charged."""
-    if isinstance(exc, ModelError):
-        return exc.delivery
-    if isinstance(exc, ModelRequestsBlocked | ConfigError | BudgetExceeded):
-        return "not_sent"
-    # A cancellation, a task timeout, an exception from on_text or from a custom Model: the
-    # request may be out, so it is paid for.
-    return "unknown"
 
 
 _MAX_CHARS_PER_TOKEN = 64
@@ -569,7 +688,7 @@ def _unconfirmed(
     output_tokens = (
         request.max_output_tokens
         if request.max_output_tokens is not None
-        else _default_output(request.reasoning_effort)
+        else default_output(request.reasoning_effort)
     )
     cost = 0.0 if price is None else price.cost(input_tokens, output_tokens)
     return Usage(
@@ -582,10 +701,6 @@ def _unconfirmed(
 
 
 _ONE_CALL = Usage(calls=1)
-
-
-def _default_output(effort: ReasoningEffort | None) -> int:
-    return DEFAULT_OUTPUT_TOKENS if effort is None else EFFORT_OUTPUT_TOKENS[effort]
 
 
 def planner_only_usd(book: UsageBook, planner_price: Price | None) -> float | None:

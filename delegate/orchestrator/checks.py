@@ -97,16 +97,16 @@ class Choice(BaseModel):
 
 
 def run_checked(
-    agent: Agent,
+    agent: Agent[Any],
     prompt: str,
     *,
     caller: ModelCaller | None = None,
     tools: Sequence[Tool] = (),
-    verify: Agent | None = None,
+    verify: Agent[Any] | None = None,
     votes: int = 1,
     max_output_tokens: int | None = None,
     reasoning_effort: ReasoningEffort | None = None,
-) -> Coroutine[Any, Any, AgentResult]:
+) -> Coroutine[Any, Any, AgentResult[Any]]:
     """Answer `prompt` with `agent`, verified by a judge and/or by a majority of votes.
 
     With `verify=None` and `votes=1` this returns `agent.run(...)` itself: the common path pays for
@@ -153,22 +153,22 @@ def run_checked(
 class _Job:
     """One checked answer in the making: what every call needs, and what the calls spent."""
 
-    agent: Agent
+    agent: Agent[Any]
     prompt: str
     caller: ModelCaller | None
     tools: Sequence[Tool]
-    verify: Agent | None
+    verify: Agent[Any] | None
     max_output_tokens: int | None
     reasoning_effort: ReasoningEffort | None
     usage: Usage = field(default_factory=Usage)
     calls: int = 0
 
-    def count(self, result: AgentResult) -> AgentResult:
+    def count(self, result: AgentResult[Any]) -> AgentResult[Any]:
         self.usage += result.usage
         self.calls += result.calls
         return result
 
-    async def ask(self, agent: Agent, prompt: str) -> AgentResult:
+    async def ask(self, agent: Agent[Any], prompt: str) -> AgentResult[Any]:
         """One run of the worker (or its fallback) with the task's settings."""
         result = await agent.run(
             prompt,
@@ -186,11 +186,11 @@ class _Job:
         judge = with_output_type(self.verify, output_type)
         return self.count(await judge.run(prompt, caller=self.caller)).output
 
-    def final(self, result: AgentResult) -> AgentResult:
+    def final(self, result: AgentResult[Any]) -> AgentResult[Any]:
         return dataclasses.replace(result, usage=self.usage, calls=self.calls)
 
 
-async def _checked(job: _Job, votes: int) -> AgentResult:
+async def _checked(job: _Job, votes: int) -> AgentResult[Any]:
     if votes == 1:
         answer = await job.ask(job.agent, job.prompt)
     else:
@@ -203,9 +203,9 @@ async def _checked(job: _Job, votes: int) -> AgentResult:
     return job.final(await _verified(job, answer))
 
 
-async def _sample(job: _Job, votes: int) -> list[AgentResult]:
+async def _sample(job: _Job, votes: int) -> list[AgentResult[Any]]:
     """`votes` answers, asked concurrently; the first failure cancels the rest and is raised."""
-    results: list[AgentResult | None] = [None] * votes
+    results: list[AgentResult[Any] | None] = [None] * votes
     failures: list[Exception] = []
 
     async def one(index: int, scope: anyio.CancelScope) -> None:
@@ -243,8 +243,8 @@ def _plurality(keys: Sequence[str]) -> int:
 
 
 def _vote(
-    output_type: type[BaseModel] | None, samples: list[AgentResult]
-) -> tuple[AgentResult, bool]:
+    output_type: type[BaseModel] | None, samples: list[AgentResult[Any]]
+) -> tuple[AgentResult[Any], bool]:
     """The winning answer, and whether every sample gave the same one."""
     if output_type is None:
         keys = [_normalized(sample.text) for sample in samples]
@@ -268,7 +268,9 @@ def _vote(
     return dataclasses.replace(samples[best], output=output, text=output.model_dump_json()), False
 
 
-async def _pick(job: _Job, samples: list[AgentResult], majority: AgentResult) -> AgentResult:
+async def _pick(
+    job: _Job, samples: list[AgentResult[Any]], majority: AgentResult[Any]
+) -> AgentResult[Any]:
     """The judge's pick among disagreeing text samples (the majority if its pick is no answer)."""
     answers = "\n\n".join(
         f"## Answer {number}\n{sample.text}" for number, sample in enumerate(samples, 1)
@@ -287,7 +289,7 @@ async def _pick(job: _Job, samples: list[AgentResult], majority: AgentResult) ->
     return majority
 
 
-async def _verdict(job: _Job, answer: AgentResult) -> Verdict:
+async def _verdict(job: _Job, answer: AgentResult[Any]) -> Verdict:
     prompt = JUDGE_PROMPT.format(task=job.prompt, answer=format_output(answer.output))
     verdict: Verdict = await job.judge(Verdict, prompt)
     if not verdict.passed:
@@ -300,7 +302,7 @@ async def _verdict(job: _Job, answer: AgentResult) -> Verdict:
     return verdict
 
 
-async def _verified(job: _Job, answer: AgentResult) -> AgentResult:
+async def _verified(job: _Job, answer: AgentResult[Any]) -> AgentResult[Any]:
     """`answer` if the judge passes it, else a re-ask, then the fallback, each judged."""
     verdict = await _verdict(job, answer)
     rejected = 0
@@ -322,7 +324,9 @@ async def _verified(job: _Job, answer: AgentResult) -> AgentResult:
     raise _failed(job, answer, verdict, rejected)
 
 
-def _failed(job: _Job, answer: AgentResult, verdict: Verdict, rejected: int) -> VerificationFailed:
+def _failed(
+    job: _Job, answer: AgentResult[Any], verdict: Verdict, rejected: int
+) -> VerificationFailed:
     agent = job.agent
     judge = job.verify.name if job.verify is not None else ""
     tried = "its first answer and a re-ask with the feedback"

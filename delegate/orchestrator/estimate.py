@@ -74,7 +74,7 @@ class Estimate(BaseModel):
     unpriced: list[str] = Field(default_factory=list)
 
 
-def _output_allowance(agent: Agent, task: Task | None = None) -> int:
+def _output_allowance(agent: Agent[Any], task: Task | None = None) -> int:
     cap = task.max_output_tokens if task is not None else None
     cap = cap if cap is not None else agent.max_output_tokens
     if cap is not None:
@@ -85,7 +85,7 @@ def _output_allowance(agent: Agent, task: Task | None = None) -> int:
     return DEFAULT_OUTPUT_TOKENS
 
 
-def _effort(agent: Agent, task: Task | None) -> ReasoningEffort | None:
+def _effort(agent: Agent[Any], task: Task | None) -> ReasoningEffort | None:
     effort = task.reasoning_effort if task is not None else None
     return effort if effort is not None else agent.reasoning_effort
 
@@ -110,7 +110,7 @@ def _latency(model: Model, request: ModelRequest, output_tokens: int, reasoning:
 
 
 def _project(
-    task: Task, agent: Agent, inputs: Mapping[str, Any], dep_outputs: int
+    task: Task, agent: Agent[Any], inputs: Mapping[str, Any], dep_outputs: int
 ) -> tuple[int, int, ModelRequest]:
     messages: list[Message] = []
     if agent.instructions:
@@ -148,7 +148,7 @@ def _usd(
 
 def estimate_tasks(
     tasks: Sequence[Task],
-    agents: Mapping[str, Agent],
+    agents: Mapping[str, Agent[Any]],
     inputs: Mapping[str, Any],
     prices: Mapping[str, Price],
     done: Mapping[str, int] | None = None,

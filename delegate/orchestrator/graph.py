@@ -9,37 +9,57 @@ construction; `TaskGraph.from_specs` accepts tasks in any order (YAML files, sto
 and reports cycles by naming the tasks on them. Prompts are jinja2 templates, sandboxed, with strict
 undefined names: `{{ name }}` is a run input or a dependency's output, `{{ inputs.x }}` and
 `{{ deps.x }}` are explicit. Names are checked when the task is added and when the run starts.
+
+A task described by names only (its worker and judge by name, its function by import path) is a
+`TaskSpec`; a whole graph, with what a stored run keeps beside it, is a `GraphSpec`. Plans, workflow
+steps and stored runs all become `TaskSpec`s, checked by the same rules as `TaskGraph.add`.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-import math
-import re
-import typing
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypedDict, overload
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2 import TemplateError as JinjaTemplateError
 from pydantic import BaseModel
+from typing_extensions import TypeVar, Unpack
 
+from delegate.agents.agent import Agent, judge_problem
 from delegate.agents.limits import Budget
 from delegate.agents.models import ReasoningEffort
 from delegate.errors import GraphError, TemplateError, did_you_mean
 from delegate.orchestrator._sandbox import PromptEnvironment
+from delegate.orchestrator._specs import (
+    GRAPH_SPEC_VERSION,
+    RESERVED_NAMES,
+    TASK_ID,
+    GraphSpec,
+    PlannedSpec,
+    TaskSpec,
+    check_id,
+    check_task,
+    function_path,
+    load_function,
+    shown,
+    unchecked_spec,
+    upgrade_graph_spec,
+)
 
 if TYPE_CHECKING:
     from jinja2 import Template
 
-    from delegate.agents.agent import Agent
-
 __all__ = [
+    "GRAPH_SPEC_VERSION",
     "PROMPT_ENV",
     "RESERVED_NAMES",
     "TASK_ID",
+    "GraphSpec",
+    "PlannedSpec",
     "Task",
     "TaskContext",
     "TaskFunction",
@@ -47,12 +67,8 @@ __all__ = [
     "TaskSpec",
     "compile_prompt",
     "format_output",
+    "upgrade_graph_spec",
 ]
-
-# What a task id may look like, and the names templates reserve (the planner checks plans
-# against the same rules).
-TASK_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-\[\]]{0,199}$")
-RESERVED_NAMES = frozenset({"inputs", "deps", "steps"})
 
 
 def format_output(value: Any) -> str:
@@ -84,10 +100,41 @@ class TaskContext:
 
 TaskFunction: TypeAlias = Callable[[TaskContext], Any | Awaitable[Any]]
 
+# Shared by every task without variables: no dict per task (100,000-task graphs).
+_NO_VARIABLES: Mapping[str, Any] = MappingProxyType({})
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Task:
+
+# --- handles ----------------------------------------------------------------------------------
+
+OutputT = TypeVar("OutputT", covariant=True, default=object)
+"""What a task answers: its agent's output type, or its function's return type."""
+R = TypeVar("R")
+
+
+class TaskOptions(TypedDict, total=False):
+    """The options of `TaskGraph.add` besides its agent or function, its prompt and its deps."""
+
+    timeout: float | None
+    retries: int | None
+    weight: float
+    budget: Budget | None
+    max_output_tokens: int | None
+    reasoning_effort: ReasoningEffort | None
+    verify: Agent[Any] | str | None
+    votes: int | None
+    variables: Mapping[str, Any] | None
+    after: Literal["success", "done"]
+
+
+# Not frozen: a frozen dataclass sets each of its 17 fields through object.__setattr__, which
+# made up a third of `TaskGraph.add`. A handle is read, never changed (the graph checked it).
+@dataclass(slots=True, eq=False)
+class Task(Generic[OutputT]):
     """A handle on one task of a `TaskGraph`; pass it in `deps=[...]` of later tasks.
+
+    It is generic in what the task answers: `g.add("t", agent=Agent(..., output_type=Answer))`
+    is a `Task[Answer]`, a function task returning `int` a `Task[int]`, a task given a worker's
+    name a `Task[object]`; `RunResult[task]` is then typed the same.
 
     Attributes:
         id: unique within its graph.
@@ -113,7 +160,7 @@ class Task:
     """
 
     id: str
-    agent: Agent | str | None
+    agent: Agent[Any] | str | None
     prompt: str
     deps: tuple[str, ...]
     fn: TaskFunction | None = None
@@ -125,9 +172,9 @@ class Task:
     placeholders: frozenset[str] = field(default=frozenset(), repr=False)
     max_output_tokens: int | None = None
     reasoning_effort: ReasoningEffort | None = None
-    verify: Agent | str | None = None
+    verify: Agent[Any] | str | None = None
     votes: int | None = None
-    variables: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    variables: Mapping[str, Any] = field(default_factory=lambda: _NO_VARIABLES, repr=False)
     after: Literal["success", "done"] = "success"
 
     @property
@@ -144,23 +191,94 @@ class Task:
             return self.verify
         return self.verify.name
 
+    def spec(self) -> TaskSpec:
+        """This task as a `TaskSpec`: worker and judge by name, a function by its import path
+        (a lambda or a closure by a marker: its output can be restored, it cannot run again)."""
+        # Built without validation: `TaskGraph.add` checked every value by the same rules.
+        return unchecked_spec(
+            {
+                "id": self.id,
+                "agent": self.agent_name,
+                "fn": None if self.fn is None else function_path(self.fn),
+                "prompt": self.prompt,
+                "deps": self.deps,
+                "timeout": self.timeout,
+                "retries": self.retries,
+                "weight": self.weight,
+                "budget": self.budget,
+                "max_output_tokens": self.max_output_tokens,
+                "reasoning_effort": self.reasoning_effort,
+                "verify": self.verify_name,
+                "votes": self.votes,
+                "variables": _json_variables(self.variables),
+                "after": self.after,
+            }
+        )
 
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """A task described by names only (agent by name, deps by id), for `TaskGraph.from_specs`."""
+    @classmethod
+    def of(
+        cls, spec: TaskSpec, *, agent: Agent[Any] | None = None, verify: Agent[Any] | None = None
+    ) -> Task:
+        """The handle of `spec` outside any graph (`TaskGraph.add_spec` adds one to a graph).
 
-    id: str
-    agent: str
-    prompt: str = ""
-    deps: tuple[str, ...] = ()
-    timeout: float | None = None
-    retries: int | None = None
-    weight: float = 1.0
-    budget: Budget | None = None
-    max_output_tokens: int | None = None
-    reasoning_effort: ReasoningEffort | None = None
-    verify: str | None = None
-    votes: int | None = None
+        Args:
+            spec: the task.
+            agent: the `Agent` that `spec.agent` names, when the caller holds it (an agent with
+                an output type, say); else the name is resolved when the run starts.
+            verify: the `Agent` that `spec.verify` names, likewise.
+
+        Raises:
+            GraphError: `agent` or `verify` is not the agent the spec names, or the spec's
+                function cannot be imported.
+            TemplateError: the prompt is not a valid template.
+        """
+        _check_bound(spec, "agent", spec.agent, agent)
+        _check_bound(spec, "verify", spec.verify, verify)
+        template, names = compile_prompt(spec.id, spec.prompt)
+        return cls(
+            spec.id,
+            agent or spec.agent,
+            spec.prompt,
+            spec.deps,
+            None if spec.fn is None else load_function(spec.fn, spec.id),
+            spec.timeout,
+            spec.retries,
+            spec.weight,
+            spec.budget,
+            template,
+            names,
+            spec.max_output_tokens,
+            spec.reasoning_effort,
+            verify or spec.verify,
+            spec.votes,
+            spec.variables or _NO_VARIABLES,
+            spec.after,
+        )
+
+
+def _json_variables(variables: Mapping[str, Any]) -> dict[str, Any]:
+    if not variables:
+        return {}
+    # (imported here: persist, the store's side, may build on this module)
+    from delegate.orchestrator._persist import to_json
+
+    converted: dict[str, Any] = to_json(dict(variables))
+    return converted
+
+
+def _check_bound(spec: TaskSpec, key: str, name: str | None, agent: object) -> None:
+    """An `Agent` given for a spec's name must be an Agent of that name."""
+    if agent is None:
+        return
+    if not isinstance(agent, Agent):
+        raise GraphError(f"task {spec.id!r}: {key} must be an Agent, got {type(agent).__name__}")
+    if agent.name != name:
+        raise GraphError(
+            f"task {spec.id!r}: {key} is the Agent {agent.name!r}, but the spec names "
+            f"{name!r}; pass the agent the spec names"
+        )
+    if key == "verify" and (problem := judge_problem(agent)) is not None:
+        raise GraphError(f"task {spec.id!r}: {problem}")
 
 
 def compile_prompt(task_id: str, prompt: str) -> tuple[Template | None, frozenset[str]]:
@@ -189,10 +307,15 @@ def compile_prompt(task_id: str, prompt: str) -> tuple[Template | None, frozense
     return template, names
 
 
+# --- the graph --------------------------------------------------------------------------------
+
+
 class TaskGraph:
     """A directed acyclic graph of tasks, built with `add`.
 
     Iterating yields the tasks in the order they were added, which is a topological order.
+    Building is linear in the tasks and their dependencies: a 100,000-task fan-out and its
+    99,998-dependency reduce take well under a second.
     """
 
     def __init__(self) -> None:
@@ -223,11 +346,55 @@ class TaskGraph:
         """The tasks by id, in the order they were added."""
         return self._tasks
 
+    @overload
     def add(
         self,
         id: str,
         *,
-        agent: Agent | str | None = None,
+        agent: Agent[R],
+        prompt: str = "",
+        deps: Iterable[Task | str] = (),
+        **options: Unpack[TaskOptions],
+    ) -> Task[R]: ...
+
+    @overload
+    def add(
+        self,
+        id: str,
+        *,
+        agent: str,
+        prompt: str = "",
+        deps: Iterable[Task | str] = (),
+        **options: Unpack[TaskOptions],
+    ) -> Task[object]: ...
+
+    @overload
+    def add(  # an async fn matches this one and the next: the first match wins
+        self,
+        id: str,
+        *,
+        fn: Callable[[TaskContext], Awaitable[R]],
+        prompt: str = "",
+        deps: Iterable[Task | str] = (),
+        **options: Unpack[TaskOptions],
+    ) -> Task[R]: ...
+
+    @overload
+    def add(
+        self,
+        id: str,
+        *,
+        fn: Callable[[TaskContext], R],
+        prompt: str = "",
+        deps: Iterable[Task | str] = (),
+        **options: Unpack[TaskOptions],
+    ) -> Task[R]: ...
+
+    def add(
+        self,
+        id: str,
+        *,
+        agent: Agent[Any] | str | None = None,
         prompt: str = "",
         deps: Iterable[Task | str] = (),
         fn: TaskFunction | None = None,
@@ -237,7 +404,7 @@ class TaskGraph:
         budget: Budget | None = None,
         max_output_tokens: int | None = None,
         reasoning_effort: ReasoningEffort | None = None,
-        verify: Agent | str | None = None,
+        verify: Agent[Any] | str | None = None,
         votes: int | None = None,
         variables: Mapping[str, Any] | None = None,
         after: Literal["success", "done"] = "success",
@@ -282,37 +449,36 @@ class TaskGraph:
             TemplateError: a prompt that is not a valid template, or that names a task it does
                 not depend on.
         """
-        self._check_id(id)
-        _check_agent(id, agent)
-        if not isinstance(prompt, str):
-            raise GraphError(f"task {id!r}: prompt must be a str, got {type(prompt).__name__}")
-        if (agent is None) == (fn is None):
+        self._check_new(id)
+        if agent is not None and not isinstance(agent, str | Agent):
             raise GraphError(
-                f"task {id!r}: give exactly one of agent= (a model call) or fn= (a Python function)"
-            )
-        if after not in ("success", "done"):
-            raise GraphError(f'task {id!r}: after must be "success" or "done", got {after!r}')
-        if variables is not None and not isinstance(variables, Mapping):
-            raise GraphError(
-                f"task {id!r}: variables must be a mapping of names to values, got "
-                f"{type(variables).__name__}"
+                f"task {id!r}: agent must be an Agent or a worker's name, got "
+                f"{type(agent).__name__}"
             )
         if fn is not None and not callable(fn):
             raise GraphError(f"task {id!r}: fn must be callable, got {type(fn).__name__}")
-        self._check_options(id, timeout, retries, weight)
         if budget is not None and not isinstance(budget, Budget):
             raise GraphError(
                 f"task {id!r}: budget must be a delegate.Budget, got {type(budget).__name__}"
             )
-        _check_model_options(id, fn, max_output_tokens, reasoning_effort, verify, votes)
+        check_task(
+            id,
+            agent,
+            fn,
+            prompt,
+            timeout,
+            retries,
+            weight,
+            max_output_tokens,
+            reasoning_effort,
+            verify,
+            votes,
+            variables,
+            after,
+        )
         dep_ids = self._resolve_deps(id, deps)
         template, names = compile_prompt(id, prompt)
-        for name in names - RESERVED_NAMES - set(dep_ids):
-            if name in self._tasks:
-                raise TemplateError(
-                    f"task {id!r}: prompt uses {{{{ {name} }}}}, the output of task {name!r}, but "
-                    f"does not depend on it; add deps=[{name!r}]"
-                )
+        self._check_placeholders(id, names, dep_ids)
         task = Task(
             id,
             agent,
@@ -329,64 +495,90 @@ class TaskGraph:
             reasoning_effort,
             verify,
             votes,
-            dict(variables or {}),
+            dict(variables) if variables else _NO_VARIABLES,
             after,
         )
         self._tasks[id] = task
         return task
 
-    def _check_id(self, id: object) -> None:
-        if not isinstance(id, str) or not TASK_ID.match(id):
-            raise GraphError(
-                f"task id {id!r} is not valid: use 1–200 letters, digits or `_ . : - [ ]`, "
-                "starting with a letter, digit or underscore"
-            )
-        if id in RESERVED_NAMES:
-            raise GraphError(f"task id {id!r} is reserved for templates; choose another id")
+    def add_spec(
+        self, spec: TaskSpec, *, agent: Agent[Any] | None = None, verify: Agent[Any] | None = None
+    ) -> Task:
+        """Add the task `spec` describes (its deps must be in the graph) and return its handle.
+
+        Args:
+            spec: the task; its agent and judge stay names, resolved when the run starts,
+                unless given here; its function is imported by path.
+            agent: the `Agent` that `spec.agent` names, when the caller holds it.
+            verify: the `Agent` that `spec.verify` names, when the caller holds it.
+
+        Raises:
+            GraphError: a duplicate id, an unknown dependency, an agent that is not the one
+                named, a function that cannot be imported.
+            TemplateError: a prompt that is not a valid template, or that names a task it does
+                not depend on.
+        """
+        self._check_new(spec.id)
+        self._resolve_deps(spec.id, spec.deps)
+        task = Task.of(spec, agent=agent, verify=verify)
+        self._check_placeholders(task.id, task.placeholders, task.deps)
+        self._tasks[task.id] = task
+        return task
+
+    def spec(self) -> GraphSpec:
+        """The graph as a `GraphSpec` (`TaskGraph.from_spec` builds it back)."""
+        return GraphSpec.of(self._tasks.values())
+
+    def _check_new(self, id: object) -> None:
+        check_id(id)
         if id in self._tasks:
             raise GraphError(f"duplicate task id {id!r}: every task in a graph needs its own id")
-
-    @staticmethod
-    def _check_options(id: str, timeout: float | None, retries: int | None, weight: float) -> None:
-        if timeout is not None and not _positive_number(timeout):
-            raise GraphError(f"task {id!r}: timeout must be > 0 seconds, got {timeout}")
-        if retries is not None and (
-            not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
-        ):
-            raise GraphError(f"task {id!r}: retries must be an integer ≥ 0, got {retries!r}")
-        if not _positive_number(weight):
-            raise GraphError(f"task {id!r}: weight must be > 0, got {weight}")
 
     def _resolve_deps(self, id: str, deps: Iterable[Task | str]) -> tuple[str, ...]:
         if isinstance(deps, str | Task):
             deps = (deps,)
-        resolved: list[str] = []
+        # A dict keeps the order and drops repeats in O(1) each: a 99,998-dependency reduce
+        # is linear, not quadratic.
+        resolved: dict[str, None] = {}
+        tasks = self._tasks
         for dep in deps:
-            if isinstance(dep, Task):
-                if self._tasks.get(dep.id) is not dep:
+            if isinstance(dep, str):
+                if dep not in tasks:
+                    raise GraphError(
+                        f"task {id!r} depends on {shown(dep)}, which is not in the graph"
+                        f"{did_you_mean(dep, tasks)}; add it first"
+                    )
+                resolved[dep] = None
+            elif isinstance(dep, Task):
+                if tasks.get(dep.id) is not dep:
                     raise GraphError(
                         f"task {id!r} depends on a Task {dep.id!r} from another graph; "
                         "pass tasks of this graph"
                     )
-                dep_id = dep.id
-            elif isinstance(dep, str):
-                if dep not in self._tasks:
-                    raise GraphError(
-                        f"task {id!r} depends on {dep!r}, which is not in the graph"
-                        f"{did_you_mean(dep, self._tasks)}; add it first"
-                    )
-                dep_id = dep
+                resolved[dep.id] = None
             else:
                 raise GraphError(
                     f"task {id!r}: deps must be Task handles or task ids, got {type(dep).__name__}"
                 )
-            if dep_id not in resolved:
-                resolved.append(dep_id)
         return tuple(resolved)
+
+    def _check_placeholders(self, id: str, names: frozenset[str], deps: tuple[str, ...]) -> None:
+        if not names:
+            return
+        known = set(deps)
+        for name in sorted(names - RESERVED_NAMES):
+            if name not in known and name in self._tasks:
+                raise TemplateError(
+                    f"task {id!r}: prompt uses {{{{ {name} }}}}, the output of task {name!r}, but "
+                    f"does not depend on it; add deps=[{name!r}]"
+                )
 
     @classmethod
     def from_specs(cls, specs: Iterable[TaskSpec]) -> TaskGraph:
         """Build a graph from specs listed in any order; dependencies are resolved by id.
+
+        Agents and judges stay names (resolved against the workers when the run starts);
+        function tasks are imported by their path.
 
         Raises:
             GraphError: duplicate ids, unknown dependencies, or a cycle (naming its tasks).
@@ -407,117 +599,45 @@ class TaskGraph:
                     )
         graph = cls()
         for spec in _topological(by_id):
-            graph.add(
-                spec.id,
-                agent=spec.agent,
-                prompt=spec.prompt,
-                deps=spec.deps,
-                timeout=spec.timeout,
-                retries=spec.retries,
-                weight=spec.weight,
-                budget=spec.budget,
-                max_output_tokens=spec.max_output_tokens,
-                reasoning_effort=spec.reasoning_effort,
-                verify=spec.verify,
-                votes=spec.votes,
-            )
+            graph.add_spec(spec)
         return graph
+
+    @classmethod
+    def from_spec(cls, spec: GraphSpec) -> TaskGraph:
+        """Build the graph of a `GraphSpec` (`GraphSpec.from_json` reads a stored one).
+
+        Raises:
+            GraphError: duplicate ids, unknown dependencies, a cycle, or a function task whose
+                function cannot be imported.
+        """
+        return cls.from_specs(spec.tasks)
 
     def critical_path(self) -> tuple[list[str], float]:
         """The heaviest chain of dependent tasks by `weight`, and its total weight."""
-        best: dict[str, tuple[float, str | None]] = {}
+        length: dict[str, float] = {}  # the heaviest chain ending at each task
+        before: dict[str, str | None] = {}  # the task before it on that chain
         for task in self._tasks.values():
-            prev = max(task.deps, key=lambda d: best[d][0], default=None)
-            best[task.id] = (task.weight + (best[prev][0] if prev else 0.0), prev)
-        if not best:
+            prev = max(task.deps, key=length.__getitem__, default=None)
+            length[task.id] = task.weight + (0.0 if prev is None else length[prev])
+            before[task.id] = prev
+        if not length:
             return [], 0.0
-        end = max(best, key=lambda t: best[t][0])
-        total = best[end][0]
+        end = max(length, key=length.__getitem__)
         path: list[str] = []
         node: str | None = end
         while node is not None:
             path.append(node)
-            node = best[node][1]
-        return path[::-1], total
-
-
-def _positive_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
-
-
-def _check_agent(id: str, agent: object) -> None:
-    from delegate.agents.agent import Agent
-
-    if agent is not None and not isinstance(agent, Agent | str):
-        raise GraphError(
-            f"task {id!r}: agent must be an Agent or a worker's name, got {type(agent).__name__}"
-        )
-
-
-_EFFORTS: tuple[str, ...] = typing.get_args(ReasoningEffort)
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _check_model_options(
-    id: str,
-    fn: TaskFunction | None,
-    max_output_tokens: object,
-    reasoning_effort: object,
-    verify: object,
-    votes: object,
-) -> None:
-    """The per-task overrides of the worker's settings; they need a model task."""
-    given = {
-        "max_output_tokens": max_output_tokens,
-        "reasoning_effort": reasoning_effort,
-        "verify": verify,
-        "votes": votes,
-    }
-    if fn is not None:
-        named = [key for key, value in given.items() if value is not None]
-        if named:
-            raise GraphError(
-                f"task {id!r}: {', '.join(named)} apply to model calls, but this is a function "
-                "task (fn=); drop them or give the task an agent="
-            )
-        return
-    if max_output_tokens is not None and not _positive_int(max_output_tokens):
-        raise GraphError(
-            f"task {id!r}: max_output_tokens must be a positive int or None, got "
-            f"{max_output_tokens!r}; e.g. max_output_tokens=2000"
-        )
-    if reasoning_effort is not None and reasoning_effort not in _EFFORTS:
-        raise GraphError(
-            f"task {id!r}: reasoning_effort must be one of {', '.join(map(repr, _EFFORTS))} or "
-            f"None, got {reasoning_effort!r}"
-        )
-    if votes is not None and not _positive_int(votes):
-        raise GraphError(f"task {id!r}: votes must be a positive int or None, got {votes!r}")
-    if verify is not None and not isinstance(verify, str):
-        from delegate.agents.agent import judge_problem
-
-        problem = judge_problem(verify)
-        if problem is not None:
-            raise GraphError(f"task {id!r}: {problem}")
-    elif isinstance(verify, str) and not verify.strip():
-        raise GraphError(f"task {id!r}: verify is an empty name; give a worker's name or an Agent")
+            node = before[node]
+        return path[::-1], length[end]
 
 
 def _topological(by_id: Mapping[str, TaskSpec]) -> list[TaskSpec]:
     """Kahn's algorithm, stable (ties keep the listed order); a cycle is a GraphError."""
     order = {task_id: n for n, task_id in enumerate(by_id)}
-    pending = {task_id: len(set(spec.deps)) for task_id, spec in by_id.items()}
+    pending = {task_id: len(spec.deps) for task_id, spec in by_id.items()}
     children: dict[str, list[str]] = {task_id: [] for task_id in by_id}
     for spec in by_id.values():
-        for dep in set(spec.deps):
+        for dep in spec.deps:
             children[dep].append(spec.id)
     ready = [(order[t], t) for t, n in pending.items() if n == 0]
     heapq.heapify(ready)

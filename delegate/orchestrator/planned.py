@@ -25,17 +25,24 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from delegate._log import get_logger
-from delegate.agents.agent import Agent
+from delegate.agents.agent import Agent, AgentResult
 from delegate.agents.models import ModelRequest, Usage
-from delegate.errors import BudgetExceeded, DelegateError, ModelError, PlanInvalid
+from delegate.agents.tools import validation_summary
+from delegate.errors import (
+    BudgetExceeded,
+    DelegateError,
+    GraphError,
+    ModelError,
+    PlanInvalid,
+    StoreError,
+)
 from delegate.orchestrator.calls import DEFAULT_OUTPUT_TOKENS, EFFORT_OUTPUT_TOKENS, CallGate
 from delegate.orchestrator.estimate import estimate_tasks
 from delegate.orchestrator.events import PlanFinished, PlanStarted, SynthesisStarted
-from delegate.orchestrator.graph import Task, TaskGraph, compile_prompt, format_output
-from delegate.orchestrator.persist import graph_spec
+from delegate.orchestrator.graph import GraphSpec, PlannedSpec, Task, TaskGraph, format_output
 from delegate.orchestrator.planner import (
     SUMMARY_CHARS,
     Plan,
@@ -43,8 +50,6 @@ from delegate.orchestrator.planner import (
     PlanResult,
     PlanTask,
     describe_budget,
-    plan_prompt,
-    plan_task_options,
     summarize_output,
     validate_plan,
 )
@@ -52,9 +57,9 @@ from delegate.orchestrator.scheduler import build_nodes
 
 if TYPE_CHECKING:
     from delegate.memory.blackboard import Memory
+    from delegate.orchestrator._persist import RunRecorder
     from delegate.orchestrator.calls import RunAccount
     from delegate.orchestrator.events import EventBus
-    from delegate.orchestrator.persist import RunRecorder
     from delegate.orchestrator.run import RunResult, RunStatus
     from delegate.orchestrator.scheduler import RetryPolicy, Scheduler
 
@@ -161,8 +166,8 @@ class PlannedRun:
     goal: str
     inputs: Mapping[str, Any]
     planner: Planner
-    workers: Mapping[str, Agent]
-    synthesizer: Agent
+    workers: Mapping[str, Agent[Any]]
+    synthesizer: Agent[Any]
     output_type: type[BaseModel] | None
     max_replans: int
     judge_goal: bool
@@ -183,27 +188,33 @@ class PlannedRun:
     # -- the graph as stored -------------------------------------------------------------------
 
     def spec(self) -> dict[str, Any]:
-        """The run's graph spec with the plan revisions: what `resume` needs."""
-        spec = graph_spec(list(self.graph))
-        spec["planned"] = {
-            "goal": self.goal,
-            "plans": [revision.to_json() for revision in self.revisions],
-            "handled": dict(self.handled),
-        }
-        if self.source is not None:
-            spec["workflow"] = self.source
-        return spec
+        """The run's `GraphSpec` with the plan revisions, as JSON: what `resume` needs."""
+        planned = PlannedSpec(
+            goal=self.goal,
+            plans=tuple(revision.to_json() for revision in self.revisions),
+            handled=self.handled,
+        )
+        return GraphSpec.of(self.graph, planned=planned, workflow=self.source).to_json()
 
     @classmethod
-    def stored(cls, spec: Mapping[str, Any]) -> tuple[list[PlanRevision], dict[str, str]]:
-        """The plan revisions and handled failures of a stored planned run."""
-        planned = spec.get("planned") or {}
-        revisions = [PlanRevision.from_json(item) for item in planned.get("plans", ())]
-        return revisions, dict(planned.get("handled") or {})
+    def stored(cls, planned: PlannedSpec) -> tuple[list[PlanRevision], dict[str, str]]:
+        """The plan revisions and handled failures of a stored planned run.
+
+        Raises:
+            GraphError: a stored revision that is not one (a row changed outside delegate).
+        """
+        revisions = []
+        for number, item in enumerate(planned.plans, 1):
+            try:
+                revisions.append(PlanRevision.from_json(item))
+            except (ValueError, TypeError) as exc:  # (its usage is read by `Usage(**...)`)
+                problem = validation_summary(exc) if isinstance(exc, ValidationError) else exc
+                raise GraphError(f"stored plan revision {number} is not valid: {problem}") from None
+        return revisions, dict(planned.handled)
 
     # -- the driver's side of the run ----------------------------------------------------------
 
-    def agents(self) -> Mapping[str, Agent]:
+    def agents(self) -> Mapping[str, Agent[Any]]:
         """The planner's and the synthesizer's agents, and the workers."""
         agents = {**self.workers, self.planner.agent.name: self.planner.agent}
         agents.setdefault(self.synthesizer.name, self.synthesizer)
@@ -269,10 +280,12 @@ class PlannedRun:
         """Plan, let the tasks run, replan after failures; then release the scheduler's hold."""
         try:
             await self._drive(scheduler, account, recorder)
-        except Exception as exc:  # a bug or an unexpected error: the run ends with what it has
-            self.error = f"planning stopped: {type(exc).__name__}: {exc}"
+        except StoreError:
+            raise  # the run cannot be kept: it stops, as when its recorder fails
+        except DelegateError as exc:  # one of ours: the run ends with what it has, and says why
+            self.error = f"planning stopped: {exc}"
             self.unresolved = True
-            log.error("planning_stopped", run_id=self.run_id, error=self.error)
+            log.error("planning_stopped", error=self.error)
         finally:
             scheduler.release()
 
@@ -313,7 +326,7 @@ class PlannedRun:
                 return
             self.unresolved = True
             if replans >= self.max_replans or self._past_deadline(account):
-                log.info("replans_exhausted", run_id=self.run_id, max_replans=self.max_replans)
+                log.info("replans_exhausted", max_replans=self.max_replans)
                 return
             replans += 1
             self.handled.update(failures)
@@ -406,7 +419,8 @@ class PlannedRun:
                 "caller": CallGate(account, charge),
                 "validate": validate,
                 "on_task": on_task,
-            }
+            },
+            account.deadline,
         )
         if result is not None:
             note = result.plan.synthesis_note
@@ -432,7 +446,7 @@ class PlannedRun:
             complete=result is not None,
         )
         if error is not None:
-            log.warning("plan_failed", run_id=self.run_id, revision=number, error=error)
+            log.warning("plan_failed", revision=number, error=error)
         if self.bus.active:
             self.bus.emit(
                 PlanFinished(
@@ -479,33 +493,23 @@ class PlannedRun:
         )
 
     async def _ask(
-        self, options: Callable[[], dict[str, Any]]
+        self, options: Callable[[], dict[str, Any]], deadline: float | None
     ) -> tuple[PlanResult | None, str | None]:
         """A plan from the planner, retrying transient errors; or why there is none.
 
-        `options` gives `Planner.plan`'s arguments for each attempt (what is finished changes).
+        `options` gives `Planner.plan`'s arguments for each attempt (what is finished changes);
+        no retry waits past `deadline` (the run's).
         """
-        for attempt in range(1, self.retry.max_retries + 2):
-            try:
-                result = await self.planner.plan(
-                    self.goal,
-                    inputs=self.inputs,
-                    workers=self.workers,
-                    prices=self.prices,
-                    **options(),
-                )
-            except ModelError as exc:
-                if not exc.retryable or attempt > self.retry.max_retries:
-                    return None, str(exc)
-                delay = self.retry.wait(exc, attempt, self.rng)
-                if isinstance(delay, str):
-                    return None, f"{exc} — {delay}"
-                await anyio.sleep(delay)
-            except (PlanInvalid, BudgetExceeded) as exc:
-                return None, str(exc)
-            else:
-                return result, None
-        raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
+
+        async def attempt() -> PlanResult:
+            return await self.planner.plan(
+                self.goal, inputs=self.inputs, workers=self.workers, prices=self.prices, **options()
+            )
+
+        try:
+            return await self.retry.call(attempt, rng=self.rng, deadline=deadline), None
+        except (ModelError, PlanInvalid, BudgetExceeded) as exc:
+            return None, str(exc)
 
     def _record(
         self,
@@ -547,10 +551,7 @@ class PlannedRun:
 
     def _add(self, task: PlanTask, scheduler: Scheduler) -> None:
         """Add one planned task to the graph and the running scheduler."""
-        options = plan_task_options(task, self.workers[task.agent])
-        added = self.graph.add(
-            task.id, agent=task.agent, prompt=plan_prompt(task), deps=task.deps, **options
-        )
+        added = self.graph.add_spec(task.spec(self.workers[task.agent]))
         scheduler.add(build_nodes([added], self.workers, known=scheduler.by_id))
 
     def _state(
@@ -572,7 +573,9 @@ class PlannedRun:
 
         try:
             records = await relevant(self.memory, self.goal)
-        except DelegateError as exc:
+        except StoreError:
+            raise  # the run's store failed: the run cannot be kept, it stops
+        except DelegateError as exc:  # a goal memory cannot search for: plan without memory
             log.warning("planner_memory_unavailable", error=str(exc))
             return []
         return [f"{record.key}: {render(record.value)[:SUMMARY_CHARS]}" for record in records]
@@ -618,22 +621,18 @@ class PlannedRun:
 
     def _task(self, task: PlanTask) -> Task:
         """A plan task as a graph `Task`, outside any graph (for estimating a plan)."""
-        prompt = plan_prompt(task)
-        template, names = compile_prompt(task.id, prompt)
-        return Task(
-            id=task.id,
-            agent=task.agent,
-            prompt=prompt,
-            deps=tuple(task.deps),
-            template=template,
-            placeholders=names,
-            **plan_task_options(task, self.workers[task.agent]),
-        )
+        return Task.of(task.spec(self.workers[task.agent]))
 
     # -- the goal check and the answer --------------------------------------------------------
 
     async def _check_goal(self, scheduler: Scheduler, account: RunAccount) -> str | None:
-        """What the planner's model finds missing before synthesis (None: the goal is met)."""
+        """What the planner's model finds missing before synthesis (None: nothing to replan for).
+
+        A check that fails with one of delegate's errors (its call refused by the budget, a
+        model error) is not taken for "goal met": the answer is still written, but the run is
+        "partial" and its error says that the goal check could not run. Anything else raised is
+        a bug, and ends the run.
+        """
         base = self.planner.agent
         judge = Agent(
             base.name,
@@ -650,8 +649,11 @@ class PlannedRun:
             result = await judge.run(
                 self._answer_prompt(scheduler), caller=CallGate(account, charge)
             )
+        except StoreError:
+            raise  # the run's store failed: the run cannot be kept, it stops
         except DelegateError as exc:
-            log.warning("goal_check_failed", run_id=self.run_id, error=str(exc))
+            self.error = self.error or f"the goal check could not run: {exc}"
+            log.warning("goal_check_failed", error=str(exc))
             return None
         finally:
             self.answer_usage += charge.usage
@@ -692,26 +694,18 @@ class PlannedRun:
             )
         prompt = self._answer_prompt(scheduler)
         charge = PlannerCalls()
+
+        async def attempt() -> AgentResult[Any]:
+            with _until(account.deadline):
+                return await self.synthesizer.run(prompt, caller=CallGate(account, charge))
+
         try:
-            for attempt in range(self.retry.max_retries + 1):
-                try:
-                    with _until(account.deadline):
-                        result = await self.synthesizer.run(
-                            prompt, caller=CallGate(account, charge)
-                        )
-                    return result.output
-                except ModelError as exc:
-                    if not exc.retryable or attempt == self.retry.max_retries:
-                        raise
-                    delay = self.retry.wait(exc, attempt + 1, self.rng, account.deadline)
-                    if isinstance(delay, str):
-                        exc.args = (f"{exc} — {delay}",)
-                        raise
-                    await anyio.sleep(delay)
+            result = await self.retry.call(attempt, rng=self.rng, deadline=account.deadline)
+            return result.output
         except (DelegateError, TimeoutError) as exc:
             message = str(exc) or "the final answer ran out of time"
             self.error = f"the final answer failed: {message}"
-            log.warning("synthesis_failed", run_id=self.run_id, error=message)
+            log.warning("synthesis_failed", error=message)
         finally:
             self.answer_usage += charge.usage
         return None
@@ -721,7 +715,7 @@ def _until(deadline: float | None) -> AbstractContextManager[anyio.CancelScope]:
     return anyio.fail_after(None if deadline is None else max(deadline - anyio.current_time(), 0))
 
 
-def _allowance(agent: Agent) -> int:
+def _allowance(agent: Agent[Any]) -> int:
     if agent.max_output_tokens is not None:
         return agent.max_output_tokens
     if agent.reasoning_effort is not None:
@@ -729,7 +723,9 @@ def _allowance(agent: Agent) -> int:
     return DEFAULT_OUTPUT_TOKENS
 
 
-def synthesizer_for(agent: Agent, output_type: type[BaseModel] | None, *, planner: bool) -> Agent:
+def synthesizer_for(
+    agent: Agent[Any], output_type: type[BaseModel] | None, *, planner: bool
+) -> Agent[Any]:
     """The agent that writes the final answer, as text or as `output_type`.
 
     The planner writes it with the synthesis instructions; a named synthesizer keeps its own

@@ -14,6 +14,7 @@ from typing_extensions import TypeVar
 
 from delegate.agents.models import Usage
 from delegate.errors import TaskNotSucceeded
+from delegate.orchestrator import _gc
 from delegate.orchestrator.planned import PlanRevision
 from delegate.orchestrator.scheduler import TaskStatus
 
@@ -244,24 +245,25 @@ def result_of(
     finished: float,
 ) -> RunResult:
     """The result of a run from its scheduler's nodes."""
-    tasks = {
-        node.task.id: _task_result(
-            {
-                "id": node.task.id,
-                "status": node.status,
-                "output": node.output,
-                "error": node.error,
-                "attempts": node.attempts,
-                "usage": node.usage,
-                "agent": node.answered_by or node.task.agent_name,
-                "model": node.model,
-                "deps": node.task.deps,
-                "started_at": _timestamp(node.started_at),
-                "finished_at": _timestamp(node.finished_at),
-            }
-        )
-        for node in nodes
-    }
+    with _gc.during_run():  # a result per task, all kept: nothing for the collector to find
+        tasks = {
+            node.task.id: _task_result(
+                {
+                    "id": node.task.id,
+                    "status": node.status,
+                    "output": node.output,
+                    "error": node.error,
+                    "attempts": node.attempts,
+                    "usage": node.usage,
+                    "agent": node.answered_by or node.task.agent_name,
+                    "model": node.model,
+                    "deps": node.task.deps,
+                    "started_at": _timestamp(node.started_at),
+                    "finished_at": _timestamp(node.finished_at),
+                }
+            )
+            for node in nodes
+        }
     sinks = [node for node in nodes if not node.children]
     if len(sinks) == 1:
         output = sinks[0].output if sinks[0].status == "succeeded" else None

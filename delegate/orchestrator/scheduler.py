@@ -35,14 +35,16 @@ from anyio.abc import TaskGroup
 from jinja2 import TemplateError as JinjaTemplateError
 
 from delegate import _secrets
+from delegate._log import bind_task
 from delegate.agents.models import Usage
+from delegate.agents.retry import GiveUp, RetryPolicy
 from delegate.errors import (
     ConfigError,
     DelegateError,
-    RateLimitError,
     TaskTimeoutError,
     TemplateError,
 )
+from delegate.orchestrator import _gc
 from delegate.orchestrator.calls import CallGate, RunAccount
 from delegate.orchestrator.checks import run_checked
 from delegate.orchestrator.events import (
@@ -68,75 +70,7 @@ _TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 _BROKEN = frozenset({"failed", "skipped", "cancelled"})
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How transient failures are retried.
-
-    The n-th retry waits `min(max_delay, base_delay * 2**(n-1))`, scaled by a random factor in
-    `[1 - jitter, 1]` so that many tasks hit by one rate limit do not come back in lockstep; a
-    provider's `retry_after` is a lower bound on the wait. A `retry_after` beyond `max_delay`, or
-    a wait that would end past the run's deadline, is not waited out: the retries end there, with
-    the reason (`wait`).
-
-    Attributes:
-        max_retries: retries after the first attempt (0 disables retrying).
-        base_delay: seconds before the first retry.
-        max_delay: the longest wait between attempts.
-        jitter: the fraction of each wait that is random (0 to 1).
-    """
-
-    max_retries: int = 2
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-    jitter: float = 0.5
-
-    def __post_init__(self) -> None:
-        if (
-            not isinstance(self.max_retries, int)
-            or isinstance(self.max_retries, bool)
-            or self.max_retries < 0
-        ):
-            raise ConfigError(
-                f"RetryPolicy.max_retries must be an integer ≥ 0, got {self.max_retries!r}"
-            )
-        if not (math.isfinite(self.base_delay) and math.isfinite(self.max_delay)) or (
-            self.base_delay < 0 or self.max_delay < 0
-        ):
-            raise ConfigError(
-                f"RetryPolicy delays must be ≥ 0 seconds, got base_delay={self.base_delay}, "
-                f"max_delay={self.max_delay}"
-            )
-        if not 0 <= self.jitter <= 1:
-            raise ConfigError(f"RetryPolicy.jitter must be between 0 and 1, got {self.jitter}")
-
-    def delay(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number `retry` (1-based)."""
-        backoff = min(self.max_delay, self.base_delay * 2.0 ** (retry - 1))
-        backoff *= 1 - self.jitter * rng.random()
-        return max(backoff, float(retry_after or 0.0))
-
-    def wait(
-        self, error: BaseException, retry: int, rng: random.Random, deadline: float | None = None
-    ) -> float | str:
-        """Seconds to wait before retry number `retry` after a transient `error`, or why not to.
-
-        Returns the delay, or a sentence saying why the retries end here: the provider asked for
-        a wait longer than `max_delay`, or the wait would end past `deadline` (anyio's clock).
-        """
-        retry_after = error.retry_after if isinstance(error, RateLimitError) else None
-        if retry_after is not None and retry_after > self.max_delay:
-            return (
-                f"the provider asked to wait {retry_after:g} s before retrying, more than "
-                f"RetryPolicy.max_delay ({self.max_delay:g} s); raise max_delay to wait that "
-                "long, or lower the request rate (a rate limit or max_concurrency)"
-            )
-        delay = self.delay(retry, rng, retry_after)
-        if deadline is not None and anyio.current_time() + delay >= deadline:
-            return (
-                f"retrying after {delay:.3g} s would pass the run's deadline; raise "
-                "budget.seconds to leave time for retries"
-            )
-        return delay
+_NO_USAGE = Usage()
 
 
 @dataclass(slots=True, eq=False)
@@ -144,7 +78,7 @@ class Node:
     """The scheduler's mutable state of one task."""
 
     task: Task
-    agent: Agent | None
+    agent: Agent[Any] | None
     priority: float
     seq: int
     pending: int = 0
@@ -153,18 +87,27 @@ class Node:
     attempts: int = 0
     output: Any = None
     error: str | None = None
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = _NO_USAGE  # (frozen: one shared zero, not one made per node)
     model: str | None = None
     answered_by: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    verify: Agent | None = None  # the judge: the task's own, else its agent's (`build_nodes`)
+    verify: Agent[Any] | None = None  # the judge: the task's own, else its agent's (`build_nodes`)
     passable: bool = False  # skipped, yet its dependents run (a workflow step whose `when` failed)
 
     @property
     def task_id(self) -> str:
         """The task's id (what a `CallGate` charges the task's budget by)."""
         return self.task.id
+
+
+def _attempt_failure(task: Task, exc: Exception) -> Exception:
+    """`exc` when it ends the attempt: one of delegate's errors, or anything a task function
+    raised (its own failure, as a tool's is). Anything else is a bug (ours, a custom model's) and
+    is raised: the run stops with it, instead of a task failing with a string of it."""
+    if isinstance(exc, DelegateError) or task.fn is not None:
+        return exc
+    raise exc
 
 
 def _describe(exc: BaseException) -> str:
@@ -231,7 +174,10 @@ class Scheduler:
         """Run every node; returns when all are succeeded, failed, skipped or cancelled."""
         deadline = self.account.deadline
         try:
-            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as limit:
+            with (
+                _gc.during_run(),  # the collector skips the graph and collects less often
+                anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as limit,
+            ):
                 async with anyio.create_task_group() as group:
                     self._scope = group.cancel_scope
                     self._group = group
@@ -416,6 +362,7 @@ class Scheduler:
                 self._idle.append(wake)
                 await wake.wait()
                 continue
+            bind_task(node.task.id, node.task.agent_name)  # every event it logs names it
             try:
                 await self._run_node(node)
             finally:
@@ -450,16 +397,15 @@ class Scheduler:
                     "or give the worker less to do"
                 )
             except Exception as exc:
-                error = exc
+                error = _attempt_failure(task, exc)
             else:
                 self._succeed(node, output)
                 return
-            if not getattr(error, "retryable", False) or node.attempts > max_retries:
-                self._fail(node, _describe(error))
-                return
-            delay = self.retry.wait(error, node.attempts, self.rng, self.account.deadline)
-            if isinstance(delay, str):
-                self._fail(node, f"{_describe(error)} — {delay}")
+            delay = self.retry.decide(
+                error, node.attempts, self.rng, self.account.deadline, max_retries=max_retries
+            )
+            if isinstance(delay, GiveUp):
+                self._fail(node, delay.describe(_describe(error)))
                 return
             if self.bus.active:
                 self.bus.emit(
@@ -665,7 +611,7 @@ def _timeout(seconds: float | None) -> AbstractContextManager[Any]:
 
 
 def build_nodes(
-    tasks: list[Task], agents: Mapping[str, Agent], known: Mapping[str, Node] | None = None
+    tasks: list[Task], agents: Mapping[str, Agent[Any]], known: Mapping[str, Node] | None = None
 ) -> list[Node]:
     """Scheduler nodes for `tasks` (in topological order), with critical-path priorities.
 
@@ -673,6 +619,13 @@ def build_nodes(
     `tasks` may depend on them; a dependency that already succeeded does not hold a new node
     back, and the new nodes raise the priorities of those they wait for.
     """
+    with _gc.during_run():  # a node per task, all kept: nothing for the collector to find
+        return _nodes(tasks, agents, known)
+
+
+def _nodes(
+    tasks: list[Task], agents: Mapping[str, Agent[Any]], known: Mapping[str, Node] | None
+) -> list[Node]:
     nodes: list[Node] = []
     by_id: dict[str, Node] = {}
     known = known or {}
@@ -700,17 +653,21 @@ def build_nodes(
         tail = max((child.priority for child in node.children), default=0.0)
         node.priority = node.task.weight + tail
     if known:
-        _raise_priorities(nodes, {**known, **by_id})
+        _raise_priorities(nodes, by_id, known)
     return nodes
 
 
-def _raise_priorities(nodes: list[Node], by_id: Mapping[str, Node]) -> None:
+def _raise_priorities(
+    nodes: list[Node], by_id: Mapping[str, Node], known: Mapping[str, Node]
+) -> None:
     """Carry the new nodes' remaining paths up to the older nodes they wait for."""
+    # Two lookups, not one merged copy: a copy of the running graph per added task made adding
+    # tasks one at a time (plans, fan-outs) quadratic.
     stack = list(nodes)
     while stack:
         node = stack.pop()
         for dep in node.task.deps:
-            parent = by_id[dep]
+            parent = by_id.get(dep) or known[dep]
             if parent.status == "pending" and parent.priority < parent.task.weight + node.priority:
                 parent.priority = parent.task.weight + node.priority
                 stack.append(parent)

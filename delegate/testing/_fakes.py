@@ -1,7 +1,8 @@
 """Fake models for tests: deterministic, offline, and as strict as a real provider.
 
 `FunctionModel(fn)` answers with whatever `fn(request)` returns; `ScriptedModel([...])` answers from
-a list in order. Both count tokens with the same counter the real path uses, honour
+a list in order. Both count tokens deterministically without loading a tokenizer (one per
+piece of the tokenizer's pre-split: `count_tokens`), honour
 `max_output_tokens` the way a provider does (the answer is cut and `finish_reason` is "length"),
 price their usage, and can raise the same errors a real provider raises::
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import dataclasses
 import inspect
 import json
 import time
@@ -41,7 +41,7 @@ import anyio
 from delegate._json import loads_untrusted
 from delegate.agents import models as _models
 from delegate.agents.models import ModelRequest, ModelResponse, Price, ToolCall, Usage
-from delegate.agents.tokens import count_messages, count_text, truncate_text
+from delegate.agents.tokens import count_pieces, count_pieces_messages, truncate_pieces
 from delegate.errors import ConfigError
 
 __all__ = [
@@ -56,6 +56,9 @@ Answer: TypeAlias = str | dict[str, Any] | ModelResponse
 """What a fake may answer: raw text, a dict (sent as JSON), or a whole `ModelResponse`."""
 
 Latency: TypeAlias = float | Callable[[ModelRequest], float]
+
+_NO_USAGE = Usage()
+"""The usage of an answer that does not state its own: the fake bills it."""
 
 _CHARS_PER_TOKEN = 4
 """Characters per token assumed by `expected_latency` to size an answer (OpenAI's rule of thumb)."""
@@ -151,6 +154,15 @@ class _FakeModel(abc.ABC):
         chunks = -(-characters // self._chunk_size)
         return max(chunks - 1, 0) * self._chunk_delay
 
+    def count_tokens(self, request: ModelRequest) -> int:
+        """Input tokens of `request`, as this fake bills them: one per piece of the tokenizer's
+        pre-split (`delegate.agents.tokens.count_pieces_messages`), deterministic, and no BPE
+        table loaded. That is the exact count for text of common words and never more; a budget
+        gate reserves by this count, so reservations and usage agree to the token."""
+        return count_pieces_messages(
+            request.messages, self._name, request.tools, request.output_schema
+        )
+
     @property
     def calls(self) -> int:
         """How many requests this model received."""
@@ -172,22 +184,27 @@ class _FakeModel(abc.ABC):
         started = time.perf_counter()
         self.requests.append(request)
         delay = self._first_chunk_latency(request)
-        first = anyio.current_time() + delay  # when the first chunk is due
+        # When the first chunk is due; only a chunk_delay schedules anything from it, so a call
+        # without one does not read the clock.
+        first = anyio.current_time() + delay if self._chunk_delay > 0 else 0.0
         if delay > 0:
             await anyio.sleep(delay)
         answer = await self._answer(request)
-        response = self._finish(request, answer)
-        await self._deliver(request, response, first)
-        return dataclasses.replace(response, latency=time.perf_counter() - started)
+        fields = self._finish(request, answer)
+        await self._deliver(request, fields["text"], fields["tool_calls"], first)
+        # Built once, when its latency is known.
+        return ModelResponse(**fields, latency=time.perf_counter() - started, model=self._name)
 
-    async def _deliver(self, request: ModelRequest, response: ModelResponse, first: float) -> None:
+    async def _deliver(
+        self, request: ModelRequest, text: str, tool_calls: tuple[ToolCall, ...], first: float
+    ) -> None:
         """Stream the text to `on_text` chunk by chunk, or wait as long as that would take.
 
         Chunks are due on a fixed schedule from `first` (as a network stream arrives), so the
         time spent handling one chunk does not delay the next.
         """
-        text, size = response.text, self._chunk_size
-        if request.on_text is None or response.tool_calls:
+        size = self._chunk_size
+        if request.on_text is None or tool_calls:
             rest = self._chunk_time(len(text))
             if rest > 0:
                 await anyio.sleep_until(first + rest)
@@ -197,49 +214,50 @@ class _FakeModel(abc.ABC):
                 await anyio.sleep_until(first + index * self._chunk_delay)
             request.on_text(text[start : start + size])
 
-    def _finish(self, request: ModelRequest, answer: Answer) -> ModelResponse:
+    def _finish(self, request: ModelRequest, answer: Answer) -> dict[str, Any]:
+        """The response's fields but its latency and model: the answer cut at the request's
+        limit, parsed when structured, and priced."""
+        output: Any = None
+        tool_calls: tuple[ToolCall, ...] = ()
+        usage = _NO_USAGE
+        finish = "stop"
         if isinstance(answer, ModelResponse):
-            base = answer
+            text, output, tool_calls = answer.text, answer.output, answer.tool_calls
+            usage, finish = answer.usage, answer.finish_reason
         elif isinstance(answer, dict):
-            base = ModelResponse(text=json.dumps(answer))
+            text = json.dumps(answer)
         elif isinstance(answer, str):
-            base = ModelResponse(text=answer)
+            text = answer
         else:
             raise ConfigError(
                 f"fake model {self._name!r} answered a {type(answer).__name__}; answer a str, a "
                 "dict, a ModelResponse, or raise a delegate.errors.ModelError"
             )
-        text, finish = base.text, base.finish_reason
-        output_tokens = count_text(text, self._name) + sum(
-            count_text(call.name, self._name) + count_text(call.arguments, self._name)
-            for call in base.tool_calls
+        output_tokens = count_pieces(text, self._name) + sum(
+            count_pieces(call.name, self._name) + count_pieces(call.arguments, self._name)
+            for call in tool_calls
         )
         limit = request.max_output_tokens
         if limit is not None and output_tokens > limit:
-            text, output_tokens, finish = truncate_text(text, limit, self._name), limit, "length"
-        output = base.output
+            text, output_tokens, finish = truncate_pieces(text, limit, self._name), limit, "length"
         if request.output_schema is not None and output is None and finish != "length":
             with contextlib.suppress(ValueError):  # (JSONInputError is a ValueError)
                 output = loads_untrusted(text)
-        usage = base.usage
-        if usage == Usage():
-            input_tokens = count_messages(
-                request.messages, self._name, request.tools, request.output_schema
-            )
+        if usage == _NO_USAGE:
+            input_tokens = self.count_tokens(request)
             usage = Usage(
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cost_usd=self._price.cost(input_tokens, output_tokens),
                 calls=1,
             )
-        return ModelResponse(
-            text=text,
-            output=output,
-            tool_calls=base.tool_calls if finish != "length" else (),
-            usage=usage,
-            finish_reason=finish,
-            model=self._name,
-        )
+        return {
+            "text": text,
+            "output": output,
+            "tool_calls": tool_calls if finish != "length" else (),
+            "usage": usage,
+            "finish_reason": finish,
+        }
 
 
 class FunctionModel(_FakeModel):

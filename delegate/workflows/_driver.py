@@ -31,22 +31,27 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateError as JinjaTemplateError
-from jinja2 import TemplateRuntimeError
+from jinja2 import Undefined
 
-from delegate._log import get_logger
+from delegate._log import bound_context, get_logger
 from delegate.agents.agent import Agent, with_output_type
-from delegate.errors import DelegateError, ModelError, PlanInvalid
+from delegate.errors import DelegateError, StoreError, TemplateError
+from delegate.orchestrator._persist import restore_nodes, to_json, usage_from
 from delegate.orchestrator.calls import CallGate
 from delegate.orchestrator.events import TaskFailed, TaskStarted, TaskSucceeded
-from delegate.orchestrator.graph import PROMPT_ENV, Task, TaskContext, TaskGraph
-from delegate.orchestrator.persist import graph_spec, restore_nodes, to_json, usage_from
+from delegate.orchestrator.graph import (
+    PROMPT_ENV,
+    GraphSpec,
+    Task,
+    TaskContext,
+    TaskGraph,
+    TaskSpec,
+)
 from delegate.orchestrator.planned import PlannerCalls, synthesizer_for
 from delegate.orchestrator.planner import (
     Plan,
     Planner,
     PlanTask,
-    plan_prompt,
-    plan_task_options,
     summarize_output,
     validate_plan,
 )
@@ -58,8 +63,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from delegate.memory.records import TaskRecord
+    from delegate.orchestrator._persist import RunRecorder
     from delegate.orchestrator.calls import RunAccount
-    from delegate.orchestrator.persist import RunRecorder
     from delegate.orchestrator.run import RunResult, RunStatus
     from delegate.orchestrator.scheduler import Scheduler
     from delegate.workflows.spec import WorkflowSpec
@@ -82,7 +87,7 @@ class WorkflowRun:
 
     run_id: str
     workflow: WorkflowSpec
-    by_name: Mapping[str, Agent]
+    by_name: Mapping[str, Agent[Any]]
     inputs: Mapping[str, Any]
     output_types: Mapping[str, type[BaseModel]]
     source: dict[str, Any]
@@ -95,7 +100,7 @@ class WorkflowRun:
 
     # -- the driver's side of the run ----------------------------------------------------------
 
-    def agents(self) -> Mapping[str, Agent]:
+    def agents(self) -> Mapping[str, Agent[Any]]:
         """The workflow's agents, by name."""
         return self.by_name
 
@@ -112,11 +117,8 @@ class WorkflowRun:
         }
 
     def spec(self) -> dict[str, Any]:
-        """The graph so far, the workflow file and the plans of its plan steps."""
-        data = graph_spec(list(self.graph))
-        data["workflow"] = self.source
-        data["plans"] = self.plans
-        return data
+        """The `GraphSpec` so far, with the workflow file and the plans of its plan steps."""
+        return GraphSpec.of(self.graph, workflow=self.source, plans=self.plans).to_json()
 
     async def drive(
         self, scheduler: Scheduler, account: RunAccount, recorder: RunRecorder | None
@@ -135,9 +137,11 @@ class WorkflowRun:
                     recorder.graph_changed(self.spec())
                 if pending and not added:
                     await scheduler.next_end()
-        except Exception as exc:  # a bug or an unexpected error: the run ends with what it has
-            self.error = f"the workflow stopped adding steps: {_describe(exc)}"
-            log.error("workflow_stopped", run_id=self.run_id, error=self.error)
+        except StoreError:
+            raise  # the run cannot be kept: it stops, as when its recorder fails
+        except DelegateError as exc:  # one of ours: the run ends with what it has, and says why
+            self.error = f"the workflow stopped adding steps: {exc}"
+            log.error("workflow_stopped", error=self.error)
         finally:
             scheduler.release()
 
@@ -190,8 +194,8 @@ class WorkflowRun:
         if step.when is not None:
             try:
                 go = bool(_evaluate(step.when, names))
-            except Exception as exc:  # it reads model outputs: anything may go wrong in it
-                self._fail_step(step.id, needs, f"when: {_describe(exc)}", scheduler)
+            except TemplateError as exc:  # it reads model outputs: anything may go wrong in it
+                self._fail_step(step.id, needs, f"when: {exc}", scheduler)
                 return True
             if not go:
                 reason = f"when: {step.when.strip()} is false"
@@ -214,32 +218,41 @@ class WorkflowRun:
         }
         return {"inputs": dict(self.inputs), "steps": steps}
 
-    def _agent(self, step: AgentStep) -> Agent:
+    def _agent(self, step: AgentStep) -> Agent[Any]:
         agent = self.by_name[step.agent]
         output_type = self.output_types.get(step.id)
         return agent if output_type is None else with_output_type(agent, output_type)
 
-    def _task_options(self, step: AgentStep) -> dict[str, Any]:
+    def _spec(
+        self,
+        step: AgentStep,
+        task_id: str,
+        deps: Sequence[str],
+        variables: Mapping[str, Any] | None = None,
+    ) -> TaskSpec:
+        """The task of an agent step (or of one of its items), with the agent's defaults."""
         base = self.workflow.agents[step.agent]
         verify = step.verify or base.verify
         votes = step.votes if step.votes is not None else base.votes
-        return {
-            "timeout": step.timeout,
-            "retries": step.retries,
-            "budget": None if step.budget is None else step.budget.to_budget(),
-            "verify": None if verify is None else self.by_name[verify],
-            "votes": None if votes == 1 else votes,
-        }
+        return TaskSpec(
+            id=task_id,
+            agent=step.agent,
+            prompt=_prompt_with_context(step.prompt, step.needs),
+            deps=tuple(deps),
+            timeout=step.timeout,
+            retries=step.retries,
+            budget=None if step.budget is None else step.budget.to_budget(),
+            verify=verify,
+            votes=None if votes == 1 else votes,
+            variables=dict(variables or {}),
+        )
+
+    def _add_step_task(self, spec: TaskSpec, step: AgentStep, scheduler: Scheduler) -> None:
+        verify = None if spec.verify is None else self.by_name[spec.verify]
+        self._add(self.graph.add_spec(spec, agent=self._agent(step), verify=verify), scheduler)
 
     def _add_agent_step(self, step: AgentStep, needs: Sequence[str], scheduler: Scheduler) -> None:
-        task = self.graph.add(
-            step.id,
-            agent=self._agent(step),
-            prompt=_prompt_with_context(step.prompt, step.needs),
-            deps=needs,
-            **self._task_options(step),
-        )
-        self._add(task, scheduler)
+        self._add_step_task(self._spec(step, step.id, needs), step, scheduler)
 
     def _expand_foreach(
         self,
@@ -250,8 +263,8 @@ class WorkflowRun:
     ) -> None:
         try:
             items = _evaluate(step.foreach or "", names)
-        except Exception as exc:  # it reads model outputs: anything may go wrong in it
-            self._fail_step(step.id, needs, f"foreach: {_describe(exc)}", scheduler)
+        except TemplateError as exc:  # it reads model outputs: anything may go wrong in it
+            self._fail_step(step.id, needs, f"foreach: {exc}", scheduler)
             return
         if isinstance(items, Mapping) or not isinstance(items, list | tuple):
             self._fail_step(
@@ -261,7 +274,6 @@ class WorkflowRun:
                 scheduler,
             )
             return
-        prompt = _prompt_with_context(step.prompt, step.needs)
         # An item task needs what its prompt reads, not the steps the list came from: its item
         # carries that.
         deps = [need for need in needs if need in step.needs or _names_step(step.prompt, need)]
@@ -275,16 +287,11 @@ class WorkflowRun:
                 "last": index == count - 1,
                 "length": count,
             }
-            task = self.graph.add(
-                f"{step.id}[{index}]",
-                agent=self._agent(step),
-                prompt=prompt,
-                deps=deps,
-                variables={"item": to_json(item), "loop": loop},
-                **self._task_options(step),
+            spec = self._spec(
+                step, f"{step.id}[{index}]", deps, {"item": to_json(item), "loop": loop}
             )
-            ids.append(task.id)
-            self._add(task, scheduler)
+            ids.append(spec.id)
+            self._add_step_task(spec, step, scheduler)
         self._add(self.graph.add(step.id, fn=_gather, deps=ids), scheduler)
 
     async def _expand_plan(
@@ -387,19 +394,23 @@ class WorkflowRun:
 
         finished = {need: summarize_output(scheduler.by_id[need].output) for need in needs}
         try:
-            result = await planner.plan(
-                goal,
-                inputs=self.inputs,
-                workers=workers,
-                budget_text="as the workflow's budget allows",
-                finished=finished,
-                caller=CallGate(account, charge),
-                validate=validate,
-                on_task=on_task,
-                prices=account.prices,
-                started=started,
-            )
-        except (PlanInvalid, ModelError, DelegateError) as exc:
+            # The planning is the task `<id>.plan`: what its calls log names it.
+            with bound_context(task_id=_planning_id(step.id), agent=agent.name):
+                result = await planner.plan(
+                    goal,
+                    inputs=self.inputs,
+                    workers=workers,
+                    budget_text="as the workflow's budget allows",
+                    finished=finished,
+                    caller=CallGate(account, charge),
+                    validate=validate,
+                    on_task=on_task,
+                    prices=account.prices,
+                    started=started,
+                )
+        except StoreError:
+            raise  # the run's store failed: the run cannot be kept, it stops
+        except DelegateError as exc:  # no valid plan, a model error, a refused budget
             record["error"] = str(exc)
             log.warning("plan_step_failed", step=step.id, error=str(exc))
             return ""
@@ -470,14 +481,7 @@ class WorkflowRun:
 
     def _add_plan_task(self, task: PlanTask, scheduler: Scheduler) -> None:
         worker = self.by_name[task.agent]
-        added = self.graph.add(
-            task.id,
-            agent=worker,
-            prompt=plan_prompt(task),
-            deps=task.deps,
-            **plan_task_options(task, worker),
-        )
-        self._add(added, scheduler)
+        self._add(self.graph.add_spec(task.spec(worker), agent=worker), scheduler)
 
     # -- nodes ---------------------------------------------------------------------------------
 
@@ -507,12 +511,6 @@ class _StepError(DelegateError):
     """A step that could not be expanded (its `when`, `foreach` or goal did not evaluate)."""
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TemplateRuntimeError):  # the sandbox's own message names the cause
-        return str(exc)
-    return str(exc) if isinstance(exc, DelegateError) else f"{type(exc).__name__}: {exc}"
-
-
 def _nothing(ctx: TaskContext) -> None:
     """The function of a step that is skipped: never called."""
 
@@ -536,9 +534,26 @@ def _by_condition(error: str | None) -> bool:
 
 
 def _evaluate(text: str, names: Mapping[str, Any]) -> Any:
-    """The value of a `when`/`foreach` expression (`{{ ... }}`), in the prompt sandbox."""
-    expression = PROMPT_ENV.compile_expression(expression_of(text), undefined_to_none=False)
-    return expression(**names)
+    """The value of a `when`/`foreach` expression (`{{ ... }}`), in the prompt sandbox.
+
+    Raises:
+        TemplateError: the expression failed. It is untrusted code over model outputs, so
+            whatever it raises (`'a' + 1`, an undefined name, a sandbox limit) is its own failure,
+            as a template's is when it renders.
+    """
+    try:
+        expression = PROMPT_ENV.compile_expression(expression_of(text), undefined_to_none=False)
+    except JinjaTemplateError as exc:
+        raise TemplateError(str(exc)) from None
+    try:
+        value = expression(**names)
+        if isinstance(value, Undefined):
+            str(value)  # a name the outputs do not have: StrictUndefined raises, naming it
+        return value
+    except JinjaTemplateError as exc:  # the sandbox's own message names the cause
+        raise TemplateError(str(exc)) from None
+    except Exception as exc:  # what the expression's own code raised
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
 
 
 _STEP_REFERENCE = r"steps\s*(?:\.\s*{name}\b|\[\s*['\"]{name}['\"]\s*\])"

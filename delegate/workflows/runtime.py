@@ -5,12 +5,12 @@
     inputs = parse_inputs(loaded.spec, ["market=home batteries"], None)
     result = await run_workflow(compiled, inputs)
 
-Static workflows run with `WorkflowRun` (`delegate.workflows.driver`); planner-mode workflows are
+Static workflows run with `WorkflowRun` (`delegate.workflows._driver`); planner-mode workflows are
 planned runs (`Orchestrator.run`). Either way the workflow file's text is stored with the run, so
 `resume_workflow(run_id)` (and `delegate resume`) needs nothing but the run id.
 
 With `simulate=True` every model, the cheaper ones and fallbacks included, is a `SimulatedModel`
-(`delegate.simulate`): real prices, deterministic latencies and token counts, outputs generated
+(`delegate.testing`): real prices, deterministic latencies and token counts, outputs generated
 from the steps' schemas, a planner that plans over the declared workers. Nothing is sent; the
 compiled workflow's `pace` (a `SimulatedPace`) says how long a run would take at the models' pace.
 """
@@ -29,28 +29,28 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from delegate._json import loads_untrusted
 from delegate.agents.agent import Agent
 from delegate.agents.limits import Budget
-from delegate.agents.tools import Tool, tool
-from delegate.errors import ConfigError, JSONInputError, did_you_mean
-from delegate.orchestrator.graph import PROMPT_ENV, TaskGraph
+from delegate.agents.tools import Tool, tool, validation_summary
+from delegate.errors import ConfigError, JSONInputError, TemplateError, did_you_mean
+from delegate.orchestrator.graph import PROMPT_ENV, GraphSpec, TaskGraph
 from delegate.orchestrator.planner import Plan, Planner
 from delegate.orchestrator.run import Orchestrator, RunResult
-from delegate.workflows.driver import WorkflowRun
+from delegate.workflows._driver import WorkflowRun
 from delegate.workflows.loader import LoadedWorkflow, load_workflow_text
 from delegate.workflows.outputs import output_model
 from delegate.workflows.spec import AgentStep, PlanStep, WorkflowSpec
 from delegate.workflows.tools import import_tool
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from delegate.agents.models import Model, Usage
+    from delegate.memory.records import RunRecord, TaskRecord
     from delegate.orchestrator.estimate import Estimate
     from delegate.orchestrator.events import EventHandler
-    from delegate.simulate import SimulatedPace
+    from delegate.testing import SimulatedPace
 
 __all__ = [
     "CompiledWorkflow",
@@ -305,7 +305,7 @@ class CompiledWorkflow:
 
     loaded: LoadedWorkflow
     text: str
-    agents: dict[str, Agent]
+    agents: dict[str, Agent[Any]]
     orchestrator: Orchestrator
     output_types: dict[str, type[BaseModel]] = field(default_factory=dict)
     simulated: bool = False
@@ -363,12 +363,12 @@ def _agents(
     seed: int,
     time_scale: float,
     pace: SimulatedPace | None = None,
-) -> dict[str, Agent]:
-    from delegate.simulate import simulate as simulated
+) -> dict[str, Agent[Any]]:
+    from delegate.testing import simulate as simulated
 
     spec = loaded.spec
     planners = _planners(spec)
-    built: dict[str, Agent] = {}
+    built: dict[str, Agent[Any]] = {}
 
     def model(name: str, agent: str) -> str | Model:
         if not simulate:
@@ -376,7 +376,7 @@ def _agents(
         workers = planners.get(agent, ())
         return simulated(name, seed=seed, workers=workers, time_scale=time_scale, pace=pace)
 
-    def build(name: str, chain: tuple[str, ...]) -> Agent:
+    def build(name: str, chain: tuple[str, ...]) -> Agent[Any]:
         if name in built:
             return built[name]
         if name in chain:
@@ -447,7 +447,7 @@ def compile_workflow(
     if text is None:
         text = Path(loaded.path).read_text(encoding="utf-8")
     if simulate and pace is None:
-        from delegate.simulate import SimulatedPace
+        from delegate.testing import SimulatedPace
 
         pace = SimulatedPace()
     agents = _agents(loaded, simulate, seed, time_scale, pace if simulate else None)
@@ -464,9 +464,10 @@ def compile_workflow(
             reserve_seconds=base.reserve_seconds,
         )
     options: dict[str, Any] = {
-        "memory": db or spec.memory or "default",
+        "memory": db or spec.memory or "home",
         "budget": budget,
         "prices": {model: tuple(pair) for model, pair in spec.prices.items()},
+        "rate_limits": {model: limit.to_rate_limit() for model, limit in spec.rate_limits.items()},
         "max_concurrency": spec.max_concurrency or 16,
         "on_event": on_event,
         "seed": seed if simulate else None,
@@ -597,25 +598,62 @@ async def resume_workflow(
         store.close()
     if record is None:
         raise ConfigError(f"no run {run_id!r} in the store {url}; `delegate runs` lists them")
-    source = record.graph.get("workflow")
-    if not isinstance(source, Mapping) or not isinstance(source.get("text"), str):
-        raise ConfigError(
-            f"run {run_id!r} did not come from a workflow file; resume it from Python with "
-            "Orchestrator(...).resume(run_id) and the same workers"
-        )
-    loaded = load_workflow_text(source["text"], str(source.get("path", "<workflow>")))
+    graph = GraphSpec.from_json(record.graph)  # a corrupt row: a GraphError naming the problem
+    source = _StoredSource.of(run_id, graph.workflow)
+    loaded = load_workflow_text(source.text, source.path)
     compiled = compile_workflow(
         loaded,
-        simulate=bool(source.get("simulate")),
-        seed=int(source.get("seed", 0)),
+        simulate=source.simulate,
+        seed=source.seed,
         db=url,
         on_event=on_event,
-        time_scale=float(source.get("time_scale", 1.0)),
-        text=source["text"],
-        budget_usd=source.get("budget_usd"),
+        time_scale=source.time_scale,
+        text=source.text,
+        budget_usd=source.budget_usd,
         pace=pace,
     )
-    if "planned" in record.graph:
+    async with compiled.orchestrator:  # compiled here, so its store is closed here
+        return await _resume_compiled(compiled, record, graph, rows, force)
+
+
+class _StoredSource(BaseModel):
+    """The workflow file a run stored (`CompiledWorkflow.source()`), read back and checked."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    text: str
+    path: str = "<workflow>"
+    simulate: bool = False
+    seed: int = 0
+    time_scale: float = Field(default=1.0, ge=0)  # 0: a simulation that does not sleep
+    budget_usd: float | None = Field(default=None, ge=0)
+
+    @classmethod
+    def of(cls, run_id: str, stored: Mapping[str, Any] | None) -> _StoredSource:
+        """The source of run `run_id`, or a `ConfigError` saying why it cannot be resumed so."""
+        if stored is None or not isinstance(stored.get("text"), str):
+            raise ConfigError(
+                f"run {run_id!r} did not come from a workflow file; resume it from Python with "
+                "Orchestrator(...).resume(run_id) and the same workers"
+            )
+        try:
+            return cls.model_validate(stored)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"run {run_id!r}: the workflow stored with it cannot be read back "
+                f"({validation_summary(exc)}); the row was changed or truncated"
+            ) from None
+
+
+async def _resume_compiled(
+    compiled: CompiledWorkflow,
+    record: RunRecord,
+    graph: GraphSpec,
+    rows: list[TaskRecord],
+    force: bool,
+) -> RunResult:
+    run_id = record.id
+    if graph.planned is not None:
         return await compiled.orchestrator.resume(run_id, force=force)
     driver = WorkflowRun(
         run_id=run_id,
@@ -625,7 +663,7 @@ async def resume_workflow(
         output_types=compiled.output_types,
         source=compiled.source(),
         restored={row.task_id: row for row in rows if row.status == "succeeded"},
-        plans=dict(record.graph.get("plans") or {}),
+        plans=dict(graph.plans or {}),
     )
     return await compiled.orchestrator.run_driven(
         driver, record.inputs, run_id=run_id, workflow=record.workflow, resume=True, force=force
@@ -655,7 +693,7 @@ class Preview:
 
 def _preview_graph(compiled: CompiledWorkflow, inputs: Mapping[str, Any]) -> TaskGraph:
     from delegate.orchestrator.planned import synthesizer_for
-    from delegate.workflows.driver import _evaluate
+    from delegate.workflows._driver import _evaluate
 
     spec = compiled.spec
     graph = TaskGraph()
@@ -672,9 +710,11 @@ def _preview_graph(compiled: CompiledWorkflow, inputs: Mapping[str, Any]) -> Tas
             graph.add(step.id, agent=agent, prompt=step.prompt, deps=needs)
             continue
         try:
-            items = list(_evaluate(step.foreach, {"inputs": dict(inputs), "steps": {}}))
-        except Exception:  # depends on outputs not known yet
-            items = list(range(_FOREACH_GUESS))
+            value = _evaluate(step.foreach, {"inputs": dict(inputs), "steps": {}})
+        except TemplateError:  # it depends on outputs not known yet
+            value = None
+        # Not a list (yet): the run would fail the step; the projection guesses its size.
+        items = list(value) if isinstance(value, list | tuple) else list(range(_FOREACH_GUESS))
         ids = []
         for index, item in enumerate(items):
             task = graph.add(
