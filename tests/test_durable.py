@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -152,6 +153,28 @@ _SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
+def _stop_outside_a_write(job: subprocess.Popen[bytes], db: Path) -> None:
+    """SIGSTOP `job` at a moment it holds no write lock on the SQLite file `db`.
+
+    A process stopped inside its writer's commit would hold the database's write lock for as
+    long as it stays stopped, and every other process would wait out its busy timeout for
+    "database is locked" instead of being told who owns the run.
+    """
+    for _ in range(1000):
+        job.send_signal(signal.SIGSTOP)
+        probe = sqlite3.connect(db, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return
+        except sqlite3.OperationalError:
+            job.send_signal(signal.SIGCONT)  # stopped mid-commit: let it finish, try again
+            time.sleep(0.005)
+        finally:
+            probe.close()
+    raise AssertionError("the job never stopped outside a write")
+
+
 def test_kill_9_mid_run_then_resume_in_another_process(tmp_path: Path) -> None:
     script = tmp_path / "job.py"
     script.write_text(_SCRIPT)
@@ -171,7 +194,7 @@ def test_kill_9_mid_run_then_resume_in_another_process(tmp_path: Path) -> None:
                 break
             time.sleep(0.01)
         # While its owner lives, the run cannot be resumed beside it (it would run twice).
-        job.send_signal(signal.SIGSTOP)  # hold the owner still, alive, while we try
+        _stop_outside_a_write(job, tmp_path / "kill.db")  # hold the owner still, alive
         try:
             beside = subprocess.run(
                 [sys.executable, str(script), url, str(log), "resume"],
