@@ -217,6 +217,32 @@ def test_settle_with_unknown_price_and_no_usd_limit_records_reported_cost() -> N
     assert ledger.overshoots == []  # nothing was reserved for money: no usd overshoot to report
 
 
+def test_a_calls_only_reservation_counts_as_the_general_one_does() -> None:
+    # try_reserve_call / settle_call: the cheap path for calls-only scopes, same numbers as
+    # try_reserve / settle with no tokens and no money, and the same limit.
+    ledger = BudgetLedger()
+    run = ledger.open("run", Budget(calls=3))
+    task = ledger.open("task 't'", Budget(calls=2), parent=run)
+    first = ledger.try_reserve_call([task], model="m")
+    second = ledger.try_reserve([task], input_tokens=0, output_tokens=0, price=None, model="m")
+    assert first is not None
+    assert second is not None
+    assert first.scopes == second.scopes == (task, run)
+    assert (first.tokens, first.usd_nanos) == (0, 0)
+    assert ledger.try_reserve_call([task], model="m") is None  # the task's 2 calls are held
+    assert ledger.refused == 0  # not a refusal: the caller waits
+    assert _state(task) == _state(run) == (0, 0, 0, 0, 0, 2)
+    ledger.settle_call(first)
+    ledger.release(second)
+    assert _state(task) == _state(run) == (0, 0, 1, 0, 0, 0)
+    with pytest.raises(ConfigError, match="already settled"):
+        ledger.settle_call(first)
+    third = ledger.try_reserve_call([run], model="m")
+    assert third is not None
+    ledger.settle(third, Usage(calls=1))
+    assert _state(run) == (0, 0, 2, 0, 0, 0)
+
+
 def test_settle_or_release_twice_is_a_config_error() -> None:
     ledger = BudgetLedger()
     run = ledger.open("run", Budget(tokens=1_000))

@@ -493,6 +493,22 @@ class BudgetLedger:
         outcome = self._reserve(scopes, input_tokens, output_tokens, price, model)
         return outcome if isinstance(outcome, Reservation) else None
 
+    def try_reserve_call(self, scopes: Sequence[BudgetScope], *, model: str) -> Reservation | None:
+        """`try_reserve` for a call under calls-only budgets (no token or usd limit in any
+        scope's chain): one call, no tokens, no money; None when a scope has no call left now.
+
+        The same test as `plan`'s and `_reserve`'s for the calls unit, without sizing the call.
+        """
+        members = _members(scopes)
+        with self._lock:
+            for scope in members:
+                calls = scope.budget.calls
+                if calls is not None and scope.spent_calls + scope.reserved_calls >= calls:
+                    return None
+            for scope in members:
+                scope.reserved_calls += 1
+        return Reservation(members, model, 0, 0, 0, 0, None)
+
     def _reserve(
         self,
         scopes: Sequence[BudgetScope],
@@ -552,6 +568,19 @@ class BudgetLedger:
                 self.overshoots.append(overshoot)
         if overshoot is not None:
             log.warning("budget_overshoot", **dataclasses.asdict(overshoot))
+
+    def settle_call(self, reservation: Reservation) -> None:
+        """`settle` for a reservation from `try_reserve_call`: its one call is spent, no tokens,
+        no money — whatever the call reported (no scope of it limits tokens or money).
+
+        Raises:
+            ConfigError: the reservation was already settled or released.
+        """
+        with self._lock:
+            self._close(reservation, "settled")
+            for scope in reservation.scopes:
+                scope.reserved_calls -= 1
+                scope.spent_calls += 1
 
     def release(self, reservation: Reservation) -> None:
         """Return everything a reservation set aside: the call failed without usage.

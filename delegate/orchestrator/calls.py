@@ -388,7 +388,7 @@ class CallGate:
                 usage = dataclasses.replace(usage, cost_usd=cost)
                 response = dataclasses.replace(response, usage=usage)
         if ticket is not None:
-            account.ledger.settle(ticket.reservation, usage if ticket.sized else _ONE_CALL)
+            self._charge(ticket, usage)
             account.inflight.pop(id(ticket), None)
             account.notify()
         account.changes += 1
@@ -397,6 +397,14 @@ class CallGate:
         self.node.usage += usage
         account.book.add(response.model or model.name, agent.name, usage)
         return response
+
+    def _charge(self, ticket: _Ticket, usage: Usage) -> None:
+        """Settle a ticket's reservation at `usage`; a calls-only one holds no tokens and no
+        money: it is settled as the one call it is."""
+        if ticket.sized:
+            self.account.ledger.settle(ticket.reservation, usage)
+        else:
+            self.account.ledger.settle_call(ticket.reservation)
 
     def _hit(self, agent: Agent[Any], response: ModelResponse) -> None:
         """An answer from the call cache: no request, nothing reserved or charged; counted."""
@@ -473,9 +481,7 @@ class CallGate:
         )
         if not sized:  # calls-only budgets: no need to count tokens or size the output
             while True:
-                reservation = ledger.try_reserve(
-                    scopes, input_tokens=0, output_tokens=0, price=None, model=model.name
-                )
+                reservation = ledger.try_reserve_call(scopes, model=model.name)
                 if reservation is not None:
                     return _Ticket(model, request, reservation, sized=False)
                 # Raises when no call is left even after those in flight: else wait for one.
@@ -618,8 +624,7 @@ class CallGate:
             if usage is None:
                 account.ledger.release(ticket.reservation)
             else:
-                # A calls-only reservation holds no tokens: it is settled as the one call it is.
-                account.ledger.settle(ticket.reservation, usage if ticket.sized else _ONE_CALL)
+                self._charge(ticket, usage)
             account.inflight.pop(id(ticket), None)
             account.notify()
         account.changes += 1
