@@ -31,7 +31,7 @@ import re
 import typing
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol
 
 import anyio
@@ -42,6 +42,7 @@ from delegate._log import bind_model, get_logger
 from delegate._sync import syncify
 from delegate.agents.limits import Budget
 from delegate.agents.models import (
+    _NO_USAGE,
     Message,
     Model,
     ModelRequest,
@@ -118,20 +119,17 @@ class AgentResult(Generic[OutputT]):
     model: str
 
 
-_NO_USAGE = Usage()
-
-
 @dataclass(slots=True)
 class _Run:
     """The state of one `Agent.run`: the conversation so far and what it has spent."""
 
     caller: ModelCaller
     messages: list[Message]
-    usage: Usage = _NO_USAGE  # (frozen: one shared zero, not one made per run)
+    tools: Mapping[str, Tool]  # (read only: a run without extra tools shares the agent's own)
+    definitions: tuple[ToolDefinition, ...]
+    usage: Usage = _NO_USAGE  # (frozen: the one shared zero, which `+` recognizes at once)
     calls: int = 0
     tool_rounds: int = 0
-    tools: dict[str, Tool] = field(default_factory=dict)
-    definitions: tuple[ToolDefinition, ...] = ()
     answered_by: str = ""  # the model that gave the latest answer (a budget may reroute)
     max_output_tokens: int | None = None  # the agent's own, or this run's override
     reasoning_effort: ReasoningEffort | None = None
@@ -282,6 +280,12 @@ class Agent(Generic[OutputT]):
         state = _Run(
             caller=caller or _call_model,
             messages=self._first_messages(prompt),
+            tools=self._tools_by_name if not tools else self._with_tools(tools),
+            definitions=(
+                self._tool_definitions
+                if not tools
+                else (*self._tool_definitions, *(t.definition for t in tools))
+            ),
             max_output_tokens=self.max_output_tokens,
             reasoning_effort=self.reasoning_effort,
         )
@@ -293,20 +297,9 @@ class Agent(Generic[OutputT]):
             state.reasoning_effort = _check_effort(
                 f"Agent {self.name!r}: run(): ", reasoning_effort
             )
-        state.tools = dict(self._tools_by_name)
-        for extra in tools:
-            if extra.name in state.tools:
-                raise ConfigError(
-                    f"Agent {self.name!r}: a tool named {extra.name!r} is given twice; rename one"
-                )
-            state.tools[extra.name] = extra
-        state.definitions = (
-            self._tool_definitions
-            if not tools
-            else (*self._tool_definitions, *(t.definition for t in tools))
-        )
         try:
-            output, text = await self._answer(state)
+            answer = self._accept(state, await self._until_final(state))
+            output, text = answer if answer is not None else await self._answer_again(state)
         except _ESCALATE as exc:
             if self.fallback is None:
                 raise
@@ -338,6 +331,17 @@ class Agent(Generic[OutputT]):
 
     run_sync = syncify(run)
 
+    def _with_tools(self, extras: Sequence[Tool]) -> dict[str, Tool]:
+        """The agent's tools and a run's `extras`, by name."""
+        tools = dict(self._tools_by_name)
+        for extra in extras:
+            if extra.name in tools:
+                raise ConfigError(
+                    f"Agent {self.name!r}: a tool named {extra.name!r} is given twice; rename one"
+                )
+            tools[extra.name] = extra
+        return tools
+
     def _first_messages(self, prompt: str) -> list[Message]:
         messages: list[Message] = []
         if self.instructions:
@@ -345,8 +349,12 @@ class Agent(Generic[OutputT]):
         messages.append({"role": "user", "content": prompt})
         return messages
 
-    async def _answer(self, state: _Run) -> tuple[Any, str]:
-        response = await self._until_final(state)
+    def _accept(self, state: _Run, response: ModelResponse) -> tuple[Any, str] | None:
+        """The (output, text) of the model's final answer; None when a structured answer did not
+        validate, after adding the re-ask to the conversation (`_answer_again` sends it).
+
+        Not a coroutine: the usual answer costs no frame of its own around the model call.
+        """
         output_type = self.output_type
         if output_type is None:
             if response.finish_reason == "length":
@@ -364,6 +372,12 @@ class Agent(Generic[OutputT]):
             state.messages.append(
                 {"role": "user", "content": self._reask(state, output_type, response, exc)}
             )
+        return None
+
+    async def _answer_again(self, state: _Run) -> tuple[Any, str]:
+        """The answer to the re-ask `_accept` added; it must validate this time."""
+        # (Set: only a structured answer is asked again.)
+        output_type = typing.cast("type[pydantic.BaseModel]", self.output_type)
         response = await self._until_final(state)
         try:
             return _validate(output_type, response), response.text
@@ -379,7 +393,12 @@ class Agent(Generic[OutputT]):
     async def _until_final(self, state: _Run) -> ModelResponse:
         """Call the model, running the tools it asks for, until it answers without tool calls."""
         while True:
-            response = await self._call(state)
+            # (The call is inline, not a coroutine of its own: one frame less on every call.)
+            bind_model(self.model.name)  # what the gate, the model and the retries log name
+            response = await state.caller(self, self.model, self._request(state))
+            state.calls += 1
+            state.usage += response.usage
+            state.answered_by = response.model or self.model.name
             if not response.tool_calls:
                 return response
             if state.tool_rounds >= self.max_tool_rounds:
@@ -400,8 +419,8 @@ class Agent(Generic[OutputT]):
                 for call, result in zip(response.tool_calls, results, strict=True)
             )
 
-    async def _call(self, state: _Run) -> ModelResponse:
-        request = ModelRequest(
+    def _request(self, state: _Run) -> ModelRequest:
+        return ModelRequest(
             messages=list(state.messages),
             output_schema=self._output_schema,
             output_name=self.output_type.__name__ if self.output_type is not None else "output",
@@ -410,12 +429,6 @@ class Agent(Generic[OutputT]):
             reasoning_effort=state.reasoning_effort,
             temperature=self.temperature,
         )
-        bind_model(self.model.name)  # what the gate, the model and the retries log name
-        response = await state.caller(self, self.model, request)
-        state.calls += 1
-        state.usage += response.usage
-        state.answered_by = response.model or self.model.name
-        return response
 
     async def _run_tools(self, tools: Mapping[str, Tool], calls: tuple[ToolCall, ...]) -> list[str]:
         if len(calls) == 1:

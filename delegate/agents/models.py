@@ -122,9 +122,10 @@ class Usage:
     unconfirmed_usd: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
-        if not self.calls and self == _NO_USAGE:
+        if self is _NO_USAGE or (not self.calls and self == _NO_USAGE):
             # Most sums start from nothing (a task's usage, an agent run's): its first call's
-            # usage is the sum, and a frozen one can be shared instead of copied.
+            # usage is the sum, and a frozen one can be shared instead of copied. (Identity
+            # first: the shared zero itself is the usual start, and `==` builds two tuples.)
             return other
         return Usage(
             self.input_tokens + other.input_tokens,

@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -308,14 +308,18 @@ class CallGate:
         self.account = account
         self.node = node
 
-    async def __call__(
+    def __call__(
         self, agent: Agent[Any], model: Model, request: ModelRequest
-    ) -> ModelResponse:
+    ) -> Coroutine[Any, Any, ModelResponse]:
+        # A plain call returning the coroutine to await: one frame less on every model call.
         model = self.account.cached(model)
         if not (isinstance(model, WrapperModel) and model.routes):
-            return await self._send(agent, model, request)
-        # A routing wrapper (fallback, retry, the cache) sends none or several requests: each
-        # passes the gate on its own, through `send` (see `delegate.agents.wrappers`).
+            return self._send(agent, model, request)
+        return self._route(agent, model, request)
+
+    async def _route(self, agent: Agent[Any], model: Model, request: ModelRequest) -> ModelResponse:
+        """A routing wrapper (fallback, retry, the cache) sends none or several requests: each
+        passes the gate on its own, through `send` (see `delegate.agents.wrappers`)."""
         context = CallContext(
             agent.name,
             self.node.task_id,
@@ -335,10 +339,12 @@ class CallGate:
             # tokenizing megabytes, and never sent.
             raise _too_long(model.name, window, None)
         scopes = self._scopes(agent)
-        ticket = await self._admit(agent, model, request, scopes) if scopes else None
-        if ticket is not None:
+        ticket = None
+        if scopes:
+            ticket = self._admit_now(agent, model, request, scopes) or await self._enter(
+                agent, model, request, scopes
+            )
             model, request = ticket.model, ticket.request
-            await self._journal(agent, ticket)
         if self.node.model is None:
             self.node.model = model.name
         if account.limiters:
@@ -415,12 +421,39 @@ class CallGate:
             self.node.model = response.model or None
         account.book.add(response.model, agent.name, response.usage)
 
+    def _admit_now(
+        self, agent: Agent[Any], model: Model, request: ModelRequest, scopes: Sequence[BudgetScope]
+    ) -> _Ticket | None:
+        """The common case, admitted without a coroutine: a calls-only budget with a call to
+        spare, in a run that keeps no durable spend. None: `_enter` decides (and waits)."""
+        account = self.account
+        if account.journal is not None or _sized(scopes):
+            return None
+        reservation = account.ledger.try_reserve_call(scopes, model=model.name)
+        if reservation is None:
+            return None
+        ticket = _Ticket(model, request, reservation, sized=False)
+        self._in_flight(agent, ticket)
+        return ticket
+
+    async def _enter(
+        self, agent: Agent[Any], model: Model, request: ModelRequest, scopes: Sequence[BudgetScope]
+    ) -> _Ticket:
+        """Admit the call (waiting for budget if it must) and journal it."""
+        ticket = await self._admit(agent, model, request, scopes)
+        await self._journal(agent, ticket)
+        return ticket
+
+    def _in_flight(self, agent: Agent[Any], ticket: _Ticket) -> None:
+        account = self.account
+        account.inflight[id(ticket)] = (ticket.model.name, agent.name, ticket.reservation)
+        account.changes += 1
+
     async def _journal(self, agent: Agent[Any], ticket: _Ticket) -> None:
         """Count the call as in flight; when the run keeps its spend durably, wait until the
         store holds its reservation, so that no crash can lose what it may cost."""
         account = self.account
-        account.inflight[id(ticket)] = (ticket.model.name, agent.name, ticket.reservation)
-        account.changes += 1
+        self._in_flight(agent, ticket)
         # Only a budget the user set must survive a crash exactly; the max_calls guard and a
         # per-call cap (a scope outside the ledger) need not hold each call back for a commit.
         if account.journal is None or not any(
@@ -474,12 +507,7 @@ class CallGate:
     ) -> _Ticket:
         """Reserve the call in every scope, lowering effort, shrinking, downgrading or waiting."""
         ledger = self.account.ledger
-        sized = any(
-            member.budget.tokens is not None or member.budget.usd is not None
-            for scope in scopes
-            for member in scope.chain
-        )
-        if not sized:  # calls-only budgets: no need to count tokens or size the output
+        if not _sized(scopes):  # calls-only budgets: no need to count tokens or size the output
             while True:
                 reservation = ledger.try_reserve_call(scopes, model=model.name)
                 if reservation is not None:
@@ -636,6 +664,15 @@ class CallGate:
 _MAX_CHARS_PER_TOKEN = 64
 """More characters than a token of any tokenizer delegate counts with holds (runs of spaces
 and repeated punctuation are the longest)."""
+
+
+def _sized(scopes: Sequence[BudgetScope]) -> bool:
+    """Whether any of `scopes` limits tokens or money (else only calls are counted)."""
+    return any(
+        member.budget.tokens is not None or member.budget.usd is not None
+        for scope in scopes
+        for member in scope.chain
+    )
 
 
 def _window(model: Model) -> int | None:

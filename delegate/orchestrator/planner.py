@@ -408,7 +408,7 @@ class Planner:
         request = goal
         for attempt in range(1, self.max_attempts + 1):
             parser = PlanStream() if on_task is not None else None
-            bind_model(self.agent.model.name)  # what the call logs names it (as Agent._call does)
+            bind_model(self.agent.model.name)  # what the call logs names it (as Agent.run does)
             response = await send(
                 self.agent,
                 self.agent.model,

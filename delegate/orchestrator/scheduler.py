@@ -23,7 +23,7 @@ import inspect
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -36,7 +36,7 @@ from jinja2 import TemplateError as JinjaTemplateError
 
 from delegate import _secrets
 from delegate._log import bind_task
-from delegate.agents.models import Usage
+from delegate.agents.models import _NO_USAGE, Usage
 from delegate.agents.retry import GiveUp, RetryPolicy
 from delegate.errors import (
     ConfigError,
@@ -68,9 +68,6 @@ __all__ = ["Node", "RetryPolicy", "Scheduler", "TaskStatus"]
 TaskStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 _TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 _BROKEN = frozenset({"failed", "skipped", "cancelled"})
-
-
-_NO_USAGE = Usage()
 
 
 @dataclass(slots=True, eq=False)
@@ -325,7 +322,7 @@ class Scheduler:
             node = entry[2]
             if node.status != "pending":
                 continue  # ended while it waited (skipped or cancelled)
-            name = node.task.agent_name
+            name = node.task.agent_name if self._limits else None  # (most runs set no limit)
             if name is not None and name in self._limits:
                 running = self._running.get(name, 0)
                 if running >= self._limits[name]:
@@ -336,7 +333,7 @@ class Scheduler:
         return None
 
     def _release(self, node: Node) -> None:
-        name = node.task.agent_name
+        name = node.task.agent_name if self._limits else None
         if name is None or name not in self._limits:
             return
         self._running[name] -= 1
@@ -391,6 +388,10 @@ class Scheduler:
             try:
                 with _timeout(task.timeout):
                     output = await self._attempt(node)
+                if task.fn is None:  # an agent's answer: note who gave it
+                    node.model = output.model
+                    node.answered_by = output.agent
+                    output = output.output
             except TimeoutError:
                 error: Exception = TaskTimeoutError(
                     f"task {task.id!r} timed out after {task.timeout}s; raise its timeout "
@@ -434,10 +435,14 @@ class Scheduler:
         if node.status == "pending":
             self._push(node, queued=False)
 
-    async def _attempt(self, node: Node) -> Any:
+    def _attempt(self, node: Node) -> Coroutine[Any, Any, Any]:
+        """The attempt to await: the function's output, or the agent's `AgentResult`.
+
+        A plain call, not a coroutine awaiting another: one frame less under every task.
+        """
         task = node.task
         if task.fn is not None:
-            return await self._call_function(node)
+            return self._call_function(node)
         agent = node.agent
         if agent is None:  # resolved by the orchestrator before the run starts
             raise ConfigError(f"task {task.id!r} has no agent")
@@ -446,7 +451,7 @@ class Scheduler:
             from delegate.memory.blackboard import memory_tools
 
             tools = tuple(memory_tools(self.account.memory, task_id=task.id))
-        result = await run_checked(
+        return run_checked(
             agent,
             self._prompt(node),
             caller=CallGate(self.account, node),
@@ -456,9 +461,6 @@ class Scheduler:
             max_output_tokens=task.max_output_tokens,
             reasoning_effort=task.reasoning_effort,
         )
-        node.model = result.model
-        node.answered_by = result.agent
-        return result.output
 
     async def _call_function(self, node: Node) -> Any:
         task = node.task
@@ -606,8 +608,11 @@ class Scheduler:
                     )
 
 
+_NO_TIMEOUT = nullcontext()  # (stateless, so one serves every task without a timeout)
+
+
 def _timeout(seconds: float | None) -> AbstractContextManager[Any]:
-    return anyio.fail_after(seconds) if seconds is not None else nullcontext()
+    return anyio.fail_after(seconds) if seconds is not None else _NO_TIMEOUT
 
 
 def build_nodes(

@@ -191,7 +191,8 @@ class _FakeModel(abc.ABC):
             await anyio.sleep(delay)
         answer = await self._answer(request)
         fields = self._finish(request, answer)
-        await self._deliver(request, fields["text"], fields["tool_calls"], first)
+        if request.on_text is not None or self._chunk_delay > 0:  # else nothing to stream or wait
+            await self._deliver(request, fields["text"], fields["tool_calls"], first)
         # Built once, when its latency is known.
         return ModelResponse(**fields, latency=time.perf_counter() - started, model=self._name)
 
@@ -243,7 +244,7 @@ class _FakeModel(abc.ABC):
         if request.output_schema is not None and output is None and finish != "length":
             with contextlib.suppress(ValueError):  # (JSONInputError is a ValueError)
                 output = loads_untrusted(text)
-        if usage == _NO_USAGE:
+        if usage is _NO_USAGE or usage == _NO_USAGE:  # (identity first: `==` builds tuples)
             input_tokens = self.count_tokens(request)
             usage = Usage(
                 input_tokens=input_tokens,
