@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import operator
 import os
 import re
 import socket
@@ -41,7 +40,6 @@ __all__ = [
     "run_record",
     "sqlite_time",
     "task_record",
-    "task_row",
     "task_values",
     "utc_now",
     "validate_key",
@@ -121,9 +119,12 @@ def _text_encoder() -> Callable[[Any], str]:
 _encode = _text_encoder()
 
 
-def dump_json(value: Any, what: str, *parts: object) -> str:
+def dump_json(
+    value: Any, what: str, *parts: object, redact: Callable[[str], str] | None = None
+) -> str:
     """`value` as JSON text for a column; `what` names it in an error (formatted with `parts`,
-    only then: the writer calls this for every row)."""
+    only then: the writer calls this for every row). `redact` masks credentials in the text
+    (`_secrets.json_redactor()`, taken once for a batch); by default the ones known now."""
     try:
         text = _encode(value)
         if not _encodable(text):
@@ -136,7 +137,8 @@ def dump_json(value: Any, what: str, *parts: object) -> str:
             f"{label} cannot be stored: {exc}; store JSON values only (dict, list, str, int, "
             "float, bool, None, or a pydantic model)"
         ) from None
-    return _secrets.redact_json(text)  # one pass over the text; free when no key is known
+    # One pass over the text; free when no key is known.
+    return _secrets.redact_json(text) if redact is None else redact(text)
 
 
 def _encodable(text: str) -> bool:
@@ -338,28 +340,51 @@ class EventState(Protocol):
     def data(self) -> dict[str, Any]: ...
 
 
-def task_values(task: TaskState, position: int) -> dict[str, Any]:
+def task_values(
+    task: TaskState,
+    position: int,
+    when: Callable[[datetime.datetime | None], Any],
+    redact: Callable[[str], str] | None = None,
+) -> tuple[Any, ...]:
+    """A task's row as the upsert binds it: its values in `TASK_COLUMNS`' order (a tuple, not a
+    dict: one is made for every task of a durable run), times through `when` (the dialect's)."""
     what, key = "task {!r} of run {!r}: {}", (task.task_id, task.run_id)
-    return {
-        "run_id": task.run_id,
-        "task_id": task.task_id,
-        "position": position,
-        "spec": dump_json(task.spec, what, *key, "spec"),
-        "status": task.status,
-        "attempts": task.attempts,
-        "agent": task.agent,
-        "model": task.model,
-        "output": dump_json(task.output, what, *key, "output"),
-        "error": mask_secrets(task.error),
-        "usage": None if task.usage is None else dump_json(task.usage, what, *key, "usage"),
-        "started_at": task.started_at,
-        "finished_at": task.finished_at,
-    }
+    usage = task.usage
+    return (
+        task.run_id,
+        task.task_id,
+        position,
+        dump_json(task.spec, what, *key, "spec", redact=redact),
+        task.status,
+        task.attempts,
+        task.agent,
+        task.model,
+        dump_json(task.output, what, *key, "output", redact=redact),
+        mask_secrets(task.error),
+        None if usage is None else dump_json(usage, what, *key, "usage", redact=redact),
+        when(task.started_at),
+        when(task.finished_at),
+    )
 
 
 # Columns an upsert overwrites; a task keeps its key and its first position.
 TASK_COLUMNS = tuple(c.name for c in TaskRow.__table__.columns)
-task_row = operator.itemgetter(*TASK_COLUMNS)  # a task's values in the columns' order
+# `task_values` binds the columns in this order.
+assert TASK_COLUMNS == (
+    "run_id",
+    "task_id",
+    "position",
+    "spec",
+    "status",
+    "attempts",
+    "agent",
+    "model",
+    "output",
+    "error",
+    "usage",
+    "started_at",
+    "finished_at",
+), TASK_COLUMNS
 TASK_UPDATED = tuple(c for c in TASK_COLUMNS if c not in ("run_id", "task_id", "position"))
 
 

@@ -30,7 +30,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
@@ -48,6 +48,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from delegate import _secrets
 from delegate.errors import (
     ConfigError,
     CorruptRecordError,
@@ -73,7 +74,6 @@ from delegate.memory._rows import (
     run_record,
     sqlite_time,
     task_record,
-    task_row,
     task_values,
     utc_now,
     validate_key,
@@ -140,6 +140,13 @@ class Store:
             f"INSERT INTO events (run_id, seq, kind, at, data) "
             f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark})"
         )
+        # The writer's per-batch reads, as driver SQL too: a batch of a few rows costs less than
+        # building and compiling three SQLAlchemy statements.
+        self._run_lock = f"SELECT id FROM runs WHERE id = {mark}" + (
+            " FOR UPDATE" if self.dialect == "postgresql" else ""
+        )
+        self._last_seq = f"SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = {mark}"
+        self._last_position = f"SELECT COALESCE(MAX(position), 0) FROM tasks WHERE run_id = {mark}"
         self._spend_upsert = (
             f"INSERT INTO run_spend (run_id, spend) VALUES ({mark}, {mark}) "
             "ON CONFLICT (run_id) DO UPDATE SET spend = excluded.spend"
@@ -205,6 +212,13 @@ class Store:
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Session]:
+        with self._connection(write=write) as conn, Session(bind=conn, autoflush=False) as session:
+            yield session
+
+    @contextmanager
+    def _connection(self, *, write: bool) -> Iterator[Connection]:
+        """A connection in a transaction (BEGIN IMMEDIATE on SQLite when `write`), committed on
+        exit; without a `Session`, for the run writer's batches."""
         if self._closed:
             raise StoreError(
                 f"the store {self.url} was closed; open it again with Store.open(url), or use "
@@ -218,8 +232,8 @@ class Store:
         try:
             with lock, self._engine.connect() as conn:
                 conn.execution_options(**{WRITE_OPTION: write})
-                with conn.begin(), Session(bind=conn, autoflush=False) as session:
-                    yield session
+                with conn.begin():
+                    yield conn
         except OperationalError as exc:
             raise StoreError(
                 f"database {self.url}: {exc.orig or exc}; check that it is reachable and "
@@ -360,12 +374,8 @@ class Store:
                     "batch each run's records separately"
                 )
         latest = {task.task_id: task for task in tasks}
-        with self._write() as session:
-            conn = session.connection()
-            lock = select(RunRow.id).where(RunRow.id == run_id)
-            if self.dialect == "postgresql":
-                lock = lock.with_for_update()
-            if conn.execute(lock).first() is None:
+        with self._connection(write=True) as conn:
+            if conn.exec_driver_sql(self._run_lock, (run_id,)).first() is None:
                 raise self._no_run(run_id)
             if graph is not None:
                 conn.execute(
@@ -377,17 +387,20 @@ class Store:
                 conn.exec_driver_sql(
                     self._spend_upsert, (run_id, dump_json(spend, f"run {run_id!r}: spend"))
                 )
+            redact = _secrets.json_redactor()  # the credentials known now, for every row
             if latest:
-                self._upsert_tasks(conn, run_id, list(latest.values()))
+                self._upsert_tasks(conn, run_id, list(latest.values()), redact)
             if events:
-                last = conn.execute(
-                    select(func.coalesce(func.max(EventRow.seq), 0)).where(
-                        EventRow.run_id == run_id
-                    )
-                ).scalar_one()
+                last = conn.exec_driver_sql(self._last_seq, (run_id,)).scalar_one()
                 what = "event {!r} of run {!r}: data"
                 rows = [
-                    (run_id, last + i, ev.kind, ev.at, dump_json(ev.data, what, ev.kind, run_id))
+                    (
+                        run_id,
+                        last + i,
+                        ev.kind,
+                        ev.at,
+                        dump_json(ev.data, what, ev.kind, run_id, redact=redact),
+                    )
                     for i, ev in enumerate(events, start=1)
                 ]
                 # The hottest insert of a durable run (every scheduler event): straight to the
@@ -395,17 +408,16 @@ class Store:
                 # parameter processing (about half the cost of a batch).
                 conn.exec_driver_sql(self._events_insert, rows)
 
-    def _upsert_tasks(self, conn: Connection, run_id: str, tasks: list[TaskState]) -> None:
-        last = conn.execute(
-            select(func.coalesce(func.max(TaskRow.position), 0)).where(TaskRow.run_id == run_id)
-        ).scalar_one()
+    def _upsert_tasks(
+        self,
+        conn: Connection,
+        run_id: str,
+        tasks: list[TaskState],
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
+        last = conn.exec_driver_sql(self._last_position, (run_id,)).scalar_one()
         when = sqlite_time if self.dialect == "sqlite" else as_utc
-        rows = []
-        for i, task in enumerate(tasks, start=1):
-            values = task_values(task, last + i)
-            values["started_at"] = when(task.started_at)
-            values["finished_at"] = when(task.finished_at)
-            rows.append(task_row(values))
+        rows = [task_values(task, last + i, when, redact) for i, task in enumerate(tasks, start=1)]
         # The other hot write of a durable run: the driver's executemany with bound parameters
         # (`ON CONFLICT ... DO UPDATE` reads the same on SQLite and PostgreSQL). On conflict the
         # task keeps its first position, so get_tasks lists first-write order.

@@ -157,8 +157,16 @@ def _timestamp(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+_EXACT = frozenset((str, int, bool, type(None)))
+"""Types stored as they are, checked before `to_json` (most of an event's fields)."""
+
+
 def _event_data(event: Event) -> dict[str, Any]:
-    return {name: to_json(getattr(event, name)) for name in _event_fields(type(event))}
+    data = {}
+    for name in _event_fields(type(event)):
+        value = getattr(event, name)
+        data[name] = value if type(value) in _EXACT else to_json(value)
+    return data
 
 
 _FIELDS: dict[type[Event], tuple[str, ...]] = {}
