@@ -13,7 +13,10 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from delegate.agents.agent import Agent, AgentResult, ModelCaller
+from delegate.agents.approval import Approve, Deny, PendingCall
+from delegate.agents.endpoints import Endpoint
 from delegate.agents.limits import Budget
+from delegate.agents.mcp import MCPServer, MCPServerHTTP, MCPServerStdio, MCPTool
 from delegate.agents.models import (
     LiteLLMModel,
     Message,
@@ -39,6 +42,7 @@ from delegate.agents.wrappers import (
     WrapperModel,
 )
 from delegate.errors import (
+    ApprovalPending,
     AuthenticationError,
     BadRequestError,
     BudgetExceeded,
@@ -50,6 +54,7 @@ from delegate.errors import (
     FallbackFailed,
     GraphError,
     JSONInputError,
+    MCPServerError,
     MemoryInputError,
     ModelError,
     ModelRequestsBlocked,
@@ -72,6 +77,7 @@ from delegate.errors import (
     VerificationFailed,
     WorkflowError,
 )
+from delegate.orchestrator.approval import ApprovedPlan, PlanApprover, PlanDecision, PlanProposal
 from delegate.orchestrator.checks import Verdict
 from delegate.orchestrator.estimate import Estimate, TaskEstimate
 from delegate.orchestrator.events import (
@@ -89,6 +95,7 @@ from delegate.orchestrator.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
 )
 from delegate.orchestrator.graph import GraphSpec, Task, TaskContext, TaskGraph, TaskSpec
 from delegate.orchestrator.planned import GoalCheck, PlanRevision
@@ -105,6 +112,9 @@ except _PackageNotFoundError:  # running from a source tree that was never insta
 __all__ = [
     "Agent",
     "AgentResult",
+    "ApprovalPending",
+    "Approve",
+    "ApprovedPlan",
     "AuthenticationError",
     "BadRequestError",
     "Budget",
@@ -115,6 +125,8 @@ __all__ = [
     "ContextWindowExceededError",
     "CorruptRecordError",
     "DelegateError",
+    "Deny",
+    "Endpoint",
     "Estimate",
     "Event",
     "EventBus",
@@ -126,6 +138,11 @@ __all__ = [
     "InstrumentedModel",
     "JSONInputError",
     "LiteLLMModel",
+    "MCPServer",
+    "MCPServerError",
+    "MCPServerHTTP",
+    "MCPServerStdio",
+    "MCPTool",
     "MemoryInputError",
     "Message",
     "Model",
@@ -140,10 +157,14 @@ __all__ = [
     "ModelTimeoutError",
     "Orchestrator",
     "OutputValidationError",
+    "PendingCall",
     "PermanentModelError",
     "Plan",
+    "PlanApprover",
+    "PlanDecision",
     "PlanFinished",
     "PlanInvalid",
+    "PlanProposal",
     "PlanResult",
     "PlanRevision",
     "PlanStarted",
@@ -184,6 +205,7 @@ __all__ = [
     "TaskStatus",
     "TaskSucceeded",
     "TaskTimeoutError",
+    "TaskWaiting",
     "TemplateError",
     "Tool",
     "ToolCall",

@@ -12,6 +12,8 @@ DelegateError                      base of everything raised on purpose
 │   └── WorkflowError              a workflow file with problems (.problems .path .line .col)
 ├── BudgetExceeded                 a call does not fit a budget (.scope .unit .limit .spent)
 ├── PlanInvalid                    the planner's plan was still invalid after its last attempt
+├── MCPServerError                 an MCP server could not be started, listed or reached
+│                                  (.server .stderr)
 ├── JSONInputError                 JSON from a model or an input: malformed, too large or too deep
 │                                  (.reason; also a ValueError)
 ├── StoreError                     the database cannot be opened, migrated, read or written
@@ -35,8 +37,10 @@ DelegateError                      base of everything raised on purpose
 │       ├── ToolLoopError          the agent kept calling tools past its round limit
 │       └── VerificationFailed     a judge rejected the answer, after a re-ask and the fallback
 ├── TaskTimeoutError               a task ran past its own timeout (retried like a transient error)
-└── TaskNotSucceeded               result[task] of a task that did not succeed (.task_id .status);
-                                   also a LookupError
+├── TaskNotSucceeded               result[task] of a task that did not succeed (.task_id .status);
+│                                  also a LookupError
+└── ApprovalPending                a tool call waits for a human's decision (.tools); in a run the
+                                   task pauses instead (the run ends "waiting")
 ```
 
 Messages name the thing and say what to do about it; constructors only store context.
@@ -62,6 +66,7 @@ if TYPE_CHECKING:
     from delegate.workflows.problems import Problem
 
 __all__ = [
+    "ApprovalPending",
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceeded",
@@ -75,6 +80,7 @@ __all__ = [
     "FallbackFailed",
     "GraphError",
     "JSONInputError",
+    "MCPServerError",
     "MemoryInputError",
     "ModelError",
     "ModelRequestsBlocked",
@@ -448,6 +454,38 @@ class TaskNotSucceeded(DelegateError, LookupError):
             "result.failed before reading outputs, or use result.task(handle).output (None)"
         )
         self.task_id, self.status, self.error = task_id, status, error
+
+
+class ApprovalPending(DelegateError):
+    """A tool that requires approval was called and no decision exists for the call yet.
+
+    Inside an orchestrator run this never reaches the caller: the task pauses ("waiting"), the
+    run ends "waiting" with the calls in `RunResult.pending`, and `Orchestrator.resume(run_id,
+    decisions=...)` continues it. `Agent.run` outside a run raises it, since it cannot pause.
+
+    Attributes:
+        tools: the names of the tools that wait for a decision.
+        paused: where the agent stopped (its conversation and the round of tool calls), for the
+            orchestrator to store and continue; not for users to read.
+    """
+
+    def __init__(self, message: str, *, tools: Sequence[str], paused: object) -> None:
+        super().__init__(message)
+        self.tools, self.paused = tuple(tools), paused
+
+
+class MCPServerError(DelegateError):
+    """An MCP server that could not be started, listed or reached; the task that needed it
+    fails (its tools' own errors go back to the model instead).
+
+    Attributes:
+        server: the server's name.
+        stderr: the end of what a stdio server wrote to stderr (secrets masked), or "".
+    """
+
+    def __init__(self, message: str, *, server: str, stderr: str = "") -> None:
+        super().__init__(message)
+        self.server, self.stderr = server, stderr
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

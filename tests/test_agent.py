@@ -490,7 +490,7 @@ def _untyped(q):  # type: ignore[no-untyped-def]
         ),
         (
             {"tools": search},
-            "Agent 'x': tools must be a list of functions or Tools, got function",
+            "Agent 'x': tools must be a list of functions, Tools or MCP servers, got function",
         ),
         (
             {"tools": [_untyped]},

@@ -56,6 +56,7 @@ RESULT_KEYS = {
     "tasks",
     "usage",
     "plans",
+    "pending",
     "started_at",
     "finished_at",
     "duration",
@@ -487,6 +488,29 @@ def test_plain_progress_redacts_credentials_in_errors(utc: None) -> None:
     )
     assert "sk-proj-abcdef1234567890" not in stream.getvalue()
     assert stream.getvalue().startswith("22:13:20 task a failed after 1 attempt ($0): 401 with")
+
+
+def test_a_task_that_waits_for_approval_is_counted_and_said(utc: None) -> None:
+    from delegate.orchestrator.events import TaskStarted, TaskWaiting
+
+    stream = io.StringIO()
+    display = RunDisplay(stream, live=False)
+    display(TaskStarted(run_id="r1", task_id="a", attempt=1, agent="clerk", at=T0))
+    display(TaskStarted(run_id="r1", task_id="b", attempt=1, agent="clerk", at=T0))
+    display(
+        TaskWaiting(
+            run_id="r1", task_id="a", tools=("refund",), usage=Usage(cost_usd=0.5), at=T0 + 1
+        )
+    )
+
+    assert display.status_lines()[0] == (
+        "tasks: 0 queued · 1 running · 1 waiting · 0 succeeded · 0 failed · 0 skipped · "
+        "0 cancelled"
+    )
+    assert display.spent.cost_usd == 0.5
+    assert stream.getvalue().splitlines()[-1] == (
+        "22:13:21 task a waits for a human to approve refund (`delegate pending`)"
+    )
 
 
 def test_the_status_view_counts_tasks_tokens_spend_and_plans() -> None:

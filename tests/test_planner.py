@@ -431,3 +431,16 @@ def test_planner_arguments_are_checked() -> None:
     with pytest.raises(DelegateError, match=r"max_tasks must be an integer ≥ 1, got 0"):
         Planner(agent, max_tasks=0)
     assert repr(Planner(agent)) == "Planner(agent='planner', max_tasks=20, max_attempts=2)"
+
+
+def test_the_catalogue_names_a_workers_mcp_tools() -> None:
+    from delegate import MCPServerStdio
+
+    planner, _ = _planner([])
+    github = MCPServerStdio("github-mcp", name="github", prefix="gh_", tools=["search", "issue"])
+    files = MCPServerStdio("files-mcp", name="files")
+    worker = Agent("coder", ScriptedModel([]), description="Writes code.", tools=[github, files])
+
+    prompt = planner.render(GOAL, inputs={}, workers={"coder": worker}, budget_text="no limit")
+
+    assert "- tools: gh_issue, gh_search, the tools of MCP server 'files'\n" in prompt, prompt

@@ -94,7 +94,7 @@ def test_errors_share_one_base() -> None:
         if isinstance(getattr(delegate, name), type)
         and issubclass(getattr(delegate, name), Exception)
     ]
-    assert len(errors) == 32
+    assert len(errors) == 34
     assert all(issubclass(error, delegate.DelegateError) for error in errors)
 
 

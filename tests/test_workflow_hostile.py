@@ -70,10 +70,12 @@ def test_load_workflow_refuses_it_quickly_at_its_line(
     elif not yaml.__with_libyaml__:
         pytest.skip("PyYAML was built without libyaml")
     line, message = EXPECTED[name]
-    started = time.perf_counter()
+    # This thread's CPU time, not the wall clock: other processes on a busy machine do not
+    # count, a parser that blows up (billion laughs, deep nesting) still does.
+    started = time.thread_time()
     with pytest.raises(WorkflowError) as caught:
         load_workflow(CORPUS / name)
-    elapsed = time.perf_counter() - started
+    elapsed = time.thread_time() - started
     first = caught.value.problems[0]
     assert (first.file, first.line) == (str(CORPUS / name), line)
     assert message in first.message
@@ -213,9 +215,7 @@ def test_a_file_over_the_limit_is_refused_before_it_is_read(
         raise AssertionError("a file over the limit must not be parsed")
 
     monkeypatch.setattr("delegate.workflows.loader.parse", no_parsing)
-    started = time.perf_counter()
-    code, stdout, stderr = validate(huge)
-    assert time.perf_counter() - started < 1.0
+    code, stdout, stderr = validate(huge)  # not parsed (`no_parsing`): bounded work
     assert code == 2
     assert stdout == ""
     assert stderr == (

@@ -10,7 +10,10 @@ for others).
 from __future__ import annotations
 
 from delegate.agents.agent import Agent, AgentResult, ModelCaller
+from delegate.agents.approval import Approve, Deny, PendingCall
+from delegate.agents.endpoints import Endpoint
 from delegate.agents.limits import Budget
+from delegate.agents.mcp import MCPServer, MCPServerHTTP, MCPServerStdio, MCPTool
 from delegate.agents.models import (
     LiteLLMModel,
     Message,
@@ -40,11 +43,18 @@ from delegate.agents.wrappers import (
 __all__ = [
     "Agent",
     "AgentResult",
+    "Approve",
     "Budget",
     "ConcurrencyLimitedModel",
+    "Deny",
+    "Endpoint",
     "FallbackModel",
     "InstrumentedModel",
     "LiteLLMModel",
+    "MCPServer",
+    "MCPServerHTTP",
+    "MCPServerStdio",
+    "MCPTool",
     "Message",
     "Model",
     "ModelCall",
@@ -52,6 +62,7 @@ __all__ = [
     "ModelHooks",
     "ModelRequest",
     "ModelResponse",
+    "PendingCall",
     "Price",
     "RateLimit",
     "RateLimitedModel",

@@ -40,7 +40,16 @@ from typing_extensions import TypeVar
 
 from delegate._log import bind_model, get_logger
 from delegate._sync import syncify
+from delegate.agents.approval import (
+    ApprovalDesk,
+    Approve,
+    Deny,
+    PausedRound,
+    RoundCall,
+    current_desk,
+)
 from delegate.agents.limits import Budget
+from delegate.agents.mcp import MCPServer, mcp_servers_open, mcp_tools, needs_mcp_pool
 from delegate.agents.models import (
     _NO_USAGE,
     Message,
@@ -54,6 +63,7 @@ from delegate.agents.models import (
 )
 from delegate.agents.tools import Tool, validation_summary
 from delegate.errors import (
+    ApprovalPending,
     ConfigError,
     ContextWindowExceededError,
     OutputValidationError,
@@ -144,7 +154,9 @@ class Agent(Generic[OutputT]):
             `delegate.testing`).
         instructions: the system message; none is sent when empty.
         description: what the agent is for, shown to the planner.
-        tools: functions (sync or async, typed) or `Tool`s the model may call.
+        tools: functions (sync or async, typed) or `Tool`s the model may call, and MCP servers
+            (`MCPServerStdio`, `MCPServerHTTP`) whose tools it may call: a server starts when
+            a run first needs it, is listed once, and stops when the run ends.
         output_type: a pydantic model the answer must validate against (structured output); None
             for plain text.
         reasoning_effort: "minimal", "low", "medium" or "high", for reasoning models.
@@ -186,7 +198,7 @@ class Agent(Generic[OutputT]):
         *,
         instructions: str = "",
         description: str = "",
-        tools: Iterable[Tool | Callable[..., Any]] = (),
+        tools: Iterable[Tool | Callable[..., Any] | MCPServer] = (),
         output_type: type[OutputT] | None = None,
         reasoning_effort: ReasoningEffort | None = None,
         max_output_tokens: int | None = None,
@@ -214,7 +226,7 @@ class Agent(Generic[OutputT]):
         self.max_tool_rounds = _check_count(prefix, "max_tool_rounds", max_tool_rounds)
         self.temperature = _check_temperature(prefix, temperature)
         self.fallback = _check_fallback(prefix, fallback, self.output_type)
-        self.tools = _check_tools(prefix, tools)
+        self.tools, self.mcp_servers = _check_tools(prefix, tools)
         self._tools_by_name = {t.name: t for t in self.tools}
         self._tool_definitions = tuple(t.definition for t in self.tools)
         self._output_schema = _output_schema(prefix, self.output_type)
@@ -277,14 +289,24 @@ class Agent(Generic[OutputT]):
             raise ConfigError(
                 f"Agent {self.name!r}: the prompt must be a str, got {type(prompt).__name__}"
             )
+        if self.mcp_servers and needs_mcp_pool(self.mcp_servers):
+            async with mcp_servers_open():  # outside a run: the servers live for this call
+                return await self.run(
+                    prompt,
+                    caller=caller,
+                    tools=tools,
+                    max_output_tokens=max_output_tokens,
+                    reasoning_effort=reasoning_effort,
+                )
+        offered = await self._with_mcp(tools) if self.mcp_servers else tools
         state = _Run(
             caller=caller or _call_model,
             messages=self._first_messages(prompt),
-            tools=self._tools_by_name if not tools else self._with_tools(tools),
+            tools=self._tools_by_name if not offered else self._with_tools(offered),
             definitions=(
                 self._tool_definitions
-                if not tools
-                else (*self._tool_definitions, *(t.definition for t in tools))
+                if not offered
+                else (*self._tool_definitions, *(t.definition for t in offered))
             ),
             max_output_tokens=self.max_output_tokens,
             reasoning_effort=self.reasoning_effort,
@@ -297,6 +319,13 @@ class Agent(Generic[OutputT]):
             state.reasoning_effort = _check_effort(
                 f"Agent {self.name!r}: run(): ", reasoning_effort
             )
+        desk = current_desk()
+        if desk is not None:
+            paused = desk.resumed(self.name)
+            if paused is not None:  # it paused for approval in this task: go on from there
+                state.messages = typing.cast("list[Message]", list(paused.messages))
+                state.tool_rounds = paused.tool_rounds
+                await self._settle_round(state, paused, desk)
         try:
             answer = self._accept(state, await self._until_final(state))
             output, text = answer if answer is not None else await self._answer_again(state)
@@ -330,6 +359,13 @@ class Agent(Generic[OutputT]):
         )
 
     run_sync = syncify(run)
+
+    async def _with_mcp(self, extras: Sequence[Tool]) -> tuple[Tool, ...]:
+        """A run's `extras` and the tools of the agent's MCP servers (each started and listed
+        once per run: the definitions go in the first request, where the budget counts them)."""
+        taken = {name: f"the Python tool {name!r}" for name in self._tools_by_name}
+        taken.update((extra.name, f"the run's tool {extra.name!r}") for extra in extras)
+        return (*extras, *await mcp_tools(self.mcp_servers, taken, agent=self.name))
 
     def _with_tools(self, extras: Sequence[Tool]) -> dict[str, Tool]:
         """The agent's tools and a run's `extras`, by name."""
@@ -413,6 +449,9 @@ class Agent(Generic[OutputT]):
                 )
             state.tool_rounds += 1
             state.messages.append(_assistant_tool_calls(response))
+            if _gated(state.tools, response.tool_calls):
+                await self._settle_round(state, self._round(state, response), current_desk())
+                continue
             results = await self._run_tools(state.tools, response.tool_calls)
             state.messages.extend(
                 {"role": "tool", "tool_call_id": call.id, "content": result}
@@ -443,6 +482,69 @@ class Agent(Generic[OutputT]):
                 group.start_soon(run_one, index, call)
         return results
 
+    def _round(self, state: _Run, response: ModelResponse) -> PausedRound:
+        """This round of tool calls, as it would be paused (nothing has run yet)."""
+        tools = state.tools
+        return PausedRound(
+            agent=self.name,
+            messages=list(state.messages),
+            tool_rounds=state.tool_rounds,
+            why=response.text,
+            calls=[
+                RoundCall(
+                    id=call.id,
+                    name=call.name,
+                    arguments=call.arguments,
+                    gated=gated,
+                    description=tools[call.name].description if gated else "",
+                )
+                for call in response.tool_calls
+                for gated in (call.name in tools and tools[call.name].requires_approval,)
+            ],
+        )
+
+    async def _settle_round(
+        self, state: _Run, paused: PausedRound, desk: ApprovalDesk | None
+    ) -> None:
+        """Run a round with gated calls: the ungated and approved calls run, a denied one
+        answers with the denial; then the results join the conversation. A gated call with no
+        decision pauses the task (`ApprovalPending`) with the results known so far."""
+        calls = list(paused.calls)
+        runnable: list[int] = []
+        for index, call in enumerate(calls):
+            if call.result is not None:
+                continue
+            if not call.gated:
+                runnable.append(index)
+                continue
+            decision = None if desk is None else await desk.decide(paused, index)
+            if isinstance(decision, Deny):
+                calls[index] = call.model_copy(update={"result": decision.result})
+            elif isinstance(decision, Approve):
+                runnable.append(index)
+        done = await self._run_tools(
+            state.tools,
+            tuple(ToolCall(calls[i].id, calls[i].name, calls[i].arguments) for i in runnable),
+        )
+        for index, result in zip(runnable, done, strict=True):
+            calls[index] = calls[index].model_copy(update={"result": result})
+        settled = paused.model_copy(update={"calls": calls})
+        waiting = settled.undecided()
+        if waiting:
+            names = sorted({calls[i].name for i in waiting})
+            raise ApprovalPending(
+                f"Agent {self.name!r}: the tool call(s) {', '.join(names)} require a human's "
+                "approval, and this run cannot pause: run the agent's task in an Orchestrator "
+                "(the run ends 'waiting'; decide with orch.resume(run_id, decisions=...) or "
+                "`delegate approve`), or give Orchestrator(approve_tool=...)",
+                tools=names,
+                paused=settled,
+            )
+        state.messages.extend(
+            {"role": "tool", "tool_call_id": call.id, "content": call.result or ""}
+            for call in calls
+        )
+
     def _reask(
         self,
         state: _Run,
@@ -461,6 +563,15 @@ class Agent(Generic[OutputT]):
             f"Your answer did not validate as {name}: {validation_summary(exc)}. "
             "Answer again with only a JSON object that matches the schema."
         )
+
+
+def _gated(tools: Mapping[str, Tool], calls: tuple[ToolCall, ...]) -> bool:
+    """Whether a call of this round needs a human's approval."""
+    for call in calls:
+        found = tools.get(call.name)
+        if found is not None and found.requires_approval:
+            return True
+    return False
 
 
 async def _run_tool(tools: Mapping[str, Tool], call: ToolCall) -> str:
@@ -649,13 +760,18 @@ def with_output_type(agent: Agent[Any], output_type: type[ModelT]) -> Agent[Mode
     return retyped
 
 
-def _check_tools(prefix: str, tools: object) -> tuple[Tool, ...]:
+def _check_tools(prefix: str, tools: object) -> tuple[tuple[Tool, ...], tuple[MCPServer, ...]]:
     if isinstance(tools, str | bytes) or not isinstance(tools, Iterable):
         raise ConfigError(
-            f"{prefix}tools must be a list of functions or Tools, got {_describe(tools)}"
+            f"{prefix}tools must be a list of functions, Tools or MCP servers, got "
+            f"{_describe(tools)}"
         )
     checked: list[Tool] = []
+    servers: list[MCPServer] = []
     for item in tools:
+        if isinstance(item, MCPServer):
+            servers.append(item)
+            continue
         try:
             checked.append(item if isinstance(item, Tool) else Tool(item))
         except ConfigError as exc:
@@ -667,7 +783,14 @@ def _check_tools(prefix: str, tools: object) -> tuple[Tool, ...]:
             f"{prefix}two tools are named {', '.join(map(repr, duplicates))}; tool names must be "
             "unique, rename one with Tool(fn, name='...')"
         )
-    return tuple(checked)
+    names = [server.name for server in servers]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(
+            f"{prefix}two MCP servers are named {', '.join(map(repr, twice))}; give each its own "
+            "name=..."
+        )
+    return tuple(checked), tuple(servers)
 
 
 def _output_schema(

@@ -23,6 +23,12 @@ import anyio.to_thread
 
 from delegate import _log, _secrets
 from delegate.agents import _costmap
+from delegate.agents.endpoints import (
+    Endpoint,
+    check_model_endpoint,
+    connection_error,
+    model_price,
+)
 from delegate.errors import (
     ConfigError,
     ModelError,
@@ -371,8 +377,12 @@ class LiteLLMModel:
 
     Args:
         model: a litellm model string, e.g. "openai/gpt-4o-mini" or "anthropic/claude-haiku-4-5".
+        endpoint: the server to send to, with its key, headers and price read as it says (see
+            `Endpoint`); instead of `api_base` and `api_key`.
         api_base: the provider's base URL, for proxies and self-hosted servers.
         api_key: the key to send; by default litellm reads the provider's environment variable.
+        price: USD per million (input, output) tokens, a `Price` or a pair: the model's price,
+            before the endpoint's and litellm's (an unknown price is never taken as free).
             Never shown in reprs, logs, errors, events, stored runs or CLI output; neither is
             the environment's key, nor the values of auth-like `extra_headers` or credentials
             in `api_base` (values of at least 8 characters: see `delegate._secrets`).
@@ -384,14 +394,19 @@ class LiteLLMModel:
 
         model = LiteLLMModel("openai/gpt-4o-mini", timeout=30)
         answer = await model.request(ModelRequest([{"role": "user", "content": "Hi"}]))
+
+        local = Endpoint("http://127.0.0.1:11434", price=(0, 0))  # Ollama, keyless
+        llama = LiteLLMModel("ollama_chat/llama3.2", endpoint=local)
     """
 
     def __init__(
         self,
         model: str,
         *,
+        endpoint: Endpoint | None = None,
         api_base: str | None = None,
         api_key: str | None = None,
+        price: Price | tuple[float, float] | None = None,
         timeout: float | None = None,
         **litellm_kwargs: Any,
     ) -> None:
@@ -409,9 +424,12 @@ class LiteLLMModel:
                 "arguments; use LiteLLMModel's own parameters or the ModelRequest's fields "
                 "(retries belong to delegate's scheduler)"
             )
+        check_model_endpoint(model, endpoint, api_base=api_base, api_key=api_key, **litellm_kwargs)
         self._name = model
-        self._api_base = api_base
+        self._endpoint = endpoint
+        self._api_base = endpoint.base_url if endpoint is not None else api_base
         self._api_key = api_key
+        self._price = model_price(model, price)
         self._timeout = timeout
         self._kwargs = litellm_kwargs
         # Masked from every message, log, event, stored row and CLI line from now on.
@@ -425,6 +443,16 @@ class LiteLLMModel:
         return self._name
 
     @property
+    def has_api_key(self) -> bool:
+        """True when it was given its key (`api_key=`), so the environment's is not needed."""
+        return bool(self._api_key)
+
+    @property
+    def endpoint(self) -> Endpoint | None:
+        """The endpoint it sends to, when built with one."""
+        return self._endpoint
+
+    @property
     def api_base(self) -> str | None:
         """The provider base URL this model sends to, or None for the provider's default."""
         return self._api_base
@@ -436,7 +464,12 @@ class LiteLLMModel:
 
     @property
     def price(self) -> Price | None:
-        """USD per million tokens from litellm's cost map, or None when unknown (never free)."""
+        """USD per million tokens: its own `price=`, else its endpoint's, else litellm's cost
+        map's; None when unknown (never free)."""
+        if self._price is not None:
+            return self._price
+        if self._endpoint is not None and self._endpoint.price is not None:
+            return self._endpoint.price
         return _costmap.price_for(self._name)
 
     @property
@@ -445,6 +478,8 @@ class LiteLLMModel:
         return _costmap.context_window_for(self._name)
 
     def __repr__(self) -> str:
+        if self._endpoint is not None:
+            return f"LiteLLMModel({self._name!r}, endpoint={self._endpoint!r})"
         api_base = None if self._api_base is None else _secrets.redact(self._api_base)
         return f"LiteLLMModel({self._name!r}, api_base={api_base!r})"
 
@@ -476,6 +511,14 @@ class LiteLLMModel:
             }
         if request.reasoning_effort is not None and _supports_reasoning(litellm, self._name):
             arguments["reasoning_effort"] = request.reasoning_effort
+        if self._endpoint is not None:
+            # Read now, from the environment: a missing variable is a ConfigError, not sent.
+            sent = self._endpoint.arguments()
+            headers = sent.pop("extra_headers", None)
+            if headers:
+                arguments["extra_headers"] = {**(arguments.get("extra_headers") or {}), **headers}
+            arguments.update(sent)
+            return arguments
         if self._api_base is not None:
             arguments["api_base"] = self._api_base
         if self._api_key is not None:
@@ -494,8 +537,10 @@ class LiteLLMModel:
     def _error(self, exc: Exception) -> ModelError:
         # The model boundary: every key delegate knows (this model's, registered when it was
         # built, and the provider's in the environment) is masked from the message, and a
-        # cause that holds one, echoed by the provider, is not chained (`from_litellm`).
-        return from_litellm(exc, model=self._name)
+        # cause that holds one, echoed by the provider, is not chained (`from_litellm`). A
+        # failure to connect says which URL and what to check, not litellm's text.
+        unreachable = connection_error(exc, model=self._name, base_url=self._api_base)
+        return unreachable if unreachable is not None else from_litellm(exc, model=self._name)
 
     async def request(self, request: ModelRequest) -> ModelResponse:
         """Send `request` to the model once and return its answer.

@@ -67,6 +67,10 @@ class Tool:
             at most 64 characters.
         description: what the tool does, for the model; defaults to the first paragraph of
             `fn`'s docstring.
+        requires_approval: a human must approve each call before it runs. In an orchestrator
+            run the task pauses, the run ends "waiting" with the call in `RunResult.pending`,
+            and `Orchestrator.resume(run_id, decisions=...)` continues it (or
+            `Orchestrator(approve_tool=...)` decides inline); see `delegate.agents.approval`.
 
     Raises:
         ConfigError: `fn` is not callable, a parameter has no annotation or a type that has no
@@ -81,15 +85,22 @@ class Tool:
         "description",
         "fn",
         "name",
+        "requires_approval",
     )
 
     fn: Callable[..., Any]
     name: str
     description: str
     definition: ToolDefinition
+    requires_approval: bool
 
     def __init__(
-        self, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        requires_approval: bool = False,
     ) -> None:
         if isinstance(fn, Tool):
             raise ConfigError(f"tool {fn.name!r} is already a Tool; pass it as it is")
@@ -100,6 +111,12 @@ class Tool:
             )
         self.fn = fn
         self.name = _tool_name(fn, name)
+        if not isinstance(requires_approval, bool):
+            raise ConfigError(
+                f"tool {self.name!r}: requires_approval must be True or False, got "
+                f"{requires_approval!r}"
+            )
+        self.requires_approval = requires_approval
         documented = fn.func if isinstance(fn, functools.partial) else fn
         summary, arg_docs = _parse_docstring(inspect.getdoc(documented) or "")
         self.description = summary if description is None else description
@@ -117,6 +134,8 @@ class Tool:
         )
 
     def __repr__(self) -> str:
+        if self.requires_approval:
+            return f"Tool(name={self.name!r}, requires_approval=True)"
         return f"Tool(name={self.name!r})"
 
     async def call(self, arguments: str) -> str:
@@ -169,12 +188,24 @@ class Tool:
 
 
 @overload
-def tool(fn: Callable[..., Any], /) -> Tool: ...
+def tool(
+    fn: Callable[..., Any],
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_approval: bool = False,
+) -> Tool: ...
 
 
 @overload
 def tool(
-    fn: None = None, /, *, name: str | None = None, description: str | None = None
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_approval: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -184,6 +215,7 @@ def tool(
     *,
     name: str | None = None,
     description: str | None = None,
+    requires_approval: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function into a `Tool`; use bare (`@tool`) or with arguments (`@tool(name="x")`).
 
@@ -191,12 +223,15 @@ def tool(
         fn: the function, when used bare.
         name: the name the model sees; defaults to the function's name.
         description: what the tool does; defaults to the docstring's first paragraph.
+        requires_approval: a human approves each call before it runs (see `Tool`).
     """
     if fn is not None:
-        return Tool(fn, name=name, description=description)
+        return Tool(fn, name=name, description=description, requires_approval=requires_approval)
 
     def decorate(function: Callable[..., Any]) -> Tool:
-        return Tool(function, name=name, description=description)
+        return Tool(
+            function, name=name, description=description, requires_approval=requires_approval
+        )
 
     return decorate
 

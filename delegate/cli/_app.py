@@ -21,7 +21,9 @@ from typing import Any
 
 import click
 
+from delegate.cli.approvals import approve_command, pending_command
 from delegate.cli.files import schema, validate
+from delegate.cli.init import init_command
 from delegate.cli.run import plan_command, run_command
 from delegate.cli.runs import resume_command, runs_command, show_command
 from delegate.cli.tokens import tokens
@@ -117,5 +119,8 @@ for _command in (
     runs_command,
     show_command,
     resume_command,
+    init_command,
+    pending_command,
+    approve_command,
 ):
     main.add_command(_command)

@@ -44,6 +44,7 @@ from delegate.orchestrator.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STATUSES", "RunDisplay"]
 
-STATUSES = ("queued", "running", "succeeded", "failed", "skipped", "cancelled")
+STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "skipped", "cancelled")
 """A task's statuses in the live view, in the order it counts them."""
 _RUNNING_SHOWN = 8  # running task ids listed in the live view
 
@@ -136,6 +137,9 @@ class RunDisplay:
                 "succeeded" if isinstance(event, TaskSucceeded) else "failed"
             )
             self.spent += event.usage
+        elif isinstance(event, TaskWaiting):
+            self.status[event.task_id] = "waiting"
+            self.spent += event.usage
         elif isinstance(event, TaskSkipped | TaskCancelled):
             self.status[event.task_id] = (
                 "skipped" if isinstance(event, TaskSkipped) else "cancelled"
@@ -178,7 +182,9 @@ class RunDisplay:
                 counts[status] += 1
             running = [task for task, status in self.status.items() if status == "running"]
             spent, plans, phase, finished = self.spent, list(self.plans), self.phase, self.finished
-        lines = ["tasks: " + " · ".join(f"{counts[s]} {s}" for s in STATUSES)]
+        # "waiting" (for a human's approval) only shows when a task waits.
+        shown = [s for s in STATUSES if s != "waiting" or counts[s]]
+        lines = ["tasks: " + " · ".join(f"{counts[s]} {s}" for s in shown)]
         if running:
             shown = ", ".join(running[:_RUNNING_SHOWN])
             more = len(running) - _RUNNING_SHOWN
@@ -292,6 +298,13 @@ def _task_failed(display: RunDisplay, event: TaskFailed) -> str:
     )
 
 
+def _task_waiting(display: RunDisplay, event: TaskWaiting) -> str:
+    return (
+        f"task {event.task_id} waits for a human to approve {', '.join(event.tools)} "
+        "(`delegate pending`)"
+    )
+
+
 def _task_skipped(display: RunDisplay, event: TaskSkipped) -> str:
     return f"task {event.task_id} skipped: {one_line(event.reason)}"
 
@@ -328,6 +341,7 @@ _LINES: dict[type[Event], Callable[[RunDisplay, Any], str]] = {
     TaskRetried: _task_retried,
     TaskFailed: _task_failed,
     TaskSkipped: _task_skipped,
+    TaskWaiting: _task_waiting,
     TaskCancelled: _task_cancelled,
     PlanStarted: _plan_started,
     PlanFinished: _plan_finished,
@@ -335,4 +349,4 @@ _LINES: dict[type[Event], Callable[[RunDisplay, Any], str]] = {
     RunFinished: _run_finished,
 }
 # Printed above the live view, which shows the rest as counts.
-_NOTABLE = (TaskRetried, TaskFailed, TaskCancelled, PlanFinished)
+_NOTABLE = (TaskRetried, TaskFailed, TaskWaiting, TaskCancelled, PlanFinished)

@@ -80,7 +80,13 @@ def _preview_plan(preview: Any) -> dict[str, Any] | None:
 
 
 def print_preview(
-    preview: Any, stream: TextIO, *, workflow: str, simulated: bool, fancy: bool | None = None
+    preview: Any,
+    stream: TextIO,
+    *,
+    workflow: str,
+    simulated: bool,
+    fancy: bool | None = None,
+    status: str = "nothing executed",
 ) -> None:
     """`delegate plan`: the planner's plan (planner mode), the tasks with their projections, the
     total estimate and the critical path.
@@ -91,12 +97,13 @@ def print_preview(
         workflow: the workflow's name.
         simulated: the plan came from a simulated planner.
         fancy: rich tables (True) or plain (False); None: rich when `stream` is a terminal.
+        status: what the header says after the task count.
     """
     out = stream.write
     if simulated:
         out(SIMULATED_NOTE + "\n")
     rows = _preview_rows(preview)
-    out(f"{workflow}: {plural(len(rows), 'task')}, nothing executed\n")
+    out(f"{workflow}: {plural(len(rows), 'task')}, {status}\n")
     plan = _preview_plan(preview)
     if plan is not None:
         print_plans([{"revision": 1, "reason": "goal", **plan}], stream)

@@ -56,7 +56,7 @@ TRUNCATE_CHARS = 500
 
 # -- a run's state: who owns it, how to go on -------------------------------------------------
 
-_RESUMABLE = frozenset({"interrupted", "stale", "partial", "failed"})
+_RESUMABLE = frozenset({"interrupted", "stale", "partial", "failed", "waiting"})
 
 
 def owned(lease: LeaseRecord | None) -> bool:
@@ -96,6 +96,8 @@ def resume_hint(run: RunRecord, lease: LeaseRecord | None, command: str) -> str 
     if state not in _RESUMABLE:
         return None
     why = f"stale: stored as running, but {_stale_reason(lease)}; " if state == "stale" else ""
+    if state == "waiting":  # tool calls wait for a human
+        why = f"waiting: decide its tool calls (delegate pending {run.id}, delegate approve); "
     source = run.graph.get("workflow")
     if not (isinstance(source, dict) and isinstance(source.get("text"), str)):
         return f"{why}resume it from Python: Orchestrator(...).resume({run.id!r})"

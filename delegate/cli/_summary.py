@@ -180,6 +180,25 @@ def print_output(output: Any, stream: TextIO) -> None:
     stream.flush()
 
 
+def print_pending(result: RunResult, stream: TextIO) -> None:
+    """A waiting run's pending tool calls, and the commands that decide them and go on."""
+    if not result.pending:
+        return
+    stream.write(f"\n{plural(len(result.pending), 'tool call')} waiting for approval:\n")
+    for call in result.pending:
+        stream.write(
+            f"  {call.call_id}  task {call.task_id}: {call.tool}({one_line(call.arguments, 200)})"
+            + (f" — {one_line(call.why, 200)}" if call.why else "")
+            + "\n"
+        )
+    first = result.pending[0].call_id
+    stream.write(
+        f"approve with `delegate approve {result.run_id} {first}` (or `--deny --reason TEXT`), "
+        f"then continue with `delegate resume {result.run_id}`\n"
+    )
+    stream.flush()
+
+
 # -- JSON -----------------------------------------------------------------------------------
 
 
@@ -190,8 +209,8 @@ def result_json(
 
     Keys: run_id, workflow, status, simulated, output, error, goal, tasks (id → status, agent,
     model, attempts, deps, usage, seconds, output, error), usage (`RunUsage`: totals, by model,
-    agent and role, planner_only_usd), plans (a planned run's revisions), started_at,
-    finished_at, duration.
+    agent and role, planner_only_usd), plans (a planned run's revisions), pending (the tool
+    calls a waiting run waits on: `PendingCall`), started_at, finished_at, duration.
     """
     tasks = {
         task.id: {
@@ -218,6 +237,7 @@ def result_json(
         "tasks": tasks,
         "usage": result.usage.model_dump(mode="json"),
         "plans": [plan.to_json() for plan in result.plans],
+        "pending": [call.model_dump(mode="json") for call in result.pending],
         "started_at": iso_time(result.started_at),
         "finished_at": iso_time(result.finished_at),
         "duration": result.duration,

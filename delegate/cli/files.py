@@ -26,7 +26,9 @@ def validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
     """Check workflow FILES without running anything.
 
     Prints `FILE: ok (...)` for a valid file, and `FILE:LINE:COL: problem` for every problem
-    of an invalid one (on stderr). Exit status 0 when every file is valid, else 2.
+    of an invalid one (on stderr). A valid file's warnings (models with no price) follow its
+    line as `FILE:LINE:COL: warning: ...` (on stderr). Exit status 0 when every file is valid,
+    else 2.
     """
     from delegate._log import redact_text
     from delegate.errors import WorkflowError
@@ -47,6 +49,10 @@ def validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
         spec = loaded.spec
         shape = _count(len(spec.steps), "step") if spec.steps is not None else "planner mode"
         click.echo(f"{file}: ok ({shape}, {_count(len(spec.agents), 'agent')})")
+        if loaded.warnings:
+            # Valid, but worth knowing: models with no price (on stderr, exit status still 0).
+            lines = (f"{w.file}:{w.line}:{w.col}: warning: {w.message}" for w in loaded.warnings)
+            click.echo(redact_text("\n".join(lines)), err=True)
     if invalid:
         ctx.exit(2)
 

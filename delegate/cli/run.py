@@ -21,6 +21,7 @@ from delegate.cli._guard import bounded, signal_label, stderr, stdout
 from delegate.cli._stores import DB_HELP, check_store, store_option, store_url
 
 if TYPE_CHECKING:
+    from delegate.agents.models import Model
     from delegate.cli._live import RunDisplay
     from delegate.orchestrator.run import RunResult
 
@@ -62,8 +63,9 @@ def input_options(fn: F) -> F:
     )(fn)
 
 
-def check_credentials(models: Iterable[str]) -> None:
-    """Refuse, before anything runs, models whose provider credentials are not set.
+def check_credentials(models: Iterable[str | Model]) -> None:
+    """Refuse, before anything runs, models whose credentials are not set: the provider's
+    variables, or the ones their endpoint names (none for a keyless endpoint).
 
     Raises:
         ConfigError: naming each missing variable, and `--simulate` as the way to go on.
@@ -155,7 +157,12 @@ def report(result: RunResult, shown: RunDisplay | None, *, as_json: bool, **opti
             fancy=shown.live if shown is not None else None,
         )
         _summary.print_output(result.output, stdout())
-    return 0 if result.status == "succeeded" else 1
+        _summary.print_pending(result, stderr())
+    return EXIT_CODES.get(result.status, 1)
+
+
+EXIT_CODES = {"succeeded": 0, "waiting": 3}
+"""The exit status of `run` and `resume` by the run's status; any other status is 1."""
 
 
 @click.command("run")
@@ -182,6 +189,18 @@ def report(result: RunResult, shown: RunDisplay | None, *, as_json: bool, **opti
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document, no progress.")
 @click.option("--progress", is_flag=True, help="With --json: show progress on stderr too.")
 @click.option("--run-id", metavar="ID", help="The run's id. Default: a new random one.")
+@click.option(
+    "--plan",
+    "plan_file",
+    type=WORKFLOW_FILE,
+    help="Run this plan (from `delegate plan --out`) as it is: no planning call for it. "
+    "Without -i it runs with the inputs it was made with.",
+)
+@click.option(
+    "--approve",
+    is_flag=True,
+    help="Show each plan and its estimate on the terminal and ask before it runs.",
+)
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -196,20 +215,28 @@ def run_command(
     as_json: bool,
     progress: bool,
     run_id: str | None,
+    plan_file: Path | None,
+    approve: bool,
 ) -> None:
     """Run the workflow FILE: progress and a summary on stderr, the output on stdout.
 
-    Exit status 0 when the run succeeded, 1 when it failed or succeeded only partly, 2 when
-    the file or an input is invalid or a model's credentials are missing.
+    Exit status 0 when the run succeeded, 1 when it failed or succeeded only partly (or its
+    plan was rejected), 2 when the file, an input or the plan file is invalid or a model's
+    credentials are missing, 3 when it waits for a human to approve tool calls (`delegate
+    pending`, `delegate approve`, then `delegate resume`).
     """
     import uuid
 
+    from delegate.cli import _approve
     from delegate.workflows import load_workflow
-    from delegate.workflows.runtime import compile_workflow, parse_inputs, run_workflow
+    from delegate.workflows.runtime import compile_workflow, run_workflow
 
+    if approve:
+        _approve.require_terminal()
     loaded = load_workflow(file)
     spec = loaded.spec
-    inputs = parse_inputs(spec, pairs, input_file)
+    approved = None if plan_file is None else _approve.read_plan(plan_file)
+    inputs = _approve.plan_inputs(spec, approved, pairs, input_file)
     # The command keeps every run: in --db, else the workflow's `memory:`, else the home store
     # (named here, whatever the library's own default is). It is checked before the run starts
     # (a file that is not a database, a folder that does not exist): the run would fail on it
@@ -232,8 +259,12 @@ def run_command(
     if shown is not None:
         shown.simulated = compiled.simulated
     if not compiled.simulated:
-        check_credentials(compiled.models())
-    result = execute(shown, run_id, db, run_workflow, compiled, inputs, run_id=run_id)
+        check_credentials(compiled.called_models())
+    _approve.check_plan(compiled, approved, inputs)
+    approver = _approve.TerminalApprover.attach(compiled, shown) if approve else None
+    result = execute(
+        shown, run_id, db, run_workflow, compiled, inputs, run_id=run_id, plan=approved
+    )
     options = {
         "simulated": compiled.simulated,
         "workflow": spec.name,
@@ -241,7 +272,10 @@ def run_command(
         "time_scale": time_scale,
         "model_seconds": None if compiled.pace is None else compiled.pace.run_seconds(result),
     }
-    ctx.exit(report(result, shown, as_json=as_json, **options))
+    status = report(result, shown, as_json=as_json, **options)
+    if approver is not None and approver.rejected:
+        click.echo("plan rejected: none of its tasks ran", err=True)
+    ctx.exit(status)
 
 
 @click.command("plan")
@@ -250,6 +284,12 @@ def run_command(
 @click.option("--simulate", is_flag=True, help="A simulated planner: real prices, no model called.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Varies simulated plans.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the checked plan with its estimate to this file (planner mode), to read, "
+    "edit and run with `delegate run FILE --plan FILE`.",
+)
 def plan_command(
     file: Path,
     pairs: tuple[str, ...],
@@ -257,28 +297,42 @@ def plan_command(
     simulate: bool,
     seed: int,
     as_json: bool,
+    out: Path | None,
 ) -> None:
     """Show what running FILE would do: its tasks, or in planner mode the planner's plan, with
     the projected tokens, cost and time and the critical path.
 
     Nothing is executed beyond planning: in planner mode the planner's model is asked for a
-    plan (with --simulate, a simulated one is).
+    plan (with --simulate, a simulated one is). --out needs a planner: a workflow's own steps
+    are its plan.
     """
     from delegate._sync import run_sync
     from delegate.cli import _preview
     from delegate.cli._format import write_json
+    from delegate.errors import ConfigError
     from delegate.workflows import load_workflow
     from delegate.workflows.runtime import compile_workflow, parse_inputs, preview_workflow
 
     loaded = load_workflow(file)
     spec = loaded.spec
     inputs = parse_inputs(spec, pairs, input_file)
+    if out is not None and spec.mode != "planner":
+        raise ConfigError(
+            f"workflow {spec.name!r} has no planner: its steps are the plan, so there is no "
+            "plan to write; drop --out (`delegate run` runs the steps as they are)"
+        )
     compiled = compile_workflow(loaded, simulate=simulate, seed=seed, time_scale=0.0)
     if spec.planner is not None and not compiled.simulated:
-        check_credentials([compiled.agents[spec.planner].model.name])
+        check_credentials([compiled.agents[spec.planner].model])
     preview = run_sync(preview_workflow, compiled, inputs)
+    if out is not None:
+        from delegate.cli._approve import plan_document, write_plan
+
+        write_plan(out, plan_document(compiled, inputs, preview))
     if as_json:
         document = _preview.preview_json(preview, workflow=spec.name, simulated=compiled.simulated)
         write_json(document, stdout())
-        return
-    _preview.print_preview(preview, stdout(), workflow=spec.name, simulated=compiled.simulated)
+    else:
+        _preview.print_preview(preview, stdout(), workflow=spec.name, simulated=compiled.simulated)
+    if out is not None:
+        click.echo(f"plan written to {out}: run it with `delegate run FILE --plan {out}`", err=True)

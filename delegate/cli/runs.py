@@ -105,7 +105,7 @@ def _budget_and_credentials(
     if budget_usd is None and loaded.spec.budget is not None:
         budget_usd = loaded.spec.budget.usd
     if not simulated:
-        check_credentials(compile_workflow(loaded, db=url, text=source["text"]).models())
+        check_credentials(compile_workflow(loaded, db=url, text=source["text"]).called_models())
     return budget_usd
 
 

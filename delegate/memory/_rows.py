@@ -397,8 +397,9 @@ def as_utc(value: datetime.datetime | None) -> datetime.datetime | None:
 def sqlite_time(value: datetime.datetime | None) -> str | None:
     """A datetime as `UTCDateTime` stores it in SQLite: naive UTC, SQLAlchemy's text format."""
     if value is not None and value.tzinfo is datetime.UTC:  # the run recorder's: no conversion
-        # (isoformat with microseconds: the same text, five times faster than strftime)
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        # (isoformat with microseconds, less its "+00:00": the same text, five times faster
+        # than strftime)
+        return value.isoformat(" ", "microseconds")[:-6]
     utc = as_utc(value)
     return None if utc is None else utc.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 

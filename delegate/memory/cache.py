@@ -76,7 +76,7 @@ class CachedModel(WrapperModel):
         """
         started = time.perf_counter()
         try:
-            key = cache_key(self.wrapped.name, request)
+            key = cache_key(_identity(self.wrapped), request)
         except (TypeError, ValueError) as exc:
             # A request that has no canonical JSON cannot be matched safely: always call.
             log.warning("cache_unkeyable_request", model=self.name, error=str(exc))
@@ -142,6 +142,13 @@ class _Flight:
 
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     waiters: int = 0
+
+
+def _identity(model: Model) -> str:
+    """What names the server that answers: the model's name, and its base URL when it has one
+    (two local servers may serve the same model name, and must not share answers)."""
+    base = getattr(model, "api_base", None)
+    return model.name if not isinstance(base, str) or not base else f"{model.name} @ {base}"
 
 
 def cache_key(model: str, request: ModelRequest) -> str:

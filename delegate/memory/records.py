@@ -11,7 +11,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EventRecord", "LeaseRecord", "MemoryRecord", "RunRecord", "TaskRecord"]
+__all__ = [
+    "ApprovalRecord",
+    "EventRecord",
+    "LeaseRecord",
+    "MemoryRecord",
+    "RunRecord",
+    "TaskRecord",
+]
 
 
 def _now() -> datetime.datetime:
@@ -167,3 +174,33 @@ class MemoryRecord(_Record):
     run_id: str | None = None
     task_id: str | None = None
     created_at: datetime.datetime = Field(default_factory=_now)
+
+
+class ApprovalRecord(_Record):
+    """A tool call that needs a human's decision, and the decision once made.
+
+    Attributes:
+        run_id: the run.
+        call_id: the call's id, unique in the run.
+        task_id: the task that waits for it.
+        agent: the agent that called the tool.
+        tool: the tool's name.
+        arguments: the JSON arguments the model wrote (credentials masked).
+        why: the model's words with the call, else the tool's description.
+        status: "pending", "approved" or "denied".
+        reason: why it was denied (None otherwise).
+        created_at: when the call was paused (UTC).
+        decided_at: when it was decided (UTC), None while pending.
+    """
+
+    run_id: str
+    call_id: str
+    task_id: str
+    agent: str
+    tool: str
+    arguments: str
+    why: str = ""
+    status: str = "pending"
+    reason: str | None = None
+    created_at: datetime.datetime = Field(default_factory=_now)
+    decided_at: datetime.datetime | None = None

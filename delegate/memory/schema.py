@@ -36,14 +36,16 @@ __all__ = [
     "EventRow",
     "MemoryRow",
     "MemoryTagRow",
+    "PausedTaskRow",
     "RunLeaseRow",
     "RunRow",
     "RunSpendRow",
     "TaskRow",
+    "ToolApprovalRow",
     "UTCDateTime",
 ]
 
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 # SQLite only aliases the rowid for a column declared exactly INTEGER PRIMARY KEY.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -210,4 +212,45 @@ class CacheRow(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     model: Mapped[str] = mapped_column(Text)
     response: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+
+
+class ToolApprovalRow(Base):
+    """A tool call that needs a human's decision: pending, then approved or denied.
+
+    A table of its own, not columns of `tasks`: a task row is rewritten at every event of a
+    run, and these rows are written rarely — when a task pauses, and by `delegate approve`
+    from another process while the run's row is untouched.
+    """
+
+    __tablename__ = "tool_approvals"
+
+    run_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    call_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(500))
+    agent: Mapped[str] = mapped_column(Text)
+    tool: Mapped[str] = mapped_column(Text)
+    arguments: Mapped[str] = mapped_column(Text)
+    why: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # "pending", "approved" or "denied"
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_tool_approvals_status", "status", "run_id"),)
+
+
+class PausedTaskRow(Base):
+    """Where a waiting task's agent stopped: its conversation and the round of tool calls
+    (JSON), so a resume goes on without asking the model again."""
+
+    __tablename__ = "paused_tasks"
+
+    run_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    task_id: Mapped[str] = mapped_column(String(500), primary_key=True)
+    state: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())

@@ -30,8 +30,9 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from itertools import chain
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -56,7 +57,7 @@ from delegate.errors import (
     RunLeasedError,
     StoreError,
 )
-from delegate.memory import migrations
+from delegate.memory import _approvals, migrations
 from delegate.memory._engine import WRITE_OPTION, default_url, make_engine, normalize_url
 from delegate.memory._rows import (
     TASK_COLUMNS,
@@ -82,6 +83,7 @@ from delegate.memory._rows import (
 )
 from delegate.memory._search import is_latest, pg_search, sqlite_search
 from delegate.memory.records import (
+    ApprovalRecord,
     EventRecord,
     LeaseRecord,
     MemoryRecord,
@@ -114,6 +116,22 @@ MAX_SEARCH_TERMS = 32
 _WORD = re.compile(r"[^\W_]+")
 # Key of the PostgreSQL advisory lock held while migrating ("delegate" in ASCII).
 _MIGRATION_LOCK = 0x64656C6567617465
+# The columns `start_run` binds, in this order (`_run_row`, `_lease_row`).
+_RUN_COLUMNS = (
+    "id",
+    "workflow",
+    "goal",
+    "inputs",
+    "graph",
+    "status",
+    "budget",
+    "usage",
+    "output",
+    "error",
+    "created_at",
+    "finished_at",
+)
+_LEASE_COLUMNS = ("run_id", "owner", "host", "pid", "heartbeat_at", "expires_at")
 
 
 class Store:
@@ -136,9 +154,9 @@ class Store:
         self.url = url
         self.dialect = "sqlite" if engine.dialect.name == "sqlite" else "postgresql"
         mark = "?" if self.dialect == "sqlite" else "%s"  # the driver's own parameter style
-        self._events_insert = (
-            f"INSERT INTO events (run_id, seq, kind, at, data) "
-            f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark})"
+        # The writer's inserts, many rows per statement (`_insert_rows`).
+        self._events_insert = _RowsInsert(
+            "INSERT INTO events (run_id, seq, kind, at, data) VALUES ", mark, 5
         )
         # The writer's per-batch reads, as driver SQL too: a batch of a few rows costs less than
         # building and compiling three SQLAlchemy statements.
@@ -151,12 +169,31 @@ class Store:
             f"INSERT INTO run_spend (run_id, spend) VALUES ({mark}, {mark}) "
             "ON CONFLICT (run_id) DO UPDATE SET spend = excluded.spend"
         )
-        self._tasks_upsert = (
-            f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) "
-            f"VALUES ({', '.join(mark for _ in TASK_COLUMNS)}) "
-            "ON CONFLICT (run_id, task_id) DO UPDATE SET "
-            + ", ".join(f"{name} = excluded.{name}" for name in TASK_UPDATED)
+        self._tasks_upsert = _RowsInsert(
+            f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ",
+            mark,
+            len(TASK_COLUMNS),
+            " ON CONFLICT (run_id, task_id) DO UPDATE SET "
+            + ", ".join(f"{name} = excluded.{name}" for name in TASK_UPDATED),
         )
+        # A run's start and end (`start_run`, `end_run`), prebuilt like the writer's statements:
+        # they are the fixed cost of every durable run.
+        self._run_insert = (
+            f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) "
+            f"VALUES ({', '.join(mark for _ in _RUN_COLUMNS)})"
+        )
+        self._run_finish = (
+            f"UPDATE runs SET status = {mark}, output = {mark}, usage = {mark}, error = {mark}, "
+            f"finished_at = {mark} WHERE id = {mark}"
+        )
+        self._lease_insert = (
+            f"INSERT INTO run_leases ({', '.join(_LEASE_COLUMNS)}) "
+            f"VALUES ({', '.join(mark for _ in _LEASE_COLUMNS)})"
+        )
+        self._lease_release = f"DELETE FROM run_leases WHERE run_id = {mark} AND owner = {mark}"
+        self._when = sqlite_time if self.dialect == "sqlite" else as_utc  # a datetime, bound
+        # The write transaction this thread is in, which a nested call joins (`_connection`).
+        self._joined = threading.local()
         memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "")
         # One shared in-memory connection: every call holds the lock. A SQLite file: writers in
         # this process queue on the lock instead of polling SQLite's busy handler.
@@ -218,7 +255,15 @@ class Store:
     @contextmanager
     def _connection(self, *, write: bool) -> Iterator[Connection]:
         """A connection in a transaction (BEGIN IMMEDIATE on SQLite when `write`), committed on
-        exit; without a `Session`, for the run writer's batches."""
+        exit; without a `Session`, for the run writer's batches.
+
+        A call made inside this thread's write transaction joins it (`end_run` writes the run's
+        last batch with `write_batch`): the outer call commits, or rolls back, both.
+        """
+        joined: Connection | None = getattr(self._joined, "conn", None)
+        if joined is not None:
+            yield joined
+            return
         if self._closed:
             raise StoreError(
                 f"the store {self.url} was closed; open it again with Store.open(url), or use "
@@ -233,7 +278,14 @@ class Store:
             with lock, self._engine.connect() as conn:
                 conn.execution_options(**{WRITE_OPTION: write})
                 with conn.begin():
-                    yield conn
+                    if not write:
+                        yield conn
+                        return
+                    self._joined.conn = conn
+                    try:
+                        yield conn
+                    finally:
+                        self._joined.conn = None
         except OperationalError as exc:
             raise StoreError(
                 f"database {self.url}: {exc.orig or exc}; check that it is reachable and "
@@ -273,35 +325,68 @@ class Store:
         Raises:
             RunExistsError: a run with this id is already in the store.
         """
-        what = f"run {run.id!r}"
-        row = {
-            "id": run.id,
-            "workflow": run.workflow,
-            "goal": mask_secrets(run.goal),
-            "inputs": dump_json(run.inputs, f"{what}: inputs"),
-            "graph": dump_json(run.graph, f"{what}: graph"),
-            "status": run.status,
-            "budget": None if run.budget is None else dump_json(run.budget, f"{what}: budget"),
-            "usage": None if run.usage is None else dump_json(run.usage, f"{what}: usage"),
-            "output": dump_json(run.output, f"{what}: output"),
-            "error": mask_secrets(run.error),
-            "created_at": run.created_at,
-            "finished_at": run.finished_at,
-        }
+        with self._new_run(run) as conn:
+            self._insert_run(conn, run)
+
+    def start_run(self, run: RunRecord, owner: str, *, seconds: float) -> LeaseRecord:
+        """Store a new run and make `owner` (this process) its owner for `seconds`, renewable,
+        in one write transaction: what `create_run` and `acquire_lease` do for a run nobody
+        else can hold yet (a run is resumed with `acquire_lease`).
+
+        Raises:
+            RunExistsError: a run with this id is already in the store.
+        """
+        lease = _new_lease(run.id, owner, seconds)
+        with self._new_run(run) as conn:
+            self._insert_run(conn, run)
+            conn.exec_driver_sql(self._lease_insert, self._lease_row(lease))
+        return lease
+
+    @contextmanager
+    def _new_run(self, run: RunRecord) -> Iterator[Connection]:
+        """A write transaction that stores `run`: an id already stored is `RunExistsError`."""
         try:
-            with self._write() as session:
-                conn = session.connection()
-                conn.execute(self._insert(RunRow), row)
-                if run.spend is not None:
-                    conn.exec_driver_sql(
-                        self._spend_upsert, (run.id, dump_json(run.spend, f"{what}: spend"))
-                    )
+            with self._connection(write=True) as conn:
+                yield conn
         except IntegrityError:
             raise RunExistsError(
                 f"run {run.id!r} already exists in {self.url}; resume it with "
                 f"`await orch.resume({run.id!r})` (or orch.resume_sync), or pick another run_id",
                 run_id=run.id,
             ) from None
+
+    def _insert_run(self, conn: Connection, run: RunRecord) -> None:
+        what = f"run {run.id!r}"
+        row = (
+            run.id,
+            run.workflow,
+            mask_secrets(run.goal),
+            dump_json(run.inputs, f"{what}: inputs"),
+            dump_json(run.graph, f"{what}: graph"),
+            run.status,
+            None if run.budget is None else dump_json(run.budget, f"{what}: budget"),
+            None if run.usage is None else dump_json(run.usage, f"{what}: usage"),
+            dump_json(run.output, f"{what}: output"),
+            mask_secrets(run.error),
+            self._when(run.created_at),
+            self._when(run.finished_at),
+        )
+        conn.exec_driver_sql(self._run_insert, row)
+        if run.spend is not None:
+            conn.exec_driver_sql(
+                self._spend_upsert, (run.id, dump_json(run.spend, f"{what}: spend"))
+            )
+
+    def _lease_row(self, lease: LeaseRecord) -> tuple[Any, ...]:
+        when = self._when
+        return (
+            lease.run_id,
+            lease.owner,
+            lease.host,
+            lease.pid,
+            when(lease.heartbeat_at),
+            when(lease.expires_at),
+        )
 
     def finish_run(
         self, run_id: str, *, status: str, output: Any, usage: dict[str, Any], error: str | None
@@ -311,19 +396,72 @@ class Store:
         Raises:
             StoreError: there is no run with this id.
         """
-        values = {
-            "status": status,
-            "output": dump_json(output, f"run {run_id!r}: output"),
-            "usage": dump_json(usage, f"run {run_id!r}: usage"),
-            "error": mask_secrets(error),
-            "finished_at": utc_now(),
-        }
-        with self._write() as session:
-            result = session.connection().execute(
-                update(RunRow).where(RunRow.id == run_id).values(**values)
-            )
-            if result.rowcount == 0:
+        with self._connection(write=True) as conn:
+            self._finish(conn, run_id, status, output, usage, error)
+
+    def end_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        output: Any,
+        usage: dict[str, Any],
+        error: str | None,
+        owner: str | None = None,
+        last_batch: Callable[[], object] | None = None,
+    ) -> bool:
+        """End a run in one write transaction: its last batch, how it ended (as `finish_run`
+        records it) and, with `owner`, its lease given up.
+
+        With `owner`, only while `owner` holds the run's lease: when another process took the
+        run over, nothing is written and the answer is False (the run is theirs now).
+
+        Args:
+            run_id: the run.
+            status: how it ended ("succeeded", "partial", "failed", "interrupted", ...).
+            output: its output (any JSON value).
+            usage: its usage.
+            error: why it did not succeed, when it did not.
+            owner: this process's lease owner token; None for a run without a lease.
+            last_batch: called in the transaction, once the lease is known to be `owner`'s: the
+                writes it makes through this store in this thread (`write_batch`, the run's
+                recorder writing what waits) join the transaction, and commit with the end.
+
+        Raises:
+            StoreError: there is no run with this id.
+        """
+        with self._connection(write=True) as conn:
+            # The run's row first, then its lease: the order `acquire_lease` locks them in.
+            if conn.exec_driver_sql(self._run_lock, (run_id,)).first() is None:
                 raise self._no_run(run_id)
+            if owner is not None:
+                released = conn.exec_driver_sql(self._lease_release, (run_id, owner))
+                if released.rowcount == 0:
+                    return False
+            if last_batch is not None:
+                last_batch()
+            self._finish(conn, run_id, status, output, usage, error)
+        return True
+
+    def _finish(
+        self,
+        conn: Connection,
+        run_id: str,
+        status: str,
+        output: Any,
+        usage: dict[str, Any],
+        error: str | None,
+    ) -> None:
+        row = (
+            status,
+            dump_json(output, f"run {run_id!r}: output"),
+            dump_json(usage, f"run {run_id!r}: usage"),
+            mask_secrets(error),
+            self._when(utc_now()),
+            run_id,
+        )
+        if conn.exec_driver_sql(self._run_finish, row).rowcount == 0:
+            raise self._no_run(run_id)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run with this id, or None."""
@@ -355,13 +493,29 @@ class Store:
         *,
         graph: dict[str, Any] | None = None,
         spend: dict[str, Any] | None = None,
-    ) -> None:
+        after: tuple[int, int] | None = None,
+    ) -> tuple[int, int]:
         """In one write transaction, upsert `tasks` and append `events` to the run's log.
 
         Tasks are upserted by (run_id, task_id); the last record of a task in the batch wins.
         Events get the numbers following the run's last event (their own `seq` is ignored).
         `graph`, when given, replaces the run's graph spec (a planned run's graph grows);
         `spend`, when given, replaces what the run's calls have charged so far.
+
+        Args:
+            run_id: the run written.
+            tasks: task states to upsert.
+            events: events to append.
+            graph: the run's new graph spec, if it changed.
+            spend: what the run's calls have charged so far, if it changed.
+            after: what the previous batch returned, from the run's one writer (the holder of
+                its lease): the batch then reads nothing before it writes. When the numbers
+                turn out taken (another process wrote the run meanwhile), the batch is written
+                again after the run's own.
+
+        Returns:
+            The run's last event number and a task position at or after its last (pass it as
+            `after` to the next batch).
 
         Raises:
             ConfigError: a record belongs to another run.
@@ -374,39 +528,69 @@ class Store:
                     "batch each run's records separately"
                 )
         latest = {task.task_id: task for task in tasks}
-        with self._connection(write=True) as conn:
-            if conn.exec_driver_sql(self._run_lock, (run_id,)).first() is None:
-                raise self._no_run(run_id)
-            if graph is not None:
-                conn.execute(
-                    update(RunRow)
-                    .where(RunRow.id == run_id)
-                    .values(graph=dump_json(graph, f"run {run_id!r}: graph"))
+        try:
+            with self._connection(write=True) as conn:
+                return self._write_batch(
+                    conn, run_id, list(latest.values()), events, graph, spend, after
                 )
-            if spend is not None:
-                conn.exec_driver_sql(
-                    self._spend_upsert, (run_id, dump_json(spend, f"run {run_id!r}: spend"))
+        except IntegrityError:
+            if after is None:
+                raise
+        # Numbers taken by another writer of the run: again, after the stored ones.
+        return self.write_batch(run_id, tasks, events, graph=graph, spend=spend)
+
+    def _write_batch(
+        self,
+        conn: Connection,
+        run_id: str,
+        tasks: list[TaskState],
+        events: Sequence[EventState],
+        graph: dict[str, Any] | None,
+        spend: dict[str, Any] | None,
+        after: tuple[int, int] | None,
+    ) -> tuple[int, int]:
+        # A run the writer has written before exists still (delegate never deletes one): on
+        # SQLite, where BEGIN IMMEDIATE already holds the write lock, it is not looked up again.
+        if (after is None or self.dialect == "postgresql") and conn.exec_driver_sql(
+            self._run_lock, (run_id,)
+        ).first() is None:
+            raise self._no_run(run_id)
+        if graph is not None:
+            conn.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id)
+                .values(graph=dump_json(graph, f"run {run_id!r}: graph"))
+            )
+        if spend is not None:
+            conn.exec_driver_sql(
+                self._spend_upsert, (run_id, dump_json(spend, f"run {run_id!r}: spend"))
+            )
+        redact = _secrets.json_redactor()  # the credentials known now, for every row
+        seq, position = (None, None) if after is None else after
+        if tasks:
+            position = self._upsert_tasks(conn, run_id, tasks, redact, position)
+        if events:
+            if seq is None:
+                seq = conn.exec_driver_sql(self._last_seq, (run_id,)).scalar_one()
+            what = "event {!r} of run {!r}: data"
+            rows = [
+                (
+                    run_id,
+                    seq + i,
+                    ev.kind,
+                    ev.at,
+                    dump_json(ev.data, what, ev.kind, run_id, redact=redact),
                 )
-            redact = _secrets.json_redactor()  # the credentials known now, for every row
-            if latest:
-                self._upsert_tasks(conn, run_id, list(latest.values()), redact)
-            if events:
-                last = conn.exec_driver_sql(self._last_seq, (run_id,)).scalar_one()
-                what = "event {!r} of run {!r}: data"
-                rows = [
-                    (
-                        run_id,
-                        last + i,
-                        ev.kind,
-                        ev.at,
-                        dump_json(ev.data, what, ev.kind, run_id, redact=redact),
-                    )
-                    for i, ev in enumerate(events, start=1)
-                ]
-                # The hottest insert of a durable run (every scheduler event): straight to the
-                # driver's executemany, with bound parameters, skipping SQLAlchemy's per-row
-                # parameter processing (about half the cost of a batch).
-                conn.exec_driver_sql(self._events_insert, rows)
+                for i, ev in enumerate(events, start=1)
+            ]
+            # The hottest insert of a durable run (every scheduler event).
+            _insert_rows(conn, self._events_insert, rows)
+            seq += len(rows)
+        if seq is None:
+            seq = conn.exec_driver_sql(self._last_seq, (run_id,)).scalar_one()
+        if position is None:
+            position = conn.exec_driver_sql(self._last_position, (run_id,)).scalar_one()
+        return seq, position
 
     def _upsert_tasks(
         self,
@@ -414,14 +598,19 @@ class Store:
         run_id: str,
         tasks: list[TaskState],
         redact: Callable[[str], str] | None = None,
-    ) -> None:
-        last = conn.exec_driver_sql(self._last_position, (run_id,)).scalar_one()
+        last: int | None = None,
+    ) -> int:
+        """Upsert `tasks` after position `last` (the run's last, read when None); returns the
+        position of the last one (a task stored already keeps its own: there may be gaps)."""
+        if last is None:
+            last = conn.exec_driver_sql(self._last_position, (run_id,)).scalar_one()
         when = sqlite_time if self.dialect == "sqlite" else as_utc
         rows = [task_values(task, last + i, when, redact) for i, task in enumerate(tasks, start=1)]
-        # The other hot write of a durable run: the driver's executemany with bound parameters
-        # (`ON CONFLICT ... DO UPDATE` reads the same on SQLite and PostgreSQL). On conflict the
-        # task keeps its first position, so get_tasks lists first-write order.
-        conn.exec_driver_sql(self._tasks_upsert, rows)
+        # The other hot write of a durable run (`ON CONFLICT ... DO UPDATE` reads the same on
+        # SQLite and PostgreSQL). On conflict the task keeps its first position, so get_tasks
+        # lists first-write order.
+        _insert_rows(conn, self._tasks_upsert, rows)
+        return last + len(rows)
 
     # -- leases: who owns a running run ---------------------------------------------------------
 
@@ -437,15 +626,8 @@ class Store:
             RunLeasedError: another owner's lease is live (unless `force`).
             StoreError: there is no run with this id.
         """
-        now = utc_now()
-        lease = LeaseRecord(
-            run_id=run_id,
-            owner=owner,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            heartbeat_at=now,
-            expires_at=now + datetime.timedelta(seconds=seconds),
-        )
+        lease = _new_lease(run_id, owner, seconds)
+        now = lease.heartbeat_at
         with self._write() as session:
             conn = session.connection()
             self._lock_run(conn, run_id)
@@ -463,7 +645,7 @@ class Store:
                         owner=who,
                     )
                 conn.execute(delete(RunLeaseRow).where(RunLeaseRow.run_id == run_id))
-            conn.execute(self._insert(RunLeaseRow), lease.model_dump())
+            conn.exec_driver_sql(self._lease_insert, self._lease_row(lease))
         return lease
 
     def renew_lease(self, run_id: str, owner: str, *, seconds: float) -> bool:
@@ -480,10 +662,8 @@ class Store:
 
     def release_lease(self, run_id: str, owner: str) -> None:
         """Give the run up (it finished or stopped); nothing happens when `owner` lost it."""
-        with self._write() as session:
-            session.connection().execute(
-                delete(RunLeaseRow).where(RunLeaseRow.run_id == run_id, RunLeaseRow.owner == owner)
-            )
+        with self._connection(write=True) as conn:
+            conn.exec_driver_sql(self._lease_release, (run_id, owner))
 
     def get_lease(self, run_id: str) -> LeaseRecord | None:
         """The run's lease, live or expired; None when nobody owns it."""
@@ -492,10 +672,7 @@ class Store:
             return None if row is None else lease_record(row)
 
     def _lock_run(self, conn: Connection, run_id: str) -> None:
-        lock = select(RunRow.id).where(RunRow.id == run_id)
-        if self.dialect == "postgresql":
-            lock = lock.with_for_update()
-        if conn.execute(lock).first() is None:
+        if conn.exec_driver_sql(self._run_lock, (run_id,)).first() is None:
             raise self._no_run(run_id)
 
     def get_tasks(self, run_id: str) -> list[TaskRecord]:
@@ -694,6 +871,48 @@ class Store:
         with self._write() as session:
             session.connection().execute(upsert, values)
 
+    # -- tool calls that wait for a human (see `delegate.memory._approvals`) ---------------------
+
+    def save_pauses(
+        self,
+        run_id: str,
+        paused: Mapping[str, Mapping[str, Any]],
+        calls: Sequence[ApprovalRecord],
+    ) -> None:
+        """Make the run's paused tasks exactly `paused` (task id → where its agent stopped, as
+        JSON) and add the pending `calls` (a call already stored keeps its decision)."""
+        with self._write() as session:
+            _approvals.save_pauses(session, self.dialect, run_id, paused, calls)
+
+    def get_paused(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The run's paused tasks: task id → where its agent stopped (`save_pauses`)."""
+        with self._read() as session:
+            return _approvals.load_paused(session, run_id)
+
+    def list_approvals(self, run_id: str) -> list[ApprovalRecord]:
+        """Every call of the run that needed a decision, pending or decided, oldest first."""
+        with self._read() as session:
+            return _approvals.list_approvals(session, run_id)
+
+    def list_pending(self, run_id: str | None = None) -> list[ApprovalRecord]:
+        """The calls waiting for a decision: of `run_id`, or (None) of every waiting run."""
+        with self._read() as session:
+            return _approvals.list_pending(session, run_id)
+
+    def decide_call(
+        self, run_id: str, call_id: str, *, approve: bool, reason: str | None = None
+    ) -> ApprovalRecord:
+        """Record a human's decision on a pending tool call; a resume acts on it.
+
+        Raises:
+            ConfigError: no such run or call (with a did-you-mean), or the call was already
+                decided the other way.
+        """
+        with self._write() as session:
+            return _approvals.decide(
+                session, self.url, run_id, call_id, approve=approve, reason=reason
+            )
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _insert(self, table: type[Any]) -> Any:
@@ -701,6 +920,60 @@ class Store:
 
     def _no_run(self, run_id: str) -> StoreError:
         return StoreError(f"run {run_id!r} is not in {self.url}; create_run it first")
+
+
+def _new_lease(run_id: str, owner: str, seconds: float) -> LeaseRecord:
+    """`owner`'s lease on the run, from now for `seconds`, naming this process."""
+    now = utc_now()
+    return LeaseRecord(
+        run_id=run_id,
+        owner=owner,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        heartbeat_at=now,
+        expires_at=now + datetime.timedelta(seconds=seconds),
+    )
+
+
+_MAX_PARAMETERS = 999
+"""Bound parameters of one statement: the smallest limit of the SQLite builds in use (3.32 raised
+its default to 32,766)."""
+
+
+class _RowsInsert:
+    """An INSERT of many rows in one statement: its text for each number of rows, built once."""
+
+    __slots__ = ("_head", "_row", "_tail", "_texts", "most")
+
+    def __init__(self, head: str, mark: str, columns: int, tail: str = "") -> None:
+        self._head, self._tail = head, tail
+        self._row = f"({', '.join(mark for _ in range(columns))})"
+        self._texts: dict[int, str] = {}
+        # The most rows of a statement: a power of two, so that a batch of any size takes a
+        # few distinct statements (each prepared once, then reused from the driver's cache).
+        self.most = 1 << ((_MAX_PARAMETERS // columns).bit_length() - 1)
+
+    def text(self, rows: int) -> str:
+        found = self._texts.get(rows)
+        if found is None:
+            found = self._texts[rows] = f"{self._head}{', '.join([self._row] * rows)}{self._tail}"
+        return found
+
+
+def _insert_rows(conn: Connection, insert: _RowsInsert, rows: list[tuple[Any, ...]]) -> None:
+    """`rows` in a few statements of many rows each (largest powers of two first), bound
+    parameters only.
+
+    Not `executemany`: it steps the database once per row, and each step gives the GIL up and
+    takes it back, which a busy event loop in another thread delays by up to the interpreter's
+    switch interval (5 ms). A run's writer thread would write a few rows per tick.
+    """
+    done, count = 0, len(rows)
+    while done < count:
+        size = min(insert.most, 1 << ((count - done).bit_length() - 1))
+        chunk = rows[done : done + size]
+        conn.exec_driver_sql(insert.text(size), tuple(chain.from_iterable(chunk)))
+        done += size
 
 
 _PG_KEY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))")

@@ -7,6 +7,7 @@ shipped system prompt, for a `Planner(prompt=default_prompt() + notes)` that ext
 
 from __future__ import annotations
 
+from delegate.orchestrator.approval import ApprovedPlan, PlanApprover, PlanDecision, PlanProposal
 from delegate.orchestrator.checks import Verdict
 from delegate.orchestrator.estimate import Estimate, TaskEstimate
 from delegate.orchestrator.events import (
@@ -24,6 +25,7 @@ from delegate.orchestrator.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
 )
 from delegate.orchestrator.graph import GraphSpec, Task, TaskContext, TaskGraph, TaskSpec
 from delegate.orchestrator.planned import GoalCheck, PlanRevision
@@ -32,6 +34,7 @@ from delegate.orchestrator.run import Orchestrator, RunResult, RunStatus, RunUsa
 from delegate.orchestrator.scheduler import RetryPolicy, TaskStatus
 
 __all__ = [
+    "ApprovedPlan",
     "Estimate",
     "Event",
     "EventBus",
@@ -39,7 +42,10 @@ __all__ = [
     "GraphSpec",
     "Orchestrator",
     "Plan",
+    "PlanApprover",
+    "PlanDecision",
     "PlanFinished",
+    "PlanProposal",
     "PlanResult",
     "PlanRevision",
     "PlanStarted",
@@ -66,6 +72,7 @@ __all__ = [
     "TaskStarted",
     "TaskStatus",
     "TaskSucceeded",
+    "TaskWaiting",
     "Verdict",
     "default_prompt",
 ]

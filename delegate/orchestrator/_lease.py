@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from delegate.memory.records import RunRecord
     from delegate.memory.store import Store
 
 __all__ = ["LEASE_SECONDS", "RunLease"]
@@ -33,6 +34,15 @@ class RunLease:
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     renewed: float = 0.0  # time.monotonic() of the last renewal
     lost: bool = False
+
+    def start(self, record: RunRecord) -> None:
+        """Store the new run `record` and take it, in one transaction (see `Store.start_run`).
+
+        Raises:
+            RunExistsError: a run with this id is already in the store.
+        """
+        self.store.start_run(record, self.owner, seconds=self.seconds)
+        self.renewed = time.monotonic()
 
     def acquire(self, *, force: bool = False) -> None:
         """Take the run (see `Store.acquire_lease`).
@@ -56,5 +66,6 @@ class RunLease:
         return True
 
     def release(self) -> None:
-        """Give the run up."""
+        """Give the run up (a run that ends gives it up in `Store.end_run`, with its last
+        write)."""
         self.store.release_lease(self.run_id, self.owner)

@@ -38,6 +38,7 @@ from delegate.orchestrator.events import (
     TaskFailed,
     TaskSkipped,
     TaskSucceeded,
+    TaskWaiting,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from delegate.memory.store import Store
     from delegate.orchestrator._lease import RunLease
     from delegate.orchestrator.calls import RunAccount
+    from delegate.orchestrator.graph import Task
     from delegate.orchestrator.scheduler import Node
 
 __all__ = ["RunRecorder", "restore_output", "to_json"]
@@ -61,7 +63,7 @@ _EARLY = MAX_PENDING // 4
 log = get_logger("delegate.persist")
 
 _NOT_RESTORABLE = "__delegate_not_restorable__"
-_TERMINAL_EVENTS = (TaskSucceeded, TaskFailed, TaskSkipped, TaskCancelled)
+_TERMINAL_EVENTS = (TaskSucceeded, TaskFailed, TaskSkipped, TaskCancelled, TaskWaiting)
 
 
 _PLAIN = (str, int, bool, type(None))
@@ -181,6 +183,66 @@ def _event_fields(kind: type[Event]) -> tuple[str, ...]:
     return names
 
 
+_IMMUTABLE = frozenset((str, int, bool, float, type(None), Usage))
+"""Types of values that cannot change once an event is made: kept as they are until the writer
+thread encodes them."""
+
+_SETTLED = frozenset(
+    ("str", "int", "float", "bool", "Usage", "str | None", "int | None", "float | None")
+)
+"""Field annotations of values that cannot change (any other field is checked at event time)."""
+
+_VOLATILE: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _volatile_fields(kind: type[Event]) -> tuple[str, ...]:
+    """The stored fields of an event that may hold a mutable value (`output: Any`)."""
+    settled = {f.name for f in fields(kind) if f.type in _SETTLED or f.type in _IMMUTABLE}
+    names = tuple(name for name in _event_fields(kind) if name not in settled)
+    _VOLATILE[kind] = names
+    return names
+
+
+_NodeState = tuple[
+    "Task[Any]",
+    str,
+    int,
+    str | None,
+    str | None,
+    Any,
+    str | None,
+    Usage,
+    float | None,
+    float | None,
+]
+"""A finished task's state when its event came: task, status, attempts, answered_by, model,
+output, error, usage, started_at, finished_at (a tuple: one is made on the event loop for every
+task of a durable run)."""
+
+
+def _node_state(node: Node) -> _NodeState:
+    output = node.output if node.status == "succeeded" else None
+    if type(output) not in _IMMUTABLE:
+        output = to_json(output)  # as it is now: a later task may change the object
+    return (
+        node.task,
+        node.status,
+        node.attempts,
+        node.answered_by,
+        node.model,
+        output,
+        node.error,
+        node.usage,
+        node.started_at,
+        node.finished_at,
+    )
+
+
+_Queued = tuple[Event, dict[str, Any] | None, _NodeState | None]
+"""An event waiting to be written: the event, its data when it had to be captured at once, and
+the task's state when it finished."""
+
+
 class _EventRow(NamedTuple):
     """An event as `Store.write_batch` writes it (what it reads of an `EventRecord`)."""
 
@@ -193,8 +255,8 @@ class _EventRow(NamedTuple):
 class _TaskRow(NamedTuple):
     """A task's state as `Store.write_batch` writes it (what it reads of a `TaskRecord`).
 
-    Tuples, not pydantic records: one is made for every event of a durable run, on the event
-    loop, and a model's construction cost several times a tuple's.
+    Tuples, not pydantic records: one is made for every task of a durable run (in the writer
+    thread), and a model's construction costs several times a tuple's.
     """
 
     run_id: str
@@ -244,10 +306,12 @@ class RunRecorder:
         self.account = account
         self._lock = threading.Lock()  # guards what waits to be written
         self._graph: dict[str, Any] | None = None
-        self._tasks: dict[str, _TaskRow] = {}
-        self._events: list[_EventRow] = []
+        self._queue: list[_Queued] = []  # events as they came, with what they must keep
         self._commit_lock = threading.Lock()  # one commit at a time, from whichever thread
         self._spend_written = -1  # the account's `changes` when its spend was last written
+        # The run's last event number and task position, as the last commit left them: this
+        # process holds the run's lease, so no one else numbers its rows meanwhile.
+        self._after: tuple[int, int] | None = None
         self._started = 0  # commits started
         self._completed = 0  # commits finished
         self._stop = threading.Event()
@@ -257,24 +321,33 @@ class RunRecorder:
         self._closed = anyio.Event()
 
     def __call__(self, event: Event) -> None:
-        """The event handler: queue the event (and the task's result when it finished)."""
-        if getattr(event, "run_id", None) != self.run_id:
+        """The event handler: queue the event (and the task's state when it finished).
+
+        It runs on the event loop, for every event of the run, so it only keeps what could
+        change after the event (the finished task's state, a mutable output as JSON data);
+        rows and JSON are made in the writer thread, while the run's calls wait.
+        """
+        if event.run_id != self.run_id:
             return
         if self._thread is None:
             self._start()  # `run` may not have had its turn yet: the loop never yielded
-        # The values are ours and already JSON data: no validation, and JSON is encoded once,
-        # in the writer thread.
-        row = _EventRow(self.run_id, event.kind, event.at, _event_data(event))
-        task = None
+        kind = type(event)
+        volatile = _VOLATILE.get(kind)
+        if volatile is None:
+            volatile = _volatile_fields(kind)
+        data = None
+        for name in volatile:
+            if type(getattr(event, name)) not in _IMMUTABLE:
+                data = _event_data(event)  # as it is now: its owner may change it later
+                break
+        state = None
         if isinstance(event, _TERMINAL_EVENTS):
             node = self.by_id.get(event.task_id)
             if node is not None:
-                task = self.task_record(node)
+                state = _node_state(node)
         with self._lock:
-            self._events.append(row)
-            if task is not None:
-                self._tasks[task.task_id] = task
-            pending = len(self._events)
+            self._queue.append((event, data, state))
+            pending = len(self._queue)
         if pending >= MAX_PENDING:
             # Back-pressure: the run makes events faster than the writer writes them.
             self._commit()
@@ -285,37 +358,53 @@ class RunRecorder:
 
     def task_record(self, node: Node) -> _TaskRow:
         """The stored form of a task's current state (what `Store.write_batch` writes)."""
-        task = node.task
+        return self._task_row(_node_state(node))
+
+    def _task_row(self, state: _NodeState) -> _TaskRow:
+        task, status, attempts, answered_by, model, output, error, usage, started, finished = state
+        agent = task.agent_name
         return _TaskRow(
             self.run_id,
             task.id,
-            {"agent": task.agent_name, "deps": list(task.deps)},
-            node.status,
-            node.attempts,
-            node.answered_by or task.agent_name,
-            node.model,
-            to_json(node.output) if node.status == "succeeded" else None,
-            node.error,
-            node.usage.to_dict(),
-            _timestamp(node.started_at),
-            _timestamp(node.finished_at),
+            {"agent": agent, "deps": list(task.deps)},
+            status,
+            attempts,
+            answered_by or agent,
+            model,
+            None if status != "succeeded" else to_json(output),
+            error,
+            usage.to_dict(),
+            _timestamp(started),
+            _timestamp(finished),
         )
 
+    def _rows(self, queued: list[_Queued]) -> tuple[list[_TaskRow], list[_EventRow]]:
+        """The rows of queued events, in the writer thread: the events in order, and the last
+        state of each task that finished (in the order each first finished)."""
+        run_id = self.run_id
+        events = []
+        tasks: dict[str, _TaskRow] = {}
+        for event, data, state in queued:
+            stored = _event_data(event) if data is None else data
+            events.append(_EventRow(run_id, event.kind, event.at, stored))
+            if state is not None:
+                row = self._task_row(state)
+                tasks[row.task_id] = row
+        return list(tasks.values()), events
+
     async def run(self) -> None:
-        """Write in the background until `close` is called; then write what is left.
+        """Write in the background until `close` is called; what is left then is written by
+        `end`, in the run's last transaction.
 
         Raises:
             StoreError: a commit failed (the run cannot be kept).
         """
-        thread = self._start()
+        self._start()
         try:
             await self._closed.wait()
         finally:
             self._stop.set()
             self._due.set()
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(thread.join)
-                await anyio.to_thread.run_sync(self._commit)
         self._raise_failure()
 
     def _start(self) -> threading.Thread:
@@ -379,18 +468,47 @@ class RunRecorder:
         with self._lock:
             self._graph = spec
 
-    async def flush(self) -> None:
-        """Write everything queued so far in one transaction."""
-        with anyio.CancelScope(shield=True):  # a cancelled run still keeps what it finished
-            await anyio.to_thread.run_sync(self._commit)
-        self._raise_failure()
-
     def close(self) -> None:
-        """Ask `run` to write what is left and stop; the writer thread stops too (even when
-        `run` never had its turn: the first event started the thread)."""
+        """Ask `run` to stop; the writer thread stops too (even when `run` never had its turn:
+        the first event started the thread). Then `end` the run."""
         self._closed.set()
         self._stop.set()
         self._due.set()
+
+    def end(self, *, status: str, output: Any, usage: dict[str, Any], error: str | None) -> bool:
+        """End the run in the store, in a worker thread, once the run is over and `close` was
+        called: the writer thread stops, then one transaction (`Store.end_run`) writes what
+        waits, how the run ended (`Store.finish_run`'s arguments), and gives the lease up.
+
+        The run is reported finished only after this returns: its last batch is durable. False
+        when another process took the run over: then nothing is written.
+
+        Raises:
+            StoreError: the transaction failed.
+        """
+        self._stop.set()
+        self._due.set()
+        if self._thread is not None:
+            self._thread.join()  # no commit or renewal of the writer's after the run's end
+        lease = self.lease
+        if lease is not None and lease.lost:
+            return False
+        # What waits is written in the run's last transaction (nothing else commits now). After a
+        # failed commit, `_commit` would raise the failure again: only the end is written.
+        last_batch = self._commit if self._error is None else None
+        owner = None if lease is None else lease.owner
+        kept = self.store.end_run(
+            self.run_id,
+            status=status,
+            output=output,
+            usage=usage,
+            error=error,
+            owner=owner,
+            last_batch=last_batch,
+        )
+        if not kept and lease is not None:
+            lease.lost = True
+        return kept
 
     def _commit(self, target: int | None = None) -> None:
         """Write what waits, in one transaction; with `target`, only until commit number
@@ -403,17 +521,19 @@ class RunRecorder:
             with self._lock:
                 self._started += 1
                 number = self._started
-                tasks, self._tasks = list(self._tasks.values()), {}
-                events, self._events = self._events, []
+                queued, self._queue = self._queue, []
                 graph, self._graph = self._graph, None
             spend = None
             account = self.account
             if account is not None and account.changes != self._spend_written:
                 self._spend_written = account.changes
                 spend = account.spend()
-            if tasks or events or graph is not None or spend is not None:
+            if queued or graph is not None or spend is not None:
                 try:
-                    self.store.write_batch(self.run_id, tasks, events, graph=graph, spend=spend)
+                    tasks, events = self._rows(queued)
+                    self._after = self.store.write_batch(
+                        self.run_id, tasks, events, graph=graph, spend=spend, after=self._after
+                    )
                 except BaseException as exc:
                     self._error = exc
                     raise

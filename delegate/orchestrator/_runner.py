@@ -23,7 +23,9 @@ from pydantic import BaseModel
 
 from delegate._log import bound_run
 from delegate.agents.limits import Budget
+from delegate.agents.mcp import mcp_servers_open
 from delegate.errors import ConfigError
+from delegate.orchestrator import tool_approvals
 from delegate.orchestrator._driver import RunDriver
 from delegate.orchestrator._lease import RunLease
 from delegate.orchestrator._persist import RunRecorder, restore_nodes, to_json
@@ -59,10 +61,11 @@ async def begin(
     workflow: str | None,
     goal: str | None = None,
 ) -> RunLease:
-    """Write a new run's row ("running") and take its lease."""
+    """Write a new run's row ("running") and take its lease, in one transaction."""
     record = _run_record(run_id, spec, inputs, budget, workflow, goal)
-    await anyio.to_thread.run_sync(store.create_run, record)
-    return await take(store, run_id)
+    lease = RunLease(store, run_id)
+    await anyio.to_thread.run_sync(lease.start, record)
+    return lease
 
 
 async def reclaim(
@@ -136,6 +139,7 @@ async def resume_record(
         spend=record.spend,
         lease=lease,
         began=began,
+        resumed=True,
     )
 
 
@@ -154,8 +158,12 @@ async def launch(
     spend: Mapping[str, Any] | None = None,
     lease: RunLease | None = None,
     began: float | None = None,
+    resumed: bool = False,
 ) -> RunResult:
-    """Set the run up (nodes, account, memory, cache, what was restored) and drive it."""
+    """Set the run up (nodes, account, memory, cache, what was restored) and drive it.
+
+    A `resumed` run gets back the rounds its waiting tasks paused in, and the decisions made.
+    """
     try:
         nodes = build_nodes(tasks, agents)
         # Every model a driven run may call is priced and budgeted up front.
@@ -169,6 +177,7 @@ async def launch(
             account.memory = Memory(store, run_id=run_id, workflow=workflow)
             account.cache = store if orch.cache else None
         restore_nodes(nodes, restored, account)
+        desks = await tool_approvals.open_desks(store, run_id, orch.approve_tool, resumed=resumed)
     except BaseException as exc:
         # Refused before anything ran (an unknown price, a bad budget): the run says why,
         # and nobody owns it any more.
@@ -186,6 +195,7 @@ async def launch(
         account=account,
         rng=orch._rng,
     )
+    scheduler.approvals = desks
     if planned is not None:
         planned.prepare(account)
         scheduler.hold()  # open until the driver is done adding tasks
@@ -205,7 +215,9 @@ async def _drive(
     """Run the scheduler (and the driver) with the store's recorder, then conclude.
 
     A run that stops before it concludes (cancelled, Ctrl-C, SIGTERM, an error) is stored as
-    "interrupted" with the reason, and its lease is given up: it can be resumed at once.
+    "interrupted" with the reason, and its lease is given up: it can be resumed at once. Either
+    way the run's end is one transaction (`RunRecorder.end`): its last batch, how it ended, its
+    lease given up; and nothing of it when the lease was lost.
     """
     started = time.time()
     recorder = None if store is None else _recorder(store, run_id, scheduler, account, lease)
@@ -213,7 +225,11 @@ async def _drive(
     output: Any = None
     try:
         try:
-            async with anyio.create_task_group() as group:
+            # The MCP servers the run's agents use start inside it and stop when it ends.
+            async with (
+                mcp_servers_open(deadline=lambda: account.deadline),
+                anyio.create_task_group() as group,
+            ):
                 if recorder is not None:
                     group.start_soon(recorder.run)
                 if orch.events.active:
@@ -229,29 +245,20 @@ async def _drive(
         finally:
             if unsubscribe is not None:
                 unsubscribe()
-            if recorder is not None:
-                # A run cancelled from outside cancels the recorder's loop too: what it had
-                # not written yet is written now.
-                with anyio.CancelScope(shield=True):
-                    await recorder.flush()
-        owned = lease is None or not lease.lost
-        return await _conclude(
-            orch, run_id, scheduler, account, planned, output, started, store if owned else None
-        )
+        return await _conclude(orch, run_id, scheduler, account, planned, output, started, recorder)
     except BaseException as exc:
-        if store is not None and (lease is None or not lease.lost):
-            usage = usage_of(account, roles(orch, planned), None)
-            await stopped(store, run_id, "interrupted", usage, exc, None)
         sole = _sole_error(exc)
+        if store is not None:
+            usage = usage_of(account, roles(orch, planned), None)
+            # A run cancelled from outside cancels the recorder's loop too: what it had not
+            # written yet is written now, with the run's end (nothing, when the lease was lost:
+            # `RunRecorder.end` only stops the writer then).
+            await stopped(store, run_id, "interrupted", usage, sole, lease, recorder)
         if sole is not exc:
             # The one error from inside the run's task groups (the store failed, a bug, an event
             # handler raised): raised as itself, so callers can catch it by its type.
             raise sole from None
         raise
-    finally:
-        if lease is not None and not lease.lost:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(lease.release)
 
 
 def _sole_error(exc: BaseException) -> BaseException:
@@ -295,9 +302,9 @@ async def _conclude(
     planned: RunDriver | None,
     output: Any,
     started: float,
-    store: Store | None,
+    recorder: RunRecorder | None,
 ) -> RunResult:
-    """The run's result, written to the store and announced."""
+    """The run's result, written to the store (with the run's last batch) and announced."""
     planner_price = None if orch.planner is None else account.price(orch.planner.model)
     usage = usage_of(
         account,
@@ -308,15 +315,38 @@ async def _conclude(
     result = result_of(run_id, nodes, usage, scheduler.deadline_passed, started, time.time())
     if planned is not None:
         result = planned.result(result, output, scheduler.deadline_passed)
+    if scheduler.paused or (scheduler.approvals is not None and scheduler.approvals.restored):
+        result = await _waiting(result, scheduler, recorder)
     if result.error is None and result.status != "succeeded":
         # The run's own reason: a planned run keeps its planner's; others name their tasks'.
         error = run_error(result.tasks.values(), scheduler.deadline_passed)
         result = result.model_copy(update={"error": error})
-    if store is not None:
-        await anyio.to_thread.run_sync(_finish_run, store, result)
+    if recorder is not None:
+        await anyio.to_thread.run_sync(_end_run, recorder, result)
     if orch.events.active:
         orch.events.emit(RunFinished(run_id=run_id, status=result.status, usage=account.book.total))
     return result
+
+
+async def _waiting(
+    result: RunResult, scheduler: Scheduler, recorder: RunRecorder | None
+) -> RunResult:
+    """The result with the calls its waiting tasks wait for, which the store keeps with the
+    rounds they paused in (rounds of tasks that went on since are forgotten)."""
+    paused = {
+        node.task.id: scheduler.paused[node.task.id]
+        for node in scheduler.nodes
+        if node.task.id in scheduler.paused
+    }
+    if recorder is not None and (recorder.lease is None or not recorder.lease.lost):
+        restored = scheduler.approvals is not None and scheduler.approvals.restored
+        await tool_approvals.save(recorder.store, result.run_id, paused, restored)
+    pending = tool_approvals.pending_calls(result.run_id, paused)
+    if not pending:
+        return result
+    # Whatever a driver made of its tasks, a run with a task that waits is not over.
+    reason = result.error or tool_approvals.waiting_reason(pending)
+    return result.model_copy(update={"status": "waiting", "pending": pending, "error": reason})
 
 
 def roles(orch: Orchestrator, driver: RunDriver | None = None) -> dict[str, str]:
@@ -337,20 +367,23 @@ async def stopped(
     usage: RunUsage,
     exc: BaseException,
     lease: RunLease | None,
+    recorder: RunRecorder | None = None,
 ) -> None:
-    """Record a run that ended without concluding (and give its lease up, when given)."""
-    finish = functools.partial(
-        store.finish_run,
-        run_id,
-        status=status,
-        output=None,
-        usage=usage.model_dump(mode="json"),
-        error=interrupted_reason(exc),
-    )
+    """Record a run that ended without concluding, with what its recorder had not written yet,
+    and give its lease up (one transaction: `Store.end_run`)."""
+    ending: dict[str, Any] = {
+        "status": status,
+        "output": None,
+        "usage": usage.model_dump(mode="json"),
+        "error": interrupted_reason(exc),
+    }
+    if recorder is not None:
+        end = functools.partial(recorder.end, **ending)
+    else:
+        owner = None if lease is None else lease.owner
+        end = functools.partial(store.end_run, run_id, owner=owner, **ending)
     with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(finish)
-        if lease is not None:
-            await anyio.to_thread.run_sync(lease.release)
+        await anyio.to_thread.run_sync(end)
 
 
 async def _plan_and_answer(
@@ -361,7 +394,8 @@ async def _plan_and_answer(
         planning.start_soon(planned.drive, scheduler, account, recorder)
         await scheduler.run()
         planning.cancel_scope.cancel()  # when a deadline ended the run, planning ends too
-    output = await planned.answer(scheduler, account)
+    # A task that waits for a human: the answer is written once the resumed run has its result.
+    output = None if scheduler.paused else await planned.answer(scheduler, account)
     if recorder is not None:
         recorder.graph_changed(planned.spec())
     return output
@@ -393,11 +427,10 @@ def _run_record(
     )
 
 
-def _finish_run(store: Store, result: RunResult) -> None:
+def _end_run(recorder: RunRecorder, result: RunResult) -> bool:
     # The run's row holds the run's reason (`RunResult.error`), as `run --json` shows it; each
     # task's row holds its own.
-    store.finish_run(
-        result.run_id,
+    return recorder.end(
         status=result.status,
         output=to_json(result.output),
         usage=result.usage.model_dump(mode="json"),

@@ -31,6 +31,7 @@ __all__ = [
     "TaskSkipped",
     "TaskStarted",
     "TaskSucceeded",
+    "TaskWaiting",
 ]
 
 
@@ -53,7 +54,7 @@ class RunStarted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(Event):
-    """A run ended with `status` ("succeeded", "partial" or "failed")."""
+    """A run ended with `status` ("succeeded", "partial", "failed" or "waiting")."""
 
     kind: ClassVar[str] = "run_finished"
     status: str
@@ -128,6 +129,18 @@ class TaskCancelled(Event):
     kind: ClassVar[str] = "task_cancelled"
     task_id: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskWaiting(Event):
+    """A task paused: its agent called `tools` that need a human's approval (the run ends
+    "waiting"; `Orchestrator.resume(run_id, decisions=...)` continues it). `usage` covers what
+    it spent so far."""
+
+    kind: ClassVar[str] = "task_waiting"
+    task_id: str
+    tools: tuple[str, ...]
+    usage: Usage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,7 +13,9 @@ the remaining work; finished tasks are never run again. Finally the synthesizer 
 a named agent) writes the answer from the task outputs, with time kept back from the deadline.
 
 Each plan revision is kept (`RunResult.plans`) and stored with the run's graph, so `resume` runs
-what was planned and only plans again what was never planned.
+what was planned and only plans again what was never planned. A plan approved beforehand
+(`run(goal, plan=...)`) is the first revision, with no planning call; with `approve_plan` each
+plan waits, unstreamed, for the approver's decision (`delegate.orchestrator.approval`).
 """
 
 from __future__ import annotations
@@ -39,8 +41,15 @@ from delegate.errors import (
     PlanInvalid,
     StoreError,
 )
+from delegate.orchestrator.approval import (
+    Approval,
+    PlanApprover,
+    RevisionState,
+    decide_on,
+    given_result,
+)
 from delegate.orchestrator.calls import DEFAULT_OUTPUT_TOKENS, EFFORT_OUTPUT_TOKENS, CallGate
-from delegate.orchestrator.estimate import estimate_tasks
+from delegate.orchestrator.estimate import Estimate, estimate_tasks
 from delegate.orchestrator.events import PlanFinished, PlanStarted, SynthesisStarted
 from delegate.orchestrator.graph import GraphSpec, PlannedSpec, Task, TaskGraph, format_output
 from delegate.orchestrator.planner import (
@@ -114,6 +123,8 @@ class PlanRevision(BaseModel):
         usage: the planner's calls for this revision.
         complete: False when planning was interrupted or gave no valid plan (see `error`).
         error: why no valid plan came, when it did not.
+        approval: how a human decided on it: "given" (`run(goal, plan=...)`), "approved",
+            "edited" or "rejected" (`approve_plan`); None when nobody was asked.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -128,6 +139,7 @@ class PlanRevision(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     complete: bool = False
     error: str | None = None
+    approval: Approval | None = None
     started_at: datetime
     finished_at: datetime | None = None
 
@@ -184,6 +196,8 @@ class PlannedRun:
     error: str | None = None
     unresolved: bool = False  # failures were left when the run stopped replanning
     source: dict[str, Any] | None = None  # the workflow file a run came from, for resume
+    approve: PlanApprover | None = None  # asked about each plan before its tasks start
+    given: Plan | None = None  # the first plan, approved beforehand: no planning call for it
 
     # -- the graph as stored -------------------------------------------------------------------
 
@@ -408,7 +422,8 @@ class PlannedRun:
 
         finished, problems = self._state(scheduler, failures)
         memory = await self._memory()
-        result, error = await self._ask(
+        result, error, approval = await self._plan(
+            RevisionState(number, reason, failures, finished, validate),
             lambda: {
                 "budget_text": self._budget_text(account, usd_left, share),
                 "memory": memory,
@@ -421,6 +436,8 @@ class PlannedRun:
                 "on_task": on_task,
             },
             account.deadline,
+            scheduler,
+            added,
         )
         if result is not None:
             note = result.plan.synthesis_note
@@ -444,6 +461,7 @@ class PlannedRun:
             attempts=attempts,
             errors=errors,
             complete=result is not None,
+            approval=approval,
         )
         if error is not None:
             log.warning("plan_failed", revision=number, error=error)
@@ -459,6 +477,33 @@ class PlannedRun:
                 )
             )
         return result is not None
+
+    async def _plan(
+        self,
+        state: RevisionState,
+        options: Callable[[], dict[str, Any]],
+        deadline: float | None,
+        scheduler: Scheduler,
+        added: list[PlanTask],
+    ) -> tuple[PlanResult | None, str | None, Approval | None]:
+        """The plan of a revision: the one approved before the run (the first), or the
+        planner's, streamed, or shown to the approver first. Its tasks start when they are
+        not streamed; `added` gets them."""
+        approval: Approval | None = None
+        if state.number == 1 and state.reason == "goal" and self.given is not None:
+            result, error, approval = given_result(self.given, state.validate(self.given, []))
+        elif self.approve is None:
+            result, error = await self._ask(options, deadline)
+        else:  # nothing starts before the approver's decision: the plan is not streamed
+            result, error = await self._ask(lambda: {**options(), "on_task": None}, deadline)
+            if result is not None:
+                result, error, approval = await decide_on(self, self.approve, result, state)
+        if result is not None and approval is not None:
+            for task in result.plan.tasks:
+                if task.id not in self.graph:
+                    self._add(task, scheduler)
+                    added.append(task)
+        return result, error, approval
 
     async def plan_only(self, account: RunAccount) -> PlanResult:
         """One plan for the goal, its calls held to the run's budget; nothing is run.
@@ -526,6 +571,7 @@ class PlannedRun:
         attempts: int = 0,
         errors: Sequence[Sequence[str]] = (),
         complete: bool = False,
+        approval: Approval | None = None,
     ) -> None:
         """Keep the revision as it stands (and queue the graph for the store)."""
         revision = PlanRevision(
@@ -539,6 +585,7 @@ class PlannedRun:
             usage=charge.usage,
             complete=complete,
             error=error,
+            approval=approval,
             started_at=started,
             finished_at=datetime.now(UTC) if complete or error is not None else None,
         )
@@ -608,6 +655,12 @@ class PlannedRun:
             seconds=seconds,
             planner_usd=share if usd_left is not None else None,
         )
+
+    def estimate_plan(self, plan: Plan) -> Estimate:
+        """The projection of the plan's tasks that are not in the graph yet."""
+        done = dict.fromkeys(self.graph.tasks, 0)
+        tasks = [self._task(t) for t in plan.tasks if t.id not in done]
+        return estimate_tasks(tasks, self.workers, self.inputs, self.prices, done=done)
 
     def _estimate_usd(self, plan: Plan, before: set[str]) -> float | None:
         """The projected cost of the plan's tasks, except those of earlier revisions (`before`)."""
@@ -740,7 +793,7 @@ def synthesizer_for(
         instructions=instructions or SYNTHESIS_INSTRUCTIONS,
         description=agent.description,
         output_type=output_type if output_type is not None else agent.output_type,
-        tools=agent.tools,
+        tools=[*agent.tools, *agent.mcp_servers],
         fallback=agent.fallback,
         reasoning_effort=agent.reasoning_effort,
         max_output_tokens=agent.max_output_tokens,

@@ -207,11 +207,24 @@ def _catalogue(
                 "model": agent.model.name,
                 "price": _price(agent, prices),
                 "context_window": f"{window:,}" if isinstance(window, int) and window else None,
-                "tools": ", ".join(tool.name for tool in agent.tools),
+                "tools": ", ".join(_tool_names(agent)),
                 "reasoning_effort": agent.reasoning_effort,
             }
         )
     return catalogue
+
+
+def _tool_names(agent: Agent[Any]) -> list[str]:
+    """The tools a worker may call, as the planner reads them: an MCP server's allow-listed tools
+    by the names the model sees, or the whole server when it offers all of its own (its tools are
+    listed only once a run starts it)."""
+    names = [tool.name for tool in agent.tools]
+    for server in agent.mcp_servers:
+        if server.tools is None:
+            names.append(f"the tools of MCP server {server.name!r}")
+        else:
+            names.extend(server.prefix + tool for tool in sorted(server.tools))
+    return names
 
 
 def _compile_prompt(text: str) -> Template:

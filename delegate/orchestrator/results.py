@@ -12,6 +12,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypeVar
 
+from delegate.agents.approval import PendingCall
 from delegate.agents.models import Usage
 from delegate.errors import TaskNotSucceeded
 from delegate.orchestrator import _gc
@@ -34,7 +35,7 @@ __all__ = [
     "usage_of",
 ]
 
-RunStatus = Literal["succeeded", "partial", "failed"]
+RunStatus = Literal["succeeded", "partial", "failed", "waiting"]
 
 OutputT = TypeVar("OutputT", default=object)
 """What a task or a run answers (`object` where nothing says more)."""
@@ -98,7 +99,8 @@ class RunResult(BaseModel, Generic[OutputT]):
 
     Attributes:
         run_id: the run's id.
-        status: "succeeded", "partial" or "failed".
+        status: "succeeded", "partial" or "failed"; "waiting" when a task waits for a human to
+            approve a tool call (see `pending`) — resume the run once it is decided.
         output: the output of the graph's only sink task, or a dict of sink id → output for the
             sinks that succeeded when there are several (None when no sink succeeded).
         tasks: every task by id, in graph order.
@@ -109,6 +111,9 @@ class RunResult(BaseModel, Generic[OutputT]):
         error: why the run did not succeed (None when it did): a planned run's own reason
             when it has one (no valid plan, the final answer failed), else how many tasks
             failed and the first failures' errors (`run_error`). The store's run row keeps it.
+        pending: the tool calls that wait for a human's decision (status "waiting"): decide
+            them with `Orchestrator.resume(run_id, decisions={call.call_id: Approve()})`, or
+            `delegate approve RUN_ID CALL_ID` and `delegate resume RUN_ID`.
 
     For a planned run, `output` is the final answer (text, or the `output_type` instance), and
     `tasks` holds every planned task, failed ones included.
@@ -132,6 +137,7 @@ class RunResult(BaseModel, Generic[OutputT]):
     goal: str | None = None
     plans: list[PlanRevision] = Field(default_factory=list)
     error: str | None = None
+    pending: list[PendingCall] = Field(default_factory=list)
 
     def __getitem__(self, task: Task[R]) -> R:
         """The output of `task` (a handle of this run's graph), typed as the task answers.
@@ -164,7 +170,7 @@ class RunResult(BaseModel, Generic[OutputT]):
 
     @property
     def failed(self) -> dict[str, TaskResult]:
-        """The tasks that did not succeed (failed, skipped or cancelled)."""
+        """The tasks that did not succeed (failed, skipped, cancelled, waiting or held back)."""
         return {k: t for k, t in self.tasks.items() if t.status != "succeeded"}
 
 
@@ -233,6 +239,8 @@ def _status(nodes: Sequence[Node], deadline_passed: bool) -> RunStatus:
     succeeded = sum(node.status == "succeeded" for node in nodes)
     if succeeded == len(nodes):
         return "succeeded"
+    if any(node.status == "waiting" for node in nodes):
+        return "waiting"
     return "partial" if succeeded or deadline_passed else "failed"
 
 

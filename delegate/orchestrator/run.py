@@ -26,22 +26,25 @@ from pydantic import BaseModel
 from typing_extensions import TypeVar
 
 from delegate._sync import syncify
+from delegate.agents.approval import Approve, Deny
 from delegate.agents.limits import Budget
 from delegate.agents.models import Price
 from delegate.agents.rate_limits import RateLimit, RateLimiter, rate_limiters
 from delegate.agents.wrappers import ModelHooks, hooks_of
 from delegate.errors import ConfigError
-from delegate.orchestrator import _runner, _setup
+from delegate.orchestrator import _runner, _setup, tool_approvals
 from delegate.orchestrator._driver import RunDriver
 from delegate.orchestrator._stores import FROM_ENV, StoreSlot
+from delegate.orchestrator.approval import ApprovedPlan, PlanApprover, given_plan
 from delegate.orchestrator.calls import RunAccount
 from delegate.orchestrator.estimate import Estimate, estimate_tasks
 from delegate.orchestrator.events import EventBus, EventHandler
 from delegate.orchestrator.graph import GraphSpec, Task, TaskGraph
 from delegate.orchestrator.planned import PlannedRun, synthesizer_for
-from delegate.orchestrator.planner import Planner, PlanResult
+from delegate.orchestrator.planner import Plan, Planner, PlanResult
 from delegate.orchestrator.results import RunResult, RunStatus, RunUsage, TaskResult
 from delegate.orchestrator.scheduler import RetryPolicy
+from delegate.orchestrator.tool_approvals import ApproveTool
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
@@ -100,6 +103,18 @@ class Orchestrator:
             orchestrator's runs to that model waits its turn in one shared limiter (see
             `delegate.RateLimitedModel`).
         hooks: `ModelHooks` called around every model request of this orchestrator's runs.
+        approve_tool: decides, inline, each call of a tool that requires approval
+            (`Tool(..., requires_approval=True)`): called with a `PendingCall`, it returns
+            `Approve()` or `Deny(reason=...)`; a sync one runs in a worker thread, an async
+            one is awaited. Without it such a call pauses its task and the run ends
+            "waiting" (see `resume(decisions=...)`).
+        approve_plan: asked about every plan of `run(goal)` before any of its tasks starts (so
+            plans are not streamed): the first and each revision after failures. It gets a
+            `PlanProposal` (the checked plan, its estimate) and returns True (run it), False
+            (reject it: the run ends "failed", or "partial" after a replan, and nothing more
+            is spent) or an edited `Plan`, checked again as the planner's are. Sync callables
+            run in a worker thread; async ones are awaited. A run's time budget keeps counting
+            while it waits. See `delegate.orchestrator.approval`.
 
     Raises:
         ConfigError: a bad argument, named with its remedy (`memory="default"` was removed:
@@ -126,8 +141,16 @@ class Orchestrator:
         seed: int | None = None,
         rate_limits: Mapping[str, RateLimit | RateLimiter] | None = None,
         hooks: Sequence[ModelHooks] = (),
+        approve_plan: PlanApprover | None = None,
+        approve_tool: ApproveTool | None = None,
     ) -> None:
         _setup.check_limits(max_concurrency, budget, max_calls)
+        self.approve_tool = tool_approvals.check_approve_tool(approve_tool)
+        if approve_plan is not None and not callable(approve_plan):
+            raise ConfigError(
+                f"approve_plan must be a callable taking a PlanProposal, got {approve_plan!r}"
+            )
+        self.approve_plan = approve_plan
         self._stores = StoreSlot(memory)
         if cache and not self._stores.keeps:
             raise ConfigError(
@@ -249,6 +272,7 @@ class Orchestrator:
         run_id: str | None = None,
         workflow: str | None = None,
         output_type: type[AnswerT] | None = None,
+        plan: ApprovedPlan | Plan | None = None,
     ) -> RunResult[AnswerT]:
         """Plan `goal` with the planner, run the plan on the workers, and answer.
 
@@ -266,9 +290,16 @@ class Orchestrator:
             workflow: the workflow this run belongs to (shared "workflow" memory).
             output_type: a pydantic model for a typed final answer (`RunResult[output_type]`;
                 without it the answer is text, `RunResult[str]`).
+            plan: a plan approved beforehand (`draft`, `ApprovedPlan.from_json`, or a bare
+                `Plan`): its tasks run as they are, with no planning call and no
+                `approve_plan` question for them; replanning after failures asks the planner
+                as usual. An `ApprovedPlan` must match the run: its goal, its workflow when it
+                names one, and its inputs (`inputs=None` takes the plan's).
 
         Raises:
-            ConfigError: the orchestrator has no planner or no workers, or a bad argument.
+            ConfigError: the orchestrator has no planner or no workers, a bad argument, or a
+                `plan` made for another goal, workflow or inputs.
+            PlanInvalid: `plan` has tasks the planner's checks refuse (every problem named).
             PriceUnknownError: a usd budget applies and a model has no known price.
         """
         self._check_planning(goal)
@@ -279,9 +310,20 @@ class Orchestrator:
                 f"output_type must be a pydantic BaseModel subclass, got {output_type!r}"
             )
         checked = dict(inputs or {})
+        given = None
+        if plan is not None:
+            max_tasks = self.plans.max_tasks if self.plans is not None else 0
+            given, checked = given_plan(
+                plan,
+                goal=goal,
+                inputs=inputs,
+                workflow=workflow,
+                workers=self.workers,
+                max_tasks=max_tasks,
+            )
         run_id = run_id or uuid.uuid4().hex
         planned = self.planned_run(
-            run_id, goal, checked, cast("type[BaseModel] | None", output_type)
+            run_id, goal, checked, cast("type[BaseModel] | None", output_type), given=given
         )
         result = await self.run_driven(
             planned, checked, budget=budget, run_id=run_id, workflow=workflow, goal=goal
@@ -308,6 +350,33 @@ class Orchestrator:
         account = self._account([], {**planned.agents(), **self.workers}, budget)
         return await planned.plan_only(account)
 
+    async def draft(
+        self,
+        goal: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        budget: Budget | None = None,
+        workflow: str | None = None,
+    ) -> ApprovedPlan:
+        """The planner's plan for `goal` with its estimate, as a document for a human to
+        approve (or edit) and pass back as `run(goal, plan=...)`; nothing runs.
+
+        Raises:
+            ConfigError: no planner or no workers.
+            PlanInvalid: no valid plan in the planner's attempts.
+            BudgetExceeded: the planner's call does not fit the budget.
+        """
+        checked = dict(inputs or {})
+        result = await self.plan(goal, checked, budget=budget)
+        planned = self.planned_run("draft", goal, checked, None)
+        return ApprovedPlan(
+            workflow=workflow,
+            goal=goal,
+            inputs=checked,
+            plan=result.plan,
+            estimate=planned.estimate_plan(result.plan),
+        )
+
     def _check_planning(self, goal: object) -> None:
         if self.plans is None or self.planner is None:
             raise ConfigError(
@@ -320,6 +389,8 @@ class Orchestrator:
             raise ConfigError(f"goal must be a non-empty str, got {goal!r}")
 
     run_sync = syncify(run)
+
+    draft_sync = syncify(draft)
 
     async def run_driven(
         self,
@@ -363,6 +434,7 @@ class Orchestrator:
                 spend=spend,
                 lease=lease,
                 began=began,
+                resumed=resume,
             )
 
     def planned_run(
@@ -371,8 +443,12 @@ class Orchestrator:
         goal: str,
         inputs: Mapping[str, Any],
         output_type: type[BaseModel] | None,
+        *,
+        given: Plan | None = None,
     ) -> PlannedRun:
         """The planning side of a run of `goal` (what `run` drives; see `run_driven`).
+
+        `given`: the first plan, approved beforehand (checked by the caller: see `given_plan`).
 
         Raises:
             ConfigError: the orchestrator has no planner.
@@ -395,12 +471,19 @@ class Orchestrator:
             bus=self.events,
             rng=self._rng,
             prices=self.prices,
+            approve=self.approve_plan,
+            given=given,
         )
 
     async def resume(
-        self, run_id: str, *, output_type: type[BaseModel] | None = None, force: bool = False
+        self,
+        run_id: str,
+        *,
+        output_type: type[BaseModel] | None = None,
+        force: bool = False,
+        decisions: Mapping[str, Approve | Deny] | None = None,
     ) -> RunResult:
-        """Finish a run that stopped (a crash, a kill, a deadline), from the store.
+        """Finish a run that stopped (a crash, a kill, a deadline) or waits, from the store.
 
         The graph, inputs and budget are read back; tasks that succeeded keep their outputs and
         are not run again; the rest run now. Agents are found by name among this orchestrator's
@@ -415,10 +498,19 @@ class Orchestrator:
         died) is taken over. `force=True` takes a live lease over, for a process you know is dead
         (the other process, if alive, stops at its next renewal).
 
+        A run that ended "waiting" goes on exactly where its tasks paused: `decisions` (call id
+        → `Approve()` or `Deny(reason=...)`, for the calls in `RunResult.pending`) are stored
+        with those made before (`delegate approve`); an approved call runs, a denied one answers
+        the model with "Denied by a human: <reason>", and a call still undecided keeps its task
+        waiting without calling its model again. What the run spent before counts against its
+        budget.
+
         Raises:
             RunLeasedError: another live process owns the run (and `force` is False).
             ConfigError: the orchestrator has no store (`memory=None`), or the run is unknown,
-                or a planned run is resumed without a planner, or the orchestrator was closed.
+                or a planned run is resumed without a planner, or the orchestrator was closed,
+                or `decisions` names a call the run does not have (or decides one again the
+                other way).
             GraphError: the stored graph names an agent this orchestrator does not have.
         """
         began = anyio.current_time()
@@ -431,8 +523,10 @@ class Orchestrator:
             record = await anyio.to_thread.run_sync(store.get_run, run_id)
             if record is None:
                 raise ConfigError(f"no run {run_id!r} in the store {store.url}; check the run id")
+            checked = tool_approvals.check_decisions(decisions)
             lease = await _runner.take(store, run_id, force=force)
             try:
+                await tool_approvals.record_decisions(store, run_id, checked)
                 return await _runner.resume_record(self, record, store, lease, output_type, began)
             except BaseException:
                 with anyio.CancelScope(shield=True):  # it never started: give the run back

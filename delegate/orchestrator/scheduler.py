@@ -14,6 +14,10 @@ hint, or a wait past the run's deadline, ends the retries); permanent ones are n
 out a backoff holds no runner and no agent slot: it is queued again when the wait is over. A task
 that fails skips its dependents (with the reason) while independent branches run on;
 `fail_fast=True` cancels everything instead.
+
+A task whose agent calls a tool that requires a human's approval, with no decision yet, is not
+failed or retried: it is "waiting" (its `PausedRound` kept in `paused`), its dependents wait with
+it (they stay "pending"), and every other task runs on (see `delegate.orchestrator.tool_approvals`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from jinja2 import TemplateError as JinjaTemplateError
 
 from delegate import _secrets
 from delegate._log import bind_task
+from delegate.agents.approval import PausedRound, use_desk
 from delegate.agents.models import _NO_USAGE, Usage
 from delegate.agents.retry import GiveUp, RetryPolicy
 from delegate.errors import (
@@ -56,8 +61,10 @@ from delegate.orchestrator.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
 )
 from delegate.orchestrator.graph import Task, TaskContext, format_output
+from delegate.orchestrator.tool_approvals import RunApprovals, paused_signal
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
@@ -65,8 +72,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Node", "RetryPolicy", "Scheduler", "TaskStatus"]
 
-TaskStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
-_TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+TaskStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled", "waiting"]
+# "waiting" ends a task for this run (a human decides before it goes on, in a resumed run).
+_TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled", "waiting"})
 _BROKEN = frozenset({"failed", "skipped", "cancelled"})
 
 
@@ -159,6 +167,11 @@ class Scheduler:
         self._settled: anyio.Event | None = None
         self._end: anyio.Event | None = None
         self.stopped = False
+        # Tool approvals: the desks tasks decide with (None: every gated call pauses), the rounds
+        # paused tasks stopped in, and the pending tasks held back by a waiting one.
+        self.approvals: RunApprovals | None = None
+        self.paused: dict[str, PausedRound] = {}
+        self._held: set[Node] = set()
         for node in nodes:
             self._limit(node)
 
@@ -245,20 +258,24 @@ class Scheduler:
             if self.stopped:
                 self._finish(node, "cancelled", self.cancel_reason)
                 continue
-            broken = next(
-                (
-                    d
-                    for d in node.task.deps
-                    if self.by_id[d].status in _BROKEN and not self.by_id[d].passable
-                ),
-                None,
-            )
-            if node.task.after == "done":
-                broken = None
+            broken = self._broken_dep(node)
             if broken is not None and node.status == "pending":
                 self._skip(node, f"dependency {broken!r} {self.by_id[broken].status}")
+            elif self.paused and self._waits_on_pause(node):
+                self._hold(node)
             elif node.pending == 0 and node.status == "pending" and self._group is not None:
                 self._push(node)  # (before `run` starts, `run` queues the ready ones itself)
+
+    def _broken_dep(self, node: Node) -> str | None:
+        """The first dependency that ended without success and so skips `node` (never one of a
+        task run `after="done"`)."""
+        if node.task.after == "done":
+            return None
+        for dep in node.task.deps:
+            parent = self.by_id[dep]
+            if parent.status in _BROKEN and not parent.passable:
+                return dep
+        return None
 
     async def next_end(self) -> None:
         """Until the next task ends (or the run stops)."""
@@ -360,6 +377,8 @@ class Scheduler:
                 await wake.wait()
                 continue
             bind_task(node.task.id, node.task.agent_name)  # every event it logs names it
+            if self.approvals is not None:
+                use_desk(self.approvals.desk(node.task.id))
             try:
                 await self._run_node(node)
             finally:
@@ -398,6 +417,10 @@ class Scheduler:
                     "or give the worker less to do"
                 )
             except Exception as exc:
+                signal = paused_signal(exc)
+                if signal is not None:
+                    self._pause(node, signal.paused)
+                    return
                 error = _attempt_failure(task, exc)
             else:
                 self._succeed(node, output)
@@ -408,26 +431,30 @@ class Scheduler:
             if isinstance(delay, GiveUp):
                 self._fail(node, delay.describe(_describe(error)))
                 return
-            if self.bus.active:
-                self.bus.emit(
-                    TaskRetried(
-                        run_id=self.run_id,
-                        task_id=task.id,
-                        attempt=node.attempts,
-                        error=_describe(error),
-                        delay=delay,
-                    )
-                )
-            node.status = "pending"  # until its backoff is over; it holds no runner meanwhile
-            if self._group is None:  # pragma: no cover - runners only exist inside `run`
-                raise ConfigError("the scheduler is not running")
-            self._group.start_soon(self._retry_later, node, delay)
+            self._retry(node, error, delay)
         except anyio.get_cancelled_exc_class():
             reason = self.cancel_reason
             self._finish(node, "cancelled", reason)
             if self.bus.active:
                 self.bus.emit(TaskCancelled(run_id=self.run_id, task_id=task.id, reason=reason))
             raise
+
+    def _retry(self, node: Node, error: Exception, delay: float) -> None:
+        """Announce the retry of `node` and queue it again after `delay` seconds."""
+        if self.bus.active:
+            self.bus.emit(
+                TaskRetried(
+                    run_id=self.run_id,
+                    task_id=node.task.id,
+                    attempt=node.attempts,
+                    error=_describe(error),
+                    delay=delay,
+                )
+            )
+        node.status = "pending"  # until its backoff is over; it holds no runner meanwhile
+        if self._group is None:  # pragma: no cover - runners only exist inside `run`
+            raise ConfigError("the scheduler is not running")
+        self._group.start_soon(self._retry_later, node, delay)
 
     async def _retry_later(self, node: Node, delay: float) -> None:
         """Queue `node` again once its backoff is over (unless the run ended it meanwhile)."""
@@ -522,6 +549,9 @@ class Scheduler:
         node.status = status
         node.error = error
         node.finished_at = time.time()
+        if self._held and node in self._held:
+            self._held.discard(node)  # counted out when it was held
+            return
         self._ended()
 
     def _ended(self) -> None:
@@ -598,9 +628,44 @@ class Scheduler:
                 self.bus.emit(TaskSkipped(run_id=self.run_id, task_id=child.task.id, reason=reason))
             stack.extend(child.children)
 
+    def _pause(self, node: Node, paused: object) -> None:
+        """The task waits for a human's decision: it ends for this run, and so, held back, do the
+        tasks that depend on it (they stay "pending")."""
+        if not isinstance(paused, PausedRound):  # pragma: no cover - raised by our agents only
+            raise ConfigError(f"task {node.task.id!r}: a pause without its round")
+        self.paused[node.task.id] = paused
+        self._finish(node, "waiting")
+        if self.bus.active:
+            self.bus.emit(
+                TaskWaiting(
+                    run_id=self.run_id,
+                    task_id=node.task.id,
+                    tools=tuple(paused.calls[i].name for i in paused.undecided()),
+                    usage=node.usage,
+                )
+            )
+        stack = list(node.children)
+        while stack:
+            child = stack.pop()
+            if child.status == "pending" and child not in self._held:
+                self._hold(child)
+                stack.extend(child.children)
+
+    def _hold(self, node: Node) -> None:
+        """Count a pending task out of this run: a task it depends on is waiting."""
+        self._held.add(node)
+        self._ended()
+
+    def _waits_on_pause(self, node: Node) -> bool:
+        for dep in node.task.deps:
+            parent = self.by_id[dep]
+            if parent.status == "waiting" or parent in self._held:
+                return True
+        return False
+
     def _cancel_unfinished(self, reason: str) -> None:
         for node in self.nodes:
-            if node.status not in _TERMINAL:
+            if node.status not in _TERMINAL and node not in self._held:
                 self._finish(node, "cancelled", reason)
                 if self.bus.active:
                     self.bus.emit(

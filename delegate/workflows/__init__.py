@@ -5,6 +5,9 @@
     loaded = load_workflow("configs/market-brief.yaml")   # WorkflowError lists every problem
     loaded.spec.agents["scout"].model, loaded.spec.needs_of("brief")
 
+    compiled = compile_workflow(loaded, db="sqlite:///runs.db")   # simulate=True: fake models
+    result = await run_workflow(compiled, {"topic": "batteries"})
+
 `delegate validate FILE...` runs the same checks; `delegate schema` prints the JSON Schema.
 """
 
@@ -15,7 +18,12 @@ from delegate.workflows._yaml import MAX_ALIAS_NODES, MAX_BYTES, MAX_DEPTH
 from delegate.workflows.loader import LoadedWorkflow, load_workflow, load_workflow_text
 from delegate.workflows.outputs import output_model, schema_problems
 from delegate.workflows.problems import Problem
-from delegate.workflows.runtime import missing_credentials
+from delegate.workflows.runtime import (
+    CompiledWorkflow,
+    compile_workflow,
+    missing_credentials,
+    run_workflow,
+)
 from delegate.workflows.spec import (
     AgentSpec,
     AgentStep,
@@ -35,18 +43,21 @@ __all__ = [
     "AgentSpec",
     "AgentStep",
     "BudgetSpec",
+    "CompiledWorkflow",
     "InputSpec",
     "LoadedWorkflow",
     "PlanStep",
     "Problem",
     "Step",
     "WorkflowSpec",
+    "compile_workflow",
     "expression_of",
     "import_tool",
     "load_workflow",
     "load_workflow_text",
     "missing_credentials",
     "output_model",
+    "run_workflow",
     "schema_problems",
     "tool_problem",
     "workflow_json_schema",

@@ -8,7 +8,10 @@ is reported in one pass. It therefore never trusts a type: anything malformed is
 Checked: agent names wherever they are used (with did-you-mean), fallback loops, tools, the mode
 (steps or planner, not both, not neither), step ids (unique, not reserved), `needs` (known, not
 itself, listed above, no cycles), templates (`delegate.workflows._templates`), output schemas
-(`delegate.workflows.outputs`), `output:`, and that every model under a usd budget has a price.
+(`delegate.workflows.outputs`), `output:`, MCP servers (a command or a url) and the agents'
+`mcp:` names, endpoints (their URLs, the names agents give, an agent given both `endpoint:` and
+an inline server), and that every model under a usd budget has a price (`prices:`, the agent's or
+its endpoint's `price:`, or litellm's).
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ from delegate.workflows._templates import (
     check_template,
 )
 from delegate.workflows.outputs import schema_problems
-from delegate.workflows.spec import MAX_STEPS
+from delegate.workflows.spec import MAX_STEPS, STDIO_KEYS
 from delegate.workflows.tools import tool_problem
 
-__all__ = ["Issue", "Report", "check_workflow"]
+__all__ = ["Issue", "Report", "check_workflow", "price_remedy", "unpriced_models"]
 
 Loc: TypeAlias = tuple[str | int, ...]
 
@@ -147,6 +150,8 @@ class _Checker:
         self._steps()
         self._planner_mode()
         self._output()
+        self._endpoints()
+        self._mcp()
         self._models()
         self._prices()
 
@@ -201,13 +206,14 @@ class _Checker:
             label = f"agent {name!r}"
             for key in ("fallback", "verify"):
                 self.agent_ref(("agents", name, key), spec.get(key), f"{label}: {key}")
-            for n, tool in _strings(spec.get("tools")):
-                if tool not in self.tools:
-                    valid = _TOOL_PATH.match(tool)
-                    self.tools[tool] = tool_problem(tool, self.base_dir) if valid else None
-                problem = self.tools[tool]
-                if problem:
-                    self.issue(("agents", name, "tools", n), f"{label}: {problem}")
+            for key in ("tools", "approve_tools"):
+                for n, tool in _strings(spec.get(key)):
+                    if tool not in self.tools:
+                        valid = _TOOL_PATH.match(tool)
+                        self.tools[tool] = tool_problem(tool, self.base_dir) if valid else None
+                    problem = self.tools[tool]
+                    if problem:
+                        self.issue(("agents", name, key, n), f"{label}: {problem}")
         self._fallback_loops()
 
     def _fallback_loops(self) -> None:
@@ -441,40 +447,215 @@ class _Checker:
                     pending.append(other)
         return {name: label for name, label in scopes.items() if name in self.agents}
 
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def _endpoints(self) -> None:
+        """Endpoints' URLs; agents' `endpoint:` names, and inline `base_url:` used alone."""
+        from delegate.agents.endpoints import check_base_url
+
+        endpoints = self.data.get("endpoints")
+        for name, spec in _mapping(endpoints).items():
+            url = _mapping(spec).get("base_url")
+            problem = check_base_url(url) if isinstance(url, str) else None
+            if problem is not None:
+                self.issue(("endpoints", name, "base_url"), f"endpoint {name!r}: {problem}")
+        for name, spec in self.agents.items():
+            spec = _mapping(spec)
+            label = f"agent {name!r}"
+            endpoint = spec.get("endpoint")
+            inline = [key for key in ("base_url", "api_key_env") if key in spec]
+            if endpoint is not None and inline:
+                self.issue(
+                    ("agents", name, inline[0]),
+                    f"{label} has endpoint: and {inline[0]}:; give the server once — under "
+                    f"endpoints: (and keep endpoint: {endpoint}), or inline (and drop endpoint:)",
+                    key=True,
+                )
+            elif "api_key_env" in spec and "base_url" not in spec:
+                self.issue(
+                    ("agents", name, "api_key_env"),
+                    f"{label}: api_key_env goes with base_url: (the server it is the key of); "
+                    "add base_url:, or use endpoint: with a server under endpoints:",
+                    key=True,
+                )
+            url = spec.get("base_url")
+            problem = check_base_url(url) if isinstance(url, str) else None
+            if problem is not None:
+                self.issue(("agents", name, "base_url"), f"{label}: {problem}")
+            if isinstance(endpoint, str) and isinstance(endpoints, Mapping):
+                if endpoint not in endpoints:
+                    defined = ", ".join(map(repr, endpoints)) or "none"
+                    self.issue(
+                        ("agents", name, "endpoint"),
+                        f"{label}: endpoint {endpoint!r} is not an endpoint of this workflow"
+                        f"{did_you_mean(endpoint, endpoints)} (endpoints: {defined}); define "
+                        "it under endpoints:",
+                    )
+            elif isinstance(endpoint, str) and "endpoints" not in self.data:
+                self.issue(
+                    ("agents", name, "endpoint"),
+                    f"{label}: endpoint {endpoint!r} is not defined: this workflow has no "
+                    f"endpoints:; add endpoints: {{{endpoint}: {{base_url: ...}}}}",
+                )
+
+    def _served(self, spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The endpoint an agent's models are sent to (its own `base_url:` inline, or the one
+        under endpoints: it names); None for the provider's own."""
+        if isinstance(spec.get("base_url"), str):
+            return spec
+        endpoint = spec.get("endpoint")
+        if isinstance(endpoint, str):
+            return _mapping(_mapping(self.data.get("endpoints")).get(endpoint))
+        return None
+
+    def priced(self, name: str, key: str) -> bool:
+        """Whether agent `name`'s `key` model ("model" or "cheaper") has a price: `prices:`,
+        the agent's `price:` (its model only), its endpoint's `price:`, or litellm's."""
+        from delegate.agents._costmap import price_for
+
+        spec = _mapping(self.agents.get(name))
+        model = spec.get(key)
+        if not isinstance(model, str):
+            return True  # malformed or absent: nothing to price
+        served = self._served(spec)
+        return (
+            model in _mapping(self.data.get("prices"))
+            or (key == "model" and spec.get("price") is not None)
+            or (served is not None and served is not spec and served.get("price") is not None)
+            or price_for(model) is not None
+        )
+
+    # -- MCP servers ---------------------------------------------------------------------------
+
+    def _mcp(self) -> None:
+        """Each server is a command or a url, with only that kind's keys; agents' `mcp:` names
+        servers defined under mcp_servers:."""
+        servers = self.data.get("mcp_servers")
+        for name, spec in _mapping(servers).items():
+            if not isinstance(spec, Mapping):
+                continue
+            where = ("mcp_servers", name)
+            if "command" in spec and "url" in spec:
+                self.issue(
+                    (*where, "url"),
+                    f"MCP server {name!r} has command: and url:; give command: for a server run "
+                    "over stdio, or url: for one reached over HTTP, not both",
+                    key=True,
+                )
+            elif "command" not in spec and "url" not in spec:
+                self.issue(
+                    where,
+                    f"MCP server {name!r} has neither command: nor url:; give command: (and "
+                    "args:) for a server run over stdio, or url: for one reached over HTTP",
+                )
+            elif "url" in spec:
+                for key in (k for k in STDIO_KEYS if k in spec):
+                    self.issue(
+                        (*where, key),
+                        f"MCP server {name!r}: {key}: goes with command: (a server run over "
+                        "stdio); a url: server takes headers_env:",
+                        key=True,
+                    )
+            elif "headers_env" in spec:
+                self.issue(
+                    (*where, "headers_env"),
+                    f"MCP server {name!r}: headers_env: goes with url: (a server reached over "
+                    "HTTP); give a command: server its secrets with env_from:",
+                    key=True,
+                )
+        known = _mapping(servers)
+        defined = ", ".join(map(repr, known)) or "none"
+        for agent, spec in self.agents.items():
+            used = _mapping(spec).get("mcp")
+            named = (
+                [((n,), name) for n, name in _strings(used)]
+                if isinstance(used, list)
+                else [((name,), name) for name in _mapping(used) if isinstance(name, str)]
+            )
+            for at, name in named:
+                if name not in known:
+                    self.issue(
+                        ("agents", agent, "mcp", *at),
+                        f"agent {agent!r}: MCP server {name!r} is not defined under mcp_servers:"
+                        f"{did_you_mean(name, known)} (servers: {defined}); define it there",
+                        key=isinstance(used, Mapping),
+                    )
+
     def _models(self) -> None:
         """Every agent's models must be ones litellm can serve (see `_models.model_problem`)."""
         from delegate.workflows._models import model_problem
 
         prices = _mapping(self.data.get("prices"))
         for name, spec in self.agents.items():
+            # A server of one's own serves whatever models it has, under any name.
+            own_server = self._served(_mapping(spec)) is not None
             for key in ("model", "cheaper"):
                 model = _mapping(spec).get(key)
                 if not isinstance(model, str) or not model.strip() or model != model.strip():
                     continue  # malformed: reported by field validation
                 suggest = len(self.unknown_models) < _SUGGESTED_MODELS
-                problem = model_problem(model, model in prices, suggest)
+                problem = model_problem(model, model in prices or own_server, suggest)
                 if problem is not None:
                     self.unknown_models.add(model)
                     self.issue(("agents", name, key), f"agent {name!r}: {problem}")
 
     def _prices(self) -> None:
-        from delegate.agents._costmap import price_for
-
-        prices = _mapping(self.data.get("prices"))
         for name, label in self._usd_scopes().items():
             spec = _mapping(self.agents.get(name))
             for key in ("model", "cheaper"):
                 model = spec.get(key)
                 if model in self.unknown_models:
                     continue  # reported as unknown already
-                if isinstance(model, str) and model not in prices and price_for(model) is None:
+                if isinstance(model, str) and not self.priced(name, key):
                     self.issue(
                         ("agents", name, key),
                         f"agent {name!r}: model {model!r} has no known price, so its calls cannot "
                         f"be checked against {label} (an unknown price is never taken as free); "
-                        f"give its price: prices: {{{model}: [input_usd_per_million, "
-                        "output_usd_per_million]}",
+                        f"{price_remedy(spec, model)}",
                     )
+
+    def unpriced(self) -> list[Issue]:
+        """Every agent's model with no price anywhere, as warnings (valid without a usd
+        budget, but its spend is not counted in dollars)."""
+        found: list[Issue] = []
+        for name, spec in self.agents.items():
+            for key in ("model", "cheaper"):
+                model = _mapping(spec).get(key)
+                if isinstance(model, str) and not self.priced(name, key):
+                    found.append(
+                        Issue(
+                            ("agents", name, key),
+                            f"agent {name!r}: model {model!r} has no price, so its spend is "
+                            "not counted in dollars and no usd budget can cover it; "
+                            f"{price_remedy(_mapping(spec), model)}",
+                        )
+                    )
+        return found
+
+
+def price_remedy(spec: Mapping[str, Any], model: str) -> str:
+    """How to price `model` of an agent written as `spec`."""
+    generic = (
+        f"give its price: prices: {{{model}: [input_usd_per_million, output_usd_per_million]}}"
+    )
+    endpoint = spec.get("endpoint")
+    if isinstance(endpoint, str):
+        return (
+            f"give endpoint {endpoint!r} a price (price: [0, 0] for a self-hosted model you do "
+            f"not pay per token), or {generic}"
+        )
+    if isinstance(spec.get("base_url"), str):
+        return (
+            "give the agent a price (price: [0, 0] for a self-hosted model you do not pay per "
+            f"token), or {generic}"
+        )
+    return generic
+
+
+def unpriced_models(data: Mapping[str, Any], *, base_dir: Path) -> list[Issue]:
+    """The agents' models of a valid workflow that have no price (for `delegate validate`'s
+    warnings): neither `prices:`, an agent's or endpoint's `price:`, nor litellm's."""
+    return _Checker(data, base_dir).unpriced()
 
 
 def _cycles(edges: Mapping[str, list[str]]) -> list[list[str]]:

@@ -7,16 +7,26 @@ server whose models litellm cannot list (`ollama/...`, `hosted_vllm/...`, ...), 
 workflow gives its price (`prices:`) and it names a provider litellm knows. Anything else is a
 typo or a model litellm cannot reach: a run would be refused by the provider after other calls
 were paid for, or — simulated — would run at $0 under a banner that says the prices are real.
+A model sent to an endpoint of the workflow (a server of one's own) may have any name its
+provider prefix allows.
+
+`agent_model` builds an agent's model as the file says: on its endpoint, at its price.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+from typing import TYPE_CHECKING
 
 from delegate.agents._costmap import _cost_map, model_info
 
-__all__ = ["LOCAL_PROVIDERS", "model_problem"]
+if TYPE_CHECKING:
+    from delegate.agents.endpoints import Endpoint
+    from delegate.agents.models import Model
+    from delegate.workflows.spec import AgentSpec, WorkflowSpec
+
+__all__ = ["LOCAL_PROVIDERS", "agent_endpoint", "agent_model", "model_problem"]
 
 LOCAL_PROVIDERS = frozenset(
     {
@@ -106,3 +116,36 @@ def model_problem(model: str, priced: bool = False, suggest: bool = True) -> str
         "name, or, for a model litellm does not list (a new model, a deployment), give its "
         f"price: prices: {{{model}: [input_usd_per_million, output_usd_per_million]}}"
     )
+
+
+def agent_endpoint(spec: WorkflowSpec, agent: AgentSpec) -> Endpoint | None:
+    """The server agent `agent`'s models are sent to: the one it names under endpoints:, or its
+    own base_url:; None for the provider's own."""
+    from delegate.agents.endpoints import Endpoint
+
+    if agent.endpoint is not None:
+        served = spec.endpoints[agent.endpoint]  # the spec's validation checked the name
+        return Endpoint(
+            served.base_url,
+            api_key_env=served.api_key_env,
+            api_version=served.api_version,
+            headers_env=served.headers_env,
+            price=served.price,
+            name=agent.endpoint,
+        )
+    if agent.base_url is not None:
+        return Endpoint(agent.base_url, api_key_env=agent.api_key_env)
+    return None
+
+
+def agent_model(spec: WorkflowSpec, agent: str, name: str, key: str) -> str | Model:
+    """Agent `agent`'s `key` model ("model" or "cheaper"), named `name`: a `LiteLLMModel` on
+    its endpoint, at its price, when the file gives either; else the name (litellm's defaults)."""
+    from delegate.agents.models import LiteLLMModel
+
+    written = spec.agents[agent]
+    endpoint = agent_endpoint(spec, written)
+    price = written.price if key == "model" else None
+    if endpoint is None and price is None:
+        return name
+    return LiteLLMModel(name, endpoint=endpoint, price=price)

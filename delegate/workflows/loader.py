@@ -25,18 +25,21 @@ from pydantic_core import ErrorDetails
 
 from delegate.errors import WorkflowError
 from delegate.orchestrator.graph import TASK_ID
-from delegate.workflows._checks import Issue, check_workflow
+from delegate.workflows._checks import Issue, check_workflow, unpriced_models
 from delegate.workflows._files import FileProblem, read_bounded
 from delegate.workflows._yaml import MAX_BYTES, Loc, Mark, Where, YamlError, decode, parse
 from delegate.workflows.problems import Problem
 from delegate.workflows.spec import (
     AGENT_NAME,
+    ENV_NAME,
+    HEADER_NAME,
     INPUT_NAME,
     TOOL_PATH,
     WORKFLOW_NAME,
     AgentSpec,
     AgentStep,
     BudgetSpec,
+    EndpointSpec,
     InputSpec,
     PlanStep,
     WorkflowSpec,
@@ -53,12 +56,20 @@ _PATTERNS = {
     "as inputs.<name>)",
     AGENT_NAME: "must be letters, digits, '_', '-' or '.' (at most 100)",
     TOOL_PATH: "must be an import path, package.module:function",
+    ENV_NAME: "must be the name of an environment variable (letters, digits and '_', e.g. "
+    "LOCAL_LLM_KEY), not the value",
+    HEADER_NAME: "must be an HTTP header name, e.g. X-Org-Id",
     r"^\S+$": "must be a litellm model string without spaces, e.g. openai/gpt-4o-mini",
     r"^([A-Za-z][A-Za-z0-9+.-]*://.*|:memory:)$": "must be a database URL such as "
     "sqlite:///runs.db, or :memory:",
 }
 _SHOULD = re.compile(r"^(?:Input|List|String|Dictionary|Value|Tuple|Object|Set) (should)")
-_KEY_NAMES = {"inputs": "input name", "agents": "agent name", "prices": "model name"}
+_KEY_NAMES = {
+    "inputs": "input name",
+    "agents": "agent name",
+    "prices": "model name",
+    "endpoints": "endpoint name",
+}
 _SUGGESTED_KEYS = (
     100  # unknown keys per file with a "did you mean" (each compares every allowed key)
 )
@@ -73,11 +84,14 @@ class LoadedWorkflow:
         path: the file it was read from (as given), or the name given to `load_workflow_text`.
         implicit_needs: per step id, the steps its templates name that its `needs` does not
             list; they are dependencies too (`spec.needs_of(step_id)` gives all of them).
+        warnings: what is allowed but probably not meant, at its place in the file: models
+            with no price (`delegate validate` shows them).
     """
 
     spec: WorkflowSpec
     path: Path
     implicit_needs: Mapping[str, tuple[str, ...]]
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -177,7 +191,11 @@ def _load(text: str, file: str, base_dir: Path) -> LoadedWorkflow:
             report = check_workflow(data, base_dir=base_dir)
             problems += [locator.from_issue(issue) for issue in report.issues]
         raise WorkflowError(_ordered(problems)) from None
-    return LoadedWorkflow(spec, Path(file), spec.implicit_needs)
+    locator = _Locator(file, text, document.index, data)
+    warnings = tuple(
+        locator.from_issue(issue) for issue in unpriced_models(data, base_dir=base_dir)
+    )
+    return LoadedWorkflow(spec, Path(file), spec.implicit_needs, warnings)
 
 
 def _without_misspelled(errors: list[ErrorDetails], locator: _Locator) -> list[ErrorDetails]:
@@ -299,6 +317,8 @@ class _Locator:
             return f"input {loc[1]!r}", loc[2:]
         if len(loc) >= 2 and loc[0] == "agents":
             return f"agent {loc[1]!r}", loc[2:]
+        if len(loc) >= 2 and loc[0] == "endpoints":
+            return f"endpoint {loc[1]!r}", loc[2:]
         if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
             step_id = _mapping(self._value(loc[:2])).get("id")
             if isinstance(step_id, str) and step_id:
@@ -320,7 +340,11 @@ class _Locator:
             if loc[0] == "steps":
                 plan = _mapping(self._value(loc)).get("kind") == "plan"
                 return PlanStep if plan else AgentStep
-            models: dict[str, type[BaseModel]] = {"inputs": InputSpec, "agents": AgentSpec}
+            models: dict[str, type[BaseModel]] = {
+                "inputs": InputSpec,
+                "agents": AgentSpec,
+                "endpoints": EndpointSpec,
+            }
             return models.get(str(loc[0]))
         return None
 
@@ -357,6 +381,9 @@ class _Locator:
         field = _path(inner)
         message = error["msg"]
         pattern = str((error.get("ctx") or {}).get("pattern", ""))
+        if error["type"] == "string_pattern_mismatch" and pattern == ENV_NAME:
+            # Not echoed: what was written in place of a variable's name may be the key itself.
+            return f"{prefix}{field} {_PATTERNS[pattern]}"
         if error["type"] == "string_pattern_mismatch" and pattern in _PATTERNS:
             return f"{prefix}{field} {_short(error['input'])} {_PATTERNS[pattern]}"
         should = _SHOULD.match(message)

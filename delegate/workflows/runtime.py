@@ -36,16 +36,19 @@ from delegate.agents.agent import Agent
 from delegate.agents.limits import Budget
 from delegate.agents.tools import Tool, tool, validation_summary
 from delegate.errors import ConfigError, JSONInputError, TemplateError, did_you_mean
+from delegate.orchestrator.approval import ApprovedPlan, given_plan
 from delegate.orchestrator.graph import PROMPT_ENV, GraphSpec, TaskGraph
 from delegate.orchestrator.planner import Plan, Planner
 from delegate.orchestrator.run import Orchestrator, RunResult
 from delegate.workflows._driver import WorkflowRun
+from delegate.workflows._models import agent_model
 from delegate.workflows.loader import LoadedWorkflow, load_workflow_text
 from delegate.workflows.outputs import output_model
-from delegate.workflows.spec import AgentStep, PlanStep, WorkflowSpec
+from delegate.workflows.spec import AgentSpec, AgentStep, PlanStep, WorkflowSpec
 from delegate.workflows.tools import import_tool
 
 if TYPE_CHECKING:
+    from delegate.agents.mcp import MCPServer
     from delegate.agents.models import Model, Usage
     from delegate.memory.records import RunRecord, TaskRecord
     from delegate.orchestrator.estimate import Estimate
@@ -333,6 +336,16 @@ class CompiledWorkflow:
                     names.append(model)
         return names
 
+    def called_models(self) -> list[Model]:
+        """Every model the workflow may call (cheaper models included), as built: each on its
+        endpoint; one entry per distinct model."""
+        found: list[Model] = []
+        for agent in self.agents.values():
+            for model in (agent.model, agent.cheaper):
+                if model is not None and all(model is not other for other in found):
+                    found.append(model)
+        return found
+
     def source(self) -> dict[str, Any]:
         """What a run stores to be resumed: the file, and how it was simulated."""
         return {
@@ -369,12 +382,14 @@ def _agents(
     spec = loaded.spec
     planners = _planners(spec)
     built: dict[str, Agent[Any]] = {}
+    servers = _mcp_servers(spec, loaded.base_dir)
 
-    def model(name: str, agent: str) -> str | Model:
+    def model(name: str, agent: str, key: str = "model") -> str | Model:
+        real = agent_model(spec, agent, name, key)
         if not simulate:
-            return name
+            return real
         workers = planners.get(agent, ())
-        return simulated(name, seed=seed, workers=workers, time_scale=time_scale, pace=pace)
+        return simulated(real, seed=seed, workers=workers, time_scale=time_scale, pace=pace)
 
     def build(name: str, chain: tuple[str, ...]) -> Agent[Any]:
         if name in built:
@@ -383,18 +398,22 @@ def _agents(
             loop = " → ".join([*chain[chain.index(name) :], name])
             raise ConfigError(f"agents {loop} refer to each other (fallback/verify); break it")
         agent = spec.agents[name]
-        tools: list[Tool] = [tool(import_tool(path, loaded.base_dir)) for path in agent.tools]
+        gated = set(agent.approve_tools)  # a human approves each call of these
+        tools: list[Tool] = [
+            tool(import_tool(path, loaded.base_dir), requires_approval=path in gated)
+            for path in dict.fromkeys([*agent.tools, *agent.approve_tools])
+        ]
         built[name] = Agent(
             name,
             model(agent.model, name),
             instructions=agent.instructions,
             description=agent.description,
-            tools=tools,
+            tools=[*tools, *_mcp_of(agent, servers)],
             reasoning_effort=agent.reasoning_effort,
             max_output_tokens=agent.max_output_tokens,
             temperature=agent.temperature,
             fallback=None if agent.fallback is None else build(agent.fallback, (*chain, name)),
-            cheaper=None if agent.cheaper is None else model(agent.cheaper, name),
+            cheaper=None if agent.cheaper is None else model(agent.cheaper, name, "cheaper"),
             max_concurrency=agent.max_concurrency,
             budget=None if agent.budget is None else agent.budget.to_budget(),
             memory=agent.memory,
@@ -406,6 +425,23 @@ def _agents(
     for name in spec.agents:
         build(name, ())
     return built
+
+
+def _mcp_servers(spec: WorkflowSpec, base_dir: Path) -> dict[str, MCPServer]:
+    """The MCP servers some agent uses, built once: the agents share each one's process."""
+    used = {name for agent in spec.agents.values() for name in agent.mcp}
+    return {
+        name: server.to_server(name, base_dir)
+        for name, server in spec.mcp_servers.items()
+        if name in used
+    }
+
+
+def _mcp_of(agent: AgentSpec, servers: Mapping[str, MCPServer]) -> list[MCPServer]:
+    """Agent `agent`'s MCP servers; views offering only some tools for `{server: [tools]}`."""
+    if isinstance(agent.mcp, list):
+        return [servers[name] for name in agent.mcp]
+    return [servers[name].with_tools(tools) for name, tools in agent.mcp.items()]
 
 
 def _class_name(step_id: str) -> str:
@@ -535,14 +571,22 @@ def _goal(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> str:
 
 
 async def run_workflow(
-    compiled: CompiledWorkflow, inputs: Mapping[str, Any], *, run_id: str | None = None
+    compiled: CompiledWorkflow,
+    inputs: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    plan: ApprovedPlan | None = None,
 ) -> RunResult:
     """Run the workflow with `inputs` and return the result.
 
-    Inputs not given take their defaults.
+    Inputs not given take their defaults. `plan`: in planner mode, a plan approved beforehand
+    (`delegate plan --out`), run with no planning call; it must have been made for this
+    workflow, its goal and these inputs (see `Orchestrator.run`).
 
     Raises:
-        ConfigError: an input is unknown, of the wrong type, or required and missing.
+        ConfigError: an input is unknown, of the wrong type, or required and missing; a `plan`
+            for another workflow, goal or inputs, or for a workflow without a planner.
+        PlanInvalid: `plan` has tasks the planner's checks refuse.
     """
     spec = compiled.spec
     problems: list[str] = []
@@ -551,9 +595,24 @@ async def run_workflow(
         raise ConfigError("; ".join(problems))
     run_id = run_id or uuid.uuid4().hex
     orchestrator = compiled.orchestrator
+    if plan is not None and spec.mode != "planner":
+        raise ConfigError(
+            f"workflow {spec.name!r} has no planner: its steps are the plan; run it without "
+            "--plan (`delegate plan` shows what it would do)"
+        )
     if spec.mode == "planner":
         goal = _goal(spec, inputs)
-        planned = orchestrator.planned_run(run_id, goal, inputs, None)
+        given = None
+        if plan is not None:
+            given, inputs = given_plan(
+                plan,
+                goal=goal,
+                inputs=inputs,
+                workflow=spec.name,
+                workers=orchestrator.workers,
+                max_tasks=spec.max_tasks,
+            )
+        planned = orchestrator.planned_run(run_id, goal, inputs, None, given=given)
         planned.source = compiled.source()
         return await orchestrator.run_driven(
             planned, inputs, run_id=run_id, workflow=spec.name, goal=goal
@@ -764,22 +823,41 @@ async def preview_workflow(compiled: CompiledWorkflow, inputs: Mapping[str, Any]
 # --- credentials -----------------------------------------------------------------------------
 
 
-def missing_credentials(model_names: Iterable[str]) -> dict[str, list[str]]:
+def missing_credentials(models: Iterable[str | Model]) -> dict[str, list[str]]:
     """The environment variables each model needs that are not set (empty: all set).
 
-    Asks litellm (imported here: it takes seconds), which knows every provider's variables.
+    A model name, or a `LiteLLMModel` without an endpoint or key, is checked by litellm
+    (imported here: it takes seconds), which knows every provider's variables. A `LiteLLMModel`
+    on an `Endpoint` needs the variables the endpoint names (none for a keyless one); one given
+    its `api_key`, and any other `Model` (a fake), need none.
     """
+    from delegate.agents.models import LiteLLMModel
+
+    missing: dict[str, list[str]] = {}
+    names: list[str] = []
+    for model in models:
+        if isinstance(model, str):
+            names.append(model)
+        elif isinstance(model, LiteLLMModel) and model.endpoint is not None:
+            keys = model.endpoint.missing_env()
+            if keys:
+                known = missing.setdefault(model.name, [])
+                known.extend(key for key in keys if key not in known)
+        elif isinstance(model, LiteLLMModel) and not model.has_api_key:
+            names.append(model.name)
+    if not names:
+        return missing
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
     import litellm
 
-    missing: dict[str, list[str]] = {}
-    for name in model_names:
+    for name in dict.fromkeys(names):
         try:
             report = litellm.validate_environment(model=name)
         except Exception:  # a model litellm cannot place: nothing to check
             continue
         keys = [str(key) for key in report.get("missing_keys") or ()]
         if keys:
-            missing[name] = keys
+            known = missing.setdefault(name, [])
+            known.extend(key for key in keys if key not in known)
     return missing

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -46,8 +46,14 @@ from delegate.agents.limits import Budget
 from delegate.agents.rate_limits import RateLimit
 from delegate.orchestrator.graph import TASK_ID
 
+if TYPE_CHECKING:
+    from delegate.agents.mcp import MCPServer
+
 __all__ = [
     "AGENT_NAME",
+    "ENDPOINT_NAME",
+    "ENV_NAME",
+    "HEADER_NAME",
     "INPUT_NAME",
     "MAX_STEPS",
     "TOOL_PATH",
@@ -55,7 +61,9 @@ __all__ = [
     "AgentSpec",
     "AgentStep",
     "BudgetSpec",
+    "EndpointSpec",
     "InputSpec",
+    "MCPServerSpec",
     "PlanStep",
     "Step",
     "WorkflowSpec",
@@ -65,12 +73,16 @@ __all__ = [
 WORKFLOW_NAME = r"^[a-z0-9][a-z0-9_-]{0,99}$"
 INPUT_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
 AGENT_NAME = r"^[A-Za-z0-9_.-]{1,100}$"  # Agent's own rule
+ENDPOINT_NAME = r"^[A-Za-z0-9_.-]{1,100}$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"
+HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,200}$"
 TOOL_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
 MAX_STEPS = 1000  # more is a generated graph, better built in Python with TaskGraph
 
 InputName = Annotated[str, StringConstraints(pattern=INPUT_NAME)]
 AgentName = Annotated[str, StringConstraints(pattern=AGENT_NAME)]
+EndpointName = Annotated[str, StringConstraints(pattern=ENDPOINT_NAME)]
 StepId = Annotated[str, StringConstraints(pattern=TASK_ID.pattern)]
 ToolPath = Annotated[str, StringConstraints(pattern=TOOL_PATH)]
 ModelName = Annotated[str, StringConstraints(min_length=1, pattern=r"^\S+$")]
@@ -200,6 +212,144 @@ class InputSpec(_Spec):
             )
 
 
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME)]
+HeaderName = Annotated[str, StringConstraints(pattern=HEADER_NAME)]
+PriceSpec: TypeAlias = tuple[NonNegative, NonNegative]
+
+
+class EndpointSpec(_Spec):
+    """A server that answers models' requests (`delegate.Endpoint`): your own (Ollama, vLLM,
+    LM Studio, llama.cpp's server, a proxy) or a provider's non-default address."""
+
+    base_url: str = Field(
+        description="The server's base URL, e.g. http://127.0.0.1:8000/v1 (vLLM) or "
+        "http://127.0.0.1:11434 (Ollama)."
+    )
+    api_key_env: EnvName | None = Field(
+        None,
+        description="The environment variable holding the server's key (its name, never the "
+        "key). Default: none — a keyless server; the provider's key is not sent to it.",
+    )
+    api_version: str | None = Field(
+        None, min_length=1, description="The API version the provider asks for (Azure OpenAI)."
+    )
+    headers_env: dict[HeaderName, EnvName] = Field(
+        {},
+        description="Extra headers: header name → the environment variable holding its value "
+        "(read at each call, never shown). Default: none.",
+    )
+    price: PriceSpec | None = Field(
+        None,
+        description="USD per million [input, output] tokens of the models it serves; [0, 0] for "
+        "a self-hosted model. Default: litellm's price for the model, if it has one (an unknown "
+        "price is never taken as free).",
+    )
+
+
+MCPServerName = Annotated[str, StringConstraints(pattern=AGENT_NAME)]  # MCPServer's own rule
+STDIO_KEYS = ("args", "env", "env_from", "cwd")  # the keys that go with command: only
+
+
+class MCPServerSpec(_Spec):
+    """An MCP server whose tools agents may call: a command spoken to over stdio
+    (`delegate.MCPServerStdio`) or a streamable HTTP URL (`delegate.MCPServerHTTP`). It starts
+    once per run, when a task first needs it, and stops when the run ends."""
+
+    command: str | None = Field(
+        None,
+        min_length=1,
+        description="The program that runs the server (stdio), e.g. npx or uvx; give command: "
+        "or url:.",
+    )
+    args: list[str] = Field([], description="The command's arguments. Default: none.")
+    env: dict[EnvName, str] = Field(
+        {},
+        description="Environment variables for the command, as written (masked in logs). The "
+        "host's other variables are not passed. Default: none.",
+    )
+    env_from: dict[EnvName, EnvName] = Field(
+        {},
+        description="Environment variables for the command, each read from a variable of the "
+        "host: {GITHUB_TOKEN: MY_GITHUB_TOKEN} (names only, never values). Default: none.",
+    )
+    cwd: str | None = Field(
+        None,
+        min_length=1,
+        description="The folder the command runs in, relative to the workflow's. Default: the "
+        "current folder.",
+    )
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="The server's streamable HTTP endpoint, e.g. http://127.0.0.1:8000/mcp; give "
+        "command: or url:.",
+    )
+    headers_env: dict[HeaderName, EnvName] = Field(
+        {},
+        description="With url: headers, each read from an environment variable: "
+        "{Authorization: DOCS_AUTH} (the variable holds the whole value). Default: none.",
+    )
+    tools: list[Annotated[str, StringConstraints(min_length=1)]] | None = Field(
+        None,
+        min_length=1,
+        description="Only these of the server's tools are offered (its names). Default: all.",
+    )
+    prefix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_-]{0,32}$",
+        description="Put before each tool's name, e.g. github_, when two servers (or a Python "
+        "tool) would offer the same name. Default: none.",
+    )
+    timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds for each tool call (the run's deadline cuts it). Default: 30.",
+    )
+    start_timeout: float = Field(
+        60.0, gt=0, description="Seconds to start the server and list its tools. Default: 60."
+    )
+    requires_approval: bool | list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        False,
+        description="true, or the server's tools whose calls a human approves first: the task "
+        "waits, the run ends `waiting`. Default: false.",
+    )
+
+    def to_server(self, name: str, base_dir: Path) -> MCPServer:
+        """This server as the `MCPServerStdio` or `MCPServerHTTP` agents are given, its
+        `env_from` read from the environment now.
+
+        Raises:
+            ConfigError: a variable `env_from` names is not set.
+        """
+        import os
+
+        from delegate.agents.mcp import MCPServerHTTP, MCPServerStdio
+        from delegate.errors import ConfigError
+
+        approval = self.requires_approval
+        common: dict[str, Any] = {
+            "name": name,
+            "tools": self.tools,
+            "prefix": self.prefix,
+            "timeout": self.timeout,
+            "start_timeout": self.start_timeout,
+            "requires_approval": approval if isinstance(approval, bool) else list(approval),
+        }
+        if self.url is not None:
+            return MCPServerHTTP(self.url, headers_env=self.headers_env, **common)
+        env = dict(self.env)
+        for variable, host in self.env_from.items():
+            value = os.environ.get(host)
+            if value is None:
+                raise ConfigError(
+                    f"MCP server {name!r}: env_from gives {variable} the value of ${host}, which "
+                    f"is not set; export {host}"
+                )
+            env[variable] = value
+        cwd = None if self.cwd is None else base_dir / self.cwd
+        return MCPServerStdio(str(self.command), self.args, env, cwd, **common)
+
+
 class AgentSpec(_Spec):
     """An agent: a model with instructions, tools and limits (`delegate.Agent`)."""
 
@@ -237,6 +387,12 @@ class AgentSpec(_Spec):
         description="Functions the model may call, as import paths `package.module:function`, "
         "from modules in the workflow's folder or installed packages. Default: none.",
     )
+    approve_tools: list[ToolPath] = Field(
+        [],
+        description="Tools (import paths, like tools:) the model may call only once a human "
+        "approves each call: the task waits, the run ends `waiting`, and `delegate approve` "
+        "then `delegate resume` go on. Listed here, a tool need not be in tools:. Default: none.",
+    )
     memory: bool = Field(
         False,
         description="Give the agent the remember/recall/search_memory tools on the run's shared "
@@ -252,6 +408,31 @@ class AgentSpec(_Spec):
     )
     votes: int = Field(
         1, ge=1, description="Answers sampled per task, the majority wins. Default: 1."
+    )
+    endpoint: str | None = Field(
+        None,
+        description="The server (a name under endpoints:) that serves this agent's models, "
+        "model and cheaper. Default: the provider's own.",
+    )
+    base_url: str | None = Field(
+        None,
+        description="Instead of endpoint: the base URL of the server that serves this agent's "
+        "models, e.g. http://127.0.0.1:8000/v1. Default: the provider's own.",
+    )
+    api_key_env: EnvName | None = Field(
+        None,
+        description="With base_url: the environment variable holding the server's key. Default: "
+        "none (a keyless server).",
+    )
+    price: PriceSpec | None = Field(
+        None,
+        description="USD per million [input, output] tokens of this agent's model; before its "
+        "endpoint's price and litellm's. Default: the endpoint's, else litellm's.",
+    )
+    mcp: list[MCPServerName] | dict[MCPServerName, list[str]] = Field(
+        [],
+        description="MCP servers (names under mcp_servers:) whose tools the model may call: "
+        "[github, docs], or {github: [search_issues]} to offer only some tools. Default: none.",
     )
 
 
@@ -379,6 +560,16 @@ class WorkflowSpec(_Spec):
         {},
         description="USD per million [input, output] tokens by model, for models litellm does "
         "not price or to override it. Default: litellm's prices.",
+    )
+    endpoints: dict[EndpointName, EndpointSpec] = Field(
+        {},
+        description="Servers that answer models' requests, by name; an agent names one with "
+        "endpoint:. Default: none.",
+    )
+    mcp_servers: dict[MCPServerName, MCPServerSpec] = Field(
+        {},
+        description="MCP servers whose tools agents may call (agents list them with mcp:), by "
+        "name: {command:, args:, env:, env_from:} or {url:, headers_env:}. Default: none.",
     )
     rate_limits: dict[ModelName, RateLimitSpec] = Field(
         {},
