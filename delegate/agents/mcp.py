@@ -45,11 +45,10 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 import anyio
 
 from delegate import _secrets
-from delegate._json import loads_untrusted
 from delegate._log import get_logger
 from delegate.agents.models import ToolDefinition
-from delegate.agents.tools import Tool
-from delegate.errors import ConfigError, JSONInputError, MCPServerError, did_you_mean
+from delegate.agents.tools import Tool, arguments_object
+from delegate.errors import ConfigError, MCPServerError, did_you_mean
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -415,18 +414,9 @@ class MCPTool(Tool):
         `"Error: ..."`
         for bad JSON, a tool error, a call cut by the timeout or the run's deadline, or a server
         that failed. Cancellation propagates."""
-        try:
-            raw = loads_untrusted(arguments) if arguments.strip() else {}
-        except JSONInputError as exc:
-            return (
-                f"Error: arguments for tool {self.name!r} are {exc.detail}; send a JSON object "
-                "with the tool's parameters"
-            )
-        if not isinstance(raw, dict):
-            return (
-                f"Error: arguments for tool {self.name!r} must be a JSON object, got "
-                f"{type(raw).__name__}"
-            )
+        raw = arguments_object(self.name, arguments)
+        if isinstance(raw, str):
+            return raw
         seconds, cut_by = self._connection.limit(self.server.timeout)
         if seconds <= 0:
             return f"Error: tool {self.name!r} was not called: the run's deadline has passed"

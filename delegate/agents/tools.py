@@ -146,18 +146,9 @@ class Tool:
         and exceptions raised by the tool come back as an `"Error: ..."` string. A result that is
         not a `str` is serialized to JSON. Cancellation propagates.
         """
-        try:
-            raw = loads_untrusted(arguments) if arguments.strip() else {}
-        except JSONInputError as exc:
-            return (
-                f"Error: arguments for tool {self.name!r} are {exc.detail}; send a JSON object "
-                "with the tool's parameters"
-            )
-        if not isinstance(raw, dict):
-            return (
-                f"Error: arguments for tool {self.name!r} must be a JSON object, got "
-                f"{type(raw).__name__}"
-            )
+        raw = arguments_object(self.name, arguments)
+        if isinstance(raw, str):
+            return raw
         try:
             validated = self._args_model.model_validate(raw)
         except pydantic.ValidationError as exc:
@@ -237,6 +228,21 @@ def tool(
 
 
 _SUMMARY_ERRORS = 20  # a hostile answer can fail validation a million times; list this many
+
+
+def arguments_object(tool: str, arguments: str) -> dict[str, Any] | str:
+    """The JSON object of a tool call's `arguments` (untrusted: bounded, see `delegate._json`), or
+    the `"Error: ..."` the model reads when they are not one."""
+    try:
+        raw = loads_untrusted(arguments) if arguments.strip() else {}
+    except JSONInputError as exc:
+        return (
+            f"Error: arguments for tool {tool!r} are {exc.detail}; send a JSON object with the "
+            "tool's parameters"
+        )
+    if not isinstance(raw, dict):
+        return f"Error: arguments for tool {tool!r} must be a JSON object, got {type(raw).__name__}"
+    return raw
 
 
 def validation_summary(exc: pydantic.ValidationError) -> str:

@@ -183,8 +183,8 @@ class RunDisplay:
             running = [task for task, status in self.status.items() if status == "running"]
             spent, plans, phase, finished = self.spent, list(self.plans), self.phase, self.finished
         # "waiting" (for a human's approval) only shows when a task waits.
-        shown = [s for s in STATUSES if s != "waiting" or counts[s]]
-        lines = ["tasks: " + " · ".join(f"{counts[s]} {s}" for s in shown)]
+        listed = [s for s in STATUSES if s != "waiting" or counts[s]]
+        lines = ["tasks: " + " · ".join(f"{counts[s]} {s}" for s in listed)]
         if running:
             shown = ", ".join(running[:_RUNNING_SHOWN])
             more = len(running) - _RUNNING_SHOWN
