@@ -504,8 +504,7 @@ def test_a_task_that_waits_for_approval_is_counted_and_said(utc: None) -> None:
     )
 
     assert display.status_lines()[0] == (
-        "tasks: 0 queued · 1 running · 1 waiting · 0 succeeded · 0 failed · 0 skipped · "
-        "0 cancelled"
+        "tasks: 0 queued · 1 running · 1 waiting · 0 succeeded · 0 failed · 0 skipped · 0 cancelled"
     )
     assert display.spent.cost_usd == 0.5
     assert stream.getvalue().splitlines()[-1] == (
