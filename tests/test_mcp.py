@@ -517,6 +517,23 @@ steps:
     ]
 
 
+def test_an_unknown_key_of_an_mcp_server_gets_a_did_you_mean() -> None:
+    text = """\
+name: bad
+mcp_servers:
+  github: {command: npx, tool: [search]}
+  other-one: {url: "http://127.0.0.1:8000/mcp", header_env: {X-Key: KEY}}
+agents:
+  a: {model: openai/gpt-4o-mini, mcp: [github]}
+steps:
+  - {id: s, agent: a, prompt: hi}
+"""
+    assert _problems(text) == [
+        (3, 26, "unknown key 'tool' in MCP server 'github'; did you mean 'tools'?"),
+        (4, 49, "unknown key 'header_env' in MCP server 'other-one'; did you mean 'headers_env'?"),
+    ]
+
+
 async def test_an_mcp_tool_that_requires_approval_pauses_the_run_until_resumed(
     tmp_path: Path,
 ) -> None:

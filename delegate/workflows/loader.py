@@ -41,6 +41,7 @@ from delegate.workflows.spec import (
     BudgetSpec,
     EndpointSpec,
     InputSpec,
+    MCPServerSpec,
     PlanStep,
     WorkflowSpec,
 )
@@ -69,6 +70,7 @@ _KEY_NAMES = {
     "agents": "agent name",
     "prices": "model name",
     "endpoints": "endpoint name",
+    "mcp_servers": "MCP server name",
 }
 _SUGGESTED_KEYS = (
     100  # unknown keys per file with a "did you mean" (each compares every allowed key)
@@ -319,6 +321,8 @@ class _Locator:
             return f"agent {loc[1]!r}", loc[2:]
         if len(loc) >= 2 and loc[0] == "endpoints":
             return f"endpoint {loc[1]!r}", loc[2:]
+        if len(loc) >= 2 and loc[0] == "mcp_servers":
+            return f"MCP server {loc[1]!r}", loc[2:]
         if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
             step_id = _mapping(self._value(loc[:2])).get("id")
             if isinstance(step_id, str) and step_id:
@@ -344,6 +348,7 @@ class _Locator:
                 "inputs": InputSpec,
                 "agents": AgentSpec,
                 "endpoints": EndpointSpec,
+                "mcp_servers": MCPServerSpec,
             }
             return models.get(str(loc[0]))
         return None
