@@ -77,6 +77,8 @@ from delegate.errors import (
     VerificationFailed,
     WorkflowError,
 )
+from delegate.observe.otel import Tracing
+from delegate.observe.report import report_html, stored_report_html
 from delegate.orchestrator.approval import ApprovedPlan, PlanApprover, PlanDecision, PlanProposal
 from delegate.orchestrator.checks import Verdict
 from delegate.orchestrator.estimate import Estimate, TaskEstimate
@@ -85,6 +87,7 @@ from delegate.orchestrator.events import (
     EventBus,
     PlanFinished,
     PlanStarted,
+    PlanTaskAdded,
     RunFinished,
     RunStarted,
     SynthesisStarted,
@@ -95,13 +98,16 @@ from delegate.orchestrator.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskTextDelta,
     TaskWaiting,
+    ToolCallDecided,
 )
 from delegate.orchestrator.graph import GraphSpec, Task, TaskContext, TaskGraph, TaskSpec
 from delegate.orchestrator.planned import GoalCheck, PlanRevision
 from delegate.orchestrator.planner import Plan, Planner, PlanResult, PlanTask
 from delegate.orchestrator.run import Orchestrator, RunResult, RunStatus, RunUsage, TaskResult
 from delegate.orchestrator.scheduler import TaskStatus
+from delegate.orchestrator.stream import RunStream, event_json, events_json_schema
 from delegate.testing import SimulatedModel
 
 try:
@@ -169,6 +175,7 @@ __all__ = [
     "PlanRevision",
     "PlanStarted",
     "PlanTask",
+    "PlanTaskAdded",
     "Planner",
     "Price",
     "PriceUnknownError",
@@ -185,6 +192,7 @@ __all__ = [
     "RunResult",
     "RunStarted",
     "RunStatus",
+    "RunStream",
     "RunUsage",
     "SimulatedModel",
     "StoreError",
@@ -204,13 +212,16 @@ __all__ = [
     "TaskStarted",
     "TaskStatus",
     "TaskSucceeded",
+    "TaskTextDelta",
     "TaskTimeoutError",
     "TaskWaiting",
     "TemplateError",
     "Tool",
     "ToolCall",
+    "ToolCallDecided",
     "ToolDefinition",
     "ToolLoopError",
+    "Tracing",
     "TransientModelError",
     "Usage",
     "Verdict",
@@ -218,6 +229,10 @@ __all__ = [
     "WorkflowError",
     "WrapperModel",
     "__version__",
+    "event_json",
+    "events_json_schema",
+    "report_html",
     "resolve_model",
+    "stored_report_html",
     "tool",
 ]

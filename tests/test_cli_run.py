@@ -277,6 +277,7 @@ def test_show_json_has_the_documented_keys_and_the_library_values(url: str) -> N
         "usage",
         "plans",
         "tasks",
+        "approvals",
         "created_at",
         "finished_at",
         "duration",

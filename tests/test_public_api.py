@@ -20,6 +20,7 @@ PACKAGES = (
     "delegate.agents",
     "delegate.cli",
     "delegate.memory",
+    "delegate.observe",
     "delegate.orchestrator",
     "delegate.testing",
     "delegate.workflows",

@@ -30,9 +30,11 @@ import math
 import re
 import typing
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol
+from typing import Any, Generic, Protocol, TypeAlias
 
 import anyio
 import pydantic
@@ -71,7 +73,15 @@ from delegate.errors import (
     did_you_mean,
 )
 
-__all__ = ["Agent", "AgentResult", "ModelCaller", "judge_problem", "with_output_type"]
+__all__ = [
+    "Agent",
+    "AgentResult",
+    "ModelCaller",
+    "ToolHook",
+    "judge_problem",
+    "observing_tools",
+    "with_output_type",
+]
 
 log = get_logger("delegate.agent")
 
@@ -574,6 +584,24 @@ def _gated(tools: Mapping[str, Tool], calls: tuple[ToolCall, ...]) -> bool:
     return False
 
 
+ToolHook: TypeAlias = Callable[[Tool, ToolCall, Callable[[str], Awaitable[str]]], Awaitable[str]]
+"""Runs one tool call: `hook(tool, call, run)` awaits `run(call.arguments)` and returns its
+result (tracing wraps each call in a span this way)."""
+
+_TOOL_HOOK: ContextVar[ToolHook | None] = ContextVar("delegate_tool_hook", default=None)
+
+
+@contextmanager
+def observing_tools(hook: ToolHook) -> Iterator[None]:
+    """Every tool call made in this block, and in the tasks started from it, runs through
+    `hook`. Without one, a tool call pays for a single `ContextVar.get`."""
+    token = _TOOL_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _TOOL_HOOK.reset(token)
+
+
 async def _run_tool(tools: Mapping[str, Tool], call: ToolCall) -> str:
     found = tools.get(call.name)
     if found is None:
@@ -584,7 +612,10 @@ async def _run_tool(tools: Mapping[str, Tool], call: ToolCall) -> str:
             f"Error: unknown tool {call.name!r}{did_you_mean(call.name, tools)}; "
             f"available tools: {available}"
         )
-    return await found.call(call.arguments)
+    hook = _TOOL_HOOK.get()
+    if hook is None:
+        return await found.call(call.arguments)
+    return await hook(found, call, found.call)
 
 
 def _validate(output_type: type[pydantic.BaseModel], response: ModelResponse) -> pydantic.BaseModel:

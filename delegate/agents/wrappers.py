@@ -528,9 +528,15 @@ def hooks_of(hooks: ModelHooks | Iterable[ModelHooks]) -> tuple[ModelHooks, ...]
     return found
 
 
-def start_call(hooks: Sequence[ModelHooks], model: str, request: ModelRequest) -> ModelCall:
-    """A `ModelCall` for `request`, after every hook's `before` saw it."""
-    context = _CALL.get()
+def start_call(
+    hooks: Sequence[ModelHooks],
+    model: str,
+    request: ModelRequest,
+    context: CallContext | None = None,
+) -> ModelCall:
+    """A `ModelCall` for `request` (of the call `context`, else the current one), after every
+    hook's `before` saw it."""
+    context = context or _CALL.get()
     call = ModelCall(
         model,
         request,

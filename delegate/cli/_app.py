@@ -24,6 +24,7 @@ import click
 from delegate.cli.approvals import approve_command, pending_command
 from delegate.cli.files import schema, validate
 from delegate.cli.init import init_command
+from delegate.cli.report import report_command
 from delegate.cli.run import plan_command, run_command
 from delegate.cli.runs import resume_command, runs_command, show_command
 from delegate.cli.tokens import tokens
@@ -122,5 +123,6 @@ for _command in (
     init_command,
     pending_command,
     approve_command,
+    report_command,
 ):
     main.add_command(_command)

@@ -34,7 +34,7 @@ from delegate.cli._format import (
 )
 
 if TYPE_CHECKING:
-    from delegate.memory.records import LeaseRecord, RunRecord, TaskRecord
+    from delegate.memory.records import ApprovalRecord, LeaseRecord, RunRecord, TaskRecord
 
 __all__ = [
     "TRUNCATE_CHARS",
@@ -152,15 +152,20 @@ def stored_simulated(run: RunRecord) -> bool:
 
 
 def stored_run_json(
-    run: RunRecord, tasks: Sequence[TaskRecord], lease: LeaseRecord | None = None
+    run: RunRecord,
+    tasks: Sequence[TaskRecord],
+    lease: LeaseRecord | None = None,
+    approvals: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The `delegate show --json` document of a stored run (outputs never truncated).
 
     Keys: run_id, workflow, status (`run_state`: "stale" for a killed run), simulated, goal,
     inputs, output, error, budget, usage, plans (a planned run's revisions, then the plans of
-    plan steps, with "step"), created_at, finished_at, duration, and tasks (id → status, agent,
-    model, attempts, deps, usage, seconds, output, error; "not run" for tasks of the graph that
-    never ended).
+    plan steps, with "step"; each with its "approval": "given", "approved", "edited",
+    "rejected" or None), created_at, finished_at, duration, tasks (id → status, agent, model,
+    attempts, deps, usage, seconds, output, error; "not run" for tasks of the graph that never
+    ended), and approvals (the tool calls that needed a decision, pending or decided:
+    `delegate.cli.approvals.call_documents`).
     """
     stored = {task.task_id: task for task in tasks}
     specs = {item["id"]: item for item in run.graph.get("tasks", ()) if isinstance(item, dict)}
@@ -192,6 +197,7 @@ def stored_run_json(
         "usage": run.usage,
         "plans": _stored_plans(run),
         "tasks": documents,
+        "approvals": list(approvals),
         "created_at": iso_time(run.created_at),
         "finished_at": iso_time(run.finished_at),
         "duration": took(run.created_at, run.finished_at),
@@ -287,9 +293,18 @@ def _plan_title(plan: Mapping[str, Any]) -> str:
     return f"plan {plan.get('revision')} ({reason})"
 
 
+_PLAN_APPROVALS = {
+    "given": "approved beforehand",
+    "approved": "approved by a human",
+    "edited": "edited by a human",
+    "rejected": "rejected by a human",
+}
+"""How `show` says what a human decided on a plan (`PlanRevision.approval`)."""
+
+
 def print_plans(plans: Sequence[Mapping[str, Any]], stream: TextIO) -> None:
     """Plans as `show` and `plan` list them: each with its tasks (agent, dependencies,
-    instructions), the failures it answered and its error."""
+    instructions), the failures it answered, what a human decided on it, and its error."""
     stream.write("\nplans:\n")
     for plan in plans:
         tasks = [t for t in plan.get("tasks") or () if isinstance(t, dict)]
@@ -300,6 +315,9 @@ def print_plans(plans: Sequence[Mapping[str, Any]], stream: TextIO) -> None:
             facts.append(format_usd(usage_of(plan.get("usage")).cost_usd))
         if "complete" in plan:
             facts.append("complete" if plan.get("complete") else "incomplete")
+        approval = plan.get("approval")
+        if approval:
+            facts.append(_PLAN_APPROVALS.get(str(approval), str(approval)))
         stream.write(f"  {_plan_title(plan)}: {', '.join(facts)}\n")
         for failed, error in (plan.get("failures") or {}).items():
             stream.write(f"    after {failed}: {one_line(str(error))}\n")
@@ -343,8 +361,12 @@ def print_stored_run(
     fancy: bool | None = None,
     lease: LeaseRecord | None = None,
     resume: str | None = None,
+    calls: Sequence[ApprovalRecord] = (),
+    decided_by: Mapping[str, str] | None = None,
+    db: str | None = None,
 ) -> None:
-    """`delegate show`: the run, its tasks with usage and outputs, its plans and errors.
+    """`delegate show`: the run, its tasks with usage and outputs, its plans, its tool calls
+    that needed a decision, and its errors.
 
     A run that did not finish says how to go on: its owner while it runs; the command that
     resumes it when it is interrupted, stale (killed), partial or failed.
@@ -357,6 +379,9 @@ def print_stored_run(
         fancy: rich tables (True) or plain (False); None: rich when `stream` is a terminal.
         lease: the run's lease (who owns it), if any.
         resume: the command that resumes it (default: `delegate resume RUN_ID`).
+        calls: its tool calls that needed a decision (`Store.list_approvals`).
+        decided_by: who decided calls a human did not (`delegate.cli.approvals.decided_by`).
+        db: the store's URL as given (`--db`), for the commands shown.
     """
     out = stream.write
     _run_header(run, stream, lease, resume or f"delegate resume {run.id}")
@@ -369,6 +394,10 @@ def print_stored_run(
     plans = _stored_plans(run)
     if plans:
         print_plans(plans, stream)
+    if calls:
+        from delegate.cli.approvals import print_calls
+
+        print_calls(calls, decided_by or {}, stream, db)
     outputs = [task for task in tasks if task.status == "succeeded"]
     if outputs:
         out("\noutputs:\n")

@@ -5,11 +5,18 @@ store. `delegate pending` lists such calls; `delegate approve RUN_ID CALL_ID` (o
 --reason TEXT`) records the decision, from any process; `delegate resume RUN_ID` (or
 `Orchestrator.resume(run_id)` in Python) then goes on exactly where the task paused. Arguments
 are shown with every known credential masked (they were masked when stored, too).
+
+`delegate show RUN_ID` lists a run's calls too, through `call_documents` and `print_calls`:
+those that wait, with the commands that decide them, and the decisions made — by a human
+(`delegate approve`, `resume(decisions=...)`) or inline by an `approve_tool` callback (its
+`tool_call_decided` events say so: `decided_by`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -18,8 +25,15 @@ from delegate.cli._stores import DB_HELP, no_run, open_store, store_url
 
 if TYPE_CHECKING:
     from delegate.memory.records import ApprovalRecord
+    from delegate.memory.store import Store
 
-__all__ = ["approve_command", "pending_command"]
+__all__ = [
+    "approve_command",
+    "call_documents",
+    "decided_by",
+    "pending_command",
+    "print_calls",
+]
 
 _SHOWN_ARGUMENTS = 300  # characters of a call's arguments shown in the table
 
@@ -39,6 +53,71 @@ def _call_json(call: ApprovalRecord) -> dict[str, Any]:
         "reason": None if call.reason is None else redact_text(call.reason),
         "created_at": call.created_at.isoformat(),
     }
+
+
+def decided_by(store: Store, run_id: str) -> dict[str, str]:
+    """Who decided each of the run's decided calls that a human did not: call id → "callback"
+    (from the run's `tool_call_decided` events)."""
+    found: dict[str, str] = {}
+    for event in store.get_events(run_id, kinds=("tool_call_decided",)):
+        call, by = event.data.get("call_id"), event.data.get("by")
+        if isinstance(call, str) and isinstance(by, str):
+            found[call] = by
+    return found
+
+
+def _by(call: ApprovalRecord, by: Mapping[str, str]) -> str | None:
+    if call.status == "pending":
+        return None
+    return by.get(call.call_id, "human")
+
+
+def call_documents(calls: Sequence[ApprovalRecord], by: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The run's calls as `show --json` gives them: each as `pending --json` does, with
+    `decided_by` ("human", "callback"; None while pending) and `decided_at`."""
+    return [
+        {
+            **_call_json(call),
+            "decided_by": _by(call, by),
+            "decided_at": None if call.decided_at is None else call.decided_at.isoformat(),
+        }
+        for call in calls
+    ]
+
+
+def print_calls(
+    calls: Sequence[ApprovalRecord], by: Mapping[str, str], stream: TextIO, db: str | None
+) -> None:
+    """`delegate show`'s sections on a run's tool calls: those waiting for a decision, with the
+    command that decides them (`--db` when given), then the decisions made."""
+    from delegate._log import redact_text
+    from delegate.cli._format import one_line
+
+    out = stream.write
+    pending = [call for call in calls if call.status == "pending"]
+    if pending:
+        out("\ntool calls waiting for a decision:\n")
+        for call in pending:
+            arguments = one_line(redact_text(call.arguments), _SHOWN_ARGUMENTS)
+            out(f"  {call.call_id}  task {call.task_id!r}  {call.tool}({arguments})\n")
+            if call.why:
+                out(f"      why: {one_line(redact_text(call.why))}\n")
+        run, first = shlex.quote(pending[0].run_id), pending[0].call_id
+        where = f" --db {shlex.quote(db)}" if db else ""
+        out(
+            f"  decide each: delegate approve {run} {first}{where} (or --deny --reason TEXT), "
+            "then resume the run\n"
+        )
+    decided = [call for call in calls if call.status != "pending"]
+    if decided:
+        out("\ntool call decisions:\n")
+        for call in decided:
+            arguments = one_line(redact_text(call.arguments), _SHOWN_ARGUMENTS)
+            reason = f": {one_line(redact_text(call.reason))}" if call.reason else ""
+            out(
+                f"  {call.call_id}  task {call.task_id!r}  {call.tool}({arguments}): "
+                f"{call.status} by {_by(call, by)}{reason}\n"
+            )
 
 
 @click.command("pending")

@@ -58,14 +58,25 @@ def validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
 
 
 @click.command()
-def schema() -> None:
+@click.option(
+    "--events",
+    is_flag=True,
+    help="Print the JSON Schema of the events `delegate run --events` writes instead.",
+)
+def schema(events: bool) -> None:
     """Print the JSON Schema of workflow files, for editors.
 
     Save it (`delegate schema > workflow.schema.json`) and start a workflow file with
     `# yaml-language-server: $schema=workflow.schema.json` to get completion and checks.
+    With --events: the schema of one line of `delegate run --events` (one of the event kinds).
     """
     import json
 
+    if events:
+        from delegate.orchestrator.stream import events_json_schema
+
+        click.echo(json.dumps(events_json_schema(), indent=2, ensure_ascii=False))
+        return
     from delegate.workflows import workflow_json_schema
 
     click.echo(json.dumps(workflow_json_schema(), indent=2, ensure_ascii=False))

@@ -136,7 +136,9 @@ def execute(
 
 
 def report(result: RunResult, shown: RunDisplay | None, *, as_json: bool, **options: Any) -> int:
-    """Print the run's summary (stderr) and output (stdout), or its JSON; the exit status."""
+    """Print the run's summary (stderr) and output (stdout), or its JSON; the exit status.
+
+    With the option `events` stdout holds the run's events only: the output is in the last."""
     from delegate.cli import _summary
     from delegate.cli._format import write_json
 
@@ -156,7 +158,8 @@ def report(result: RunResult, shown: RunDisplay | None, *, as_json: bool, **opti
             resumed=bool(options.get("resumed")),
             fancy=shown.live if shown is not None else None,
         )
-        _summary.print_output(result.output, stdout())
+        if not options.get("events"):
+            _summary.print_output(result.output, stdout())
         _summary.print_pending(result, stderr())
     return EXIT_CODES.get(result.status, 1)
 
@@ -188,6 +191,13 @@ EXIT_CODES = {"succeeded": 0, "waiting": 3}
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document, no progress.")
 @click.option("--progress", is_flag=True, help="With --json: show progress on stderr too.")
+@click.option(
+    "--events",
+    is_flag=True,
+    help="Write every event of the run to stdout as it happens, one JSON object per line "
+    "(text deltas included; schema: `delegate schema --events`); progress and the summary "
+    "stay on stderr.",
+)
 @click.option("--run-id", metavar="ID", help="The run's id. Default: a new random one.")
 @click.option(
     "--plan",
@@ -200,6 +210,14 @@ EXIT_CODES = {"succeeded": 0, "waiting": 3}
     "--approve",
     is_flag=True,
     help="Show each plan and its estimate on the terminal and ask before it runs.",
+)
+@click.option(
+    "--otlp",
+    "otlp_url",
+    metavar="URL",
+    help="Send the run's OpenTelemetry trace to this OTLP/HTTP endpoint (Jaeger, Grafana "
+    "Tempo, Langfuse, ...: e.g. http://localhost:4318; headers from "
+    "OTEL_EXPORTER_OTLP_HEADERS). Needs the otel extra.",
 )
 @click.pass_context
 def run_command(
@@ -214,9 +232,11 @@ def run_command(
     time_scale: float,
     as_json: bool,
     progress: bool,
+    events: bool,
     run_id: str | None,
     plan_file: Path | None,
     approve: bool,
+    otlp_url: str | None,
 ) -> None:
     """Run the workflow FILE: progress and a summary on stderr, the output on stdout.
 
@@ -228,11 +248,24 @@ def run_command(
     import uuid
 
     from delegate.cli import _approve
+    from delegate.cli._events import stream_events
     from delegate.workflows import load_workflow
     from delegate.workflows.runtime import compile_workflow, run_workflow
 
     if approve:
         _approve.require_terminal()
+    tracing = None
+    if otlp_url is not None:
+        from delegate.observe import otlp
+
+        tracing = otlp(otlp_url)  # checked before anything runs (exit 2 when bad)
+    if events and as_json:
+        from delegate.errors import ConfigError
+
+        raise ConfigError(
+            "--events and --json both write to stdout: use --events for the events as they "
+            "happen (the last, run_finished, has the output), or --json for one document"
+        )
     loaded = load_workflow(file)
     spec = loaded.spec
     approved = None if plan_file is None else _approve.read_plan(plan_file)
@@ -255,6 +288,7 @@ def run_command(
         budget_usd=budget_usd,
         on_event=shown,
         time_scale=time_scale,
+        tracing=tracing or False,
     )
     if shown is not None:
         shown.simulated = compiled.simulated
@@ -262,9 +296,12 @@ def run_command(
         check_credentials(compiled.called_models())
     _approve.check_plan(compiled, approved, inputs)
     approver = _approve.TerminalApprover.attach(compiled, shown) if approve else None
-    result = execute(
-        shown, run_id, db, run_workflow, compiled, inputs, run_id=run_id, plan=approved
-    )
+    runner = stream_events if events else run_workflow
+    try:
+        result = execute(shown, run_id, db, runner, compiled, inputs, run_id=run_id, plan=approved)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # sends what the batch holds before the command exits
     options = {
         "simulated": compiled.simulated,
         "workflow": spec.name,
@@ -272,7 +309,7 @@ def run_command(
         "time_scale": time_scale,
         "model_seconds": None if compiled.pace is None else compiled.pace.run_seconds(result),
     }
-    status = report(result, shown, as_json=as_json, **options)
+    status = report(result, shown, as_json=as_json, events=events, **options)
     if approver is not None and approver.rejected:
         click.echo("plan rejected: none of its tasks ran", err=True)
     ctx.exit(status)

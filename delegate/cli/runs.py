@@ -61,9 +61,11 @@ def runs_command(db: str | None, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def show_command(run_id: str, db: str | None, full: bool, as_json: bool) -> None:
     """Show the run RUN_ID from the store: status, goal, inputs, tasks with their usage and
-    outputs, plan revisions and errors."""
+    outputs, plan revisions (and what a human decided on them), tool calls that wait for a
+    decision (and how to decide them), the decisions made, and errors."""
     from delegate.cli import _stored
     from delegate.cli._format import write_json
+    from delegate.cli.approvals import call_documents, decided_by
 
     store = open_store(db)
     if store is None:
@@ -72,11 +74,22 @@ def show_command(run_id: str, db: str | None, full: bool, as_json: bool) -> None
         run = stored_run(store, run_id)
         tasks = store.get_tasks(run_id)
         lease = store.get_lease(run_id)
+        calls = store.list_approvals(run_id)
+        by = decided_by(store, run_id) if calls else {}
     if as_json:
-        write_json(_stored.stored_run_json(run, tasks, lease), stdout())
+        document = _stored.stored_run_json(run, tasks, lease, call_documents(calls, by))
+        write_json(document, stdout())
     else:
         _stored.print_stored_run(
-            run, tasks, stdout(), full=full, lease=lease, resume=resume_line(run_id, db)
+            run,
+            tasks,
+            stdout(),
+            full=full,
+            lease=lease,
+            resume=resume_line(run_id, db),
+            calls=calls,
+            decided_by=by,
+            db=db,
         )
 
 

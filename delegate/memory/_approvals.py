@@ -9,9 +9,9 @@ Every statement binds its values; free text is masked (`mask_secrets`) and JSON 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -21,7 +21,15 @@ from delegate.memory._rows import dump_json, load_json_dict, mask_secrets, utc_n
 from delegate.memory.records import ApprovalRecord
 from delegate.memory.schema import PausedTaskRow, RunRow, ToolApprovalRow
 
-__all__ = ["decide", "list_approvals", "list_pending", "load_paused", "save_pauses"]
+__all__ = [
+    "ApprovalBatch",
+    "decide",
+    "list_approvals",
+    "list_pending",
+    "load_paused",
+    "save_pauses",
+    "write",
+]
 
 _MAX_REASON = 2000
 
@@ -46,6 +54,16 @@ def _record(row: ToolApprovalRow) -> ApprovalRecord:
     )
 
 
+class ApprovalBatch(NamedTuple):
+    """What a run's recorder writes of its approvals with a batch of events: the rounds tasks
+    paused in (task id → state as JSON), the calls they wait for, and the calls an inline
+    `approve_tool` decided (their `status` "approved" or "denied")."""
+
+    paused: Mapping[str, Mapping[str, Any]]
+    calls: Sequence[ApprovalRecord]
+    decided: Sequence[ApprovalRecord] = ()
+
+
 def save_pauses(
     session: Session,
     dialect: str,
@@ -64,8 +82,14 @@ def save_pauses(
             PausedTaskRow.run_id == run_id, PausedTaskRow.task_id.not_in(list(paused))
         )
     )
+    write(conn, dialect, run_id, ApprovalBatch(paused, calls))
+
+
+def write(conn: Connection, dialect: str, run_id: str, batch: ApprovalBatch) -> None:
+    """Add (or update) the batch's paused tasks, add its pending calls (a call already stored
+    keeps its decision), and record its inline decisions (on calls still pending, or new)."""
     now = utc_now()
-    if paused:
+    if batch.paused:
         stmt = _insert(dialect, PausedTaskRow)
         conn.execute(
             stmt.on_conflict_do_update(
@@ -81,29 +105,45 @@ def save_pauses(
                     ),
                     "created_at": now,
                 }
-                for task_id, state in paused.items()
+                for task_id, state in batch.paused.items()
             ],
         )
+    calls = [*batch.calls, *batch.decided]
     if calls:
         conn.execute(
             _insert(dialect, ToolApprovalRow).on_conflict_do_nothing(),
-            [
-                {
-                    "run_id": run_id,
-                    "call_id": call.call_id,
-                    "task_id": call.task_id,
-                    "agent": call.agent,
-                    "tool": call.tool,
-                    "arguments": mask_secrets(call.arguments) or "",
-                    "why": mask_secrets(call.why) or "",
-                    "status": "pending",
-                    "reason": None,
-                    "created_at": call.created_at,
-                    "decided_at": None,
-                }
-                for call in calls
-            ],
+            [_values(run_id, call) for call in calls],
         )
+    for call in batch.decided:  # a call stored as pending before (a resumed run's) is decided now
+        conn.execute(
+            update(ToolApprovalRow)
+            .where(
+                ToolApprovalRow.run_id == run_id,
+                ToolApprovalRow.call_id == call.call_id,
+                ToolApprovalRow.status == "pending",
+            )
+            .values(status=call.status, reason=_reason(call.reason), decided_at=call.decided_at)
+        )
+
+
+def _reason(reason: str | None) -> str | None:
+    return None if reason is None else (mask_secrets(reason.strip()[:_MAX_REASON]) or None)
+
+
+def _values(run_id: str, call: ApprovalRecord) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "call_id": call.call_id,
+        "task_id": call.task_id,
+        "agent": call.agent,
+        "tool": call.tool,
+        "arguments": mask_secrets(call.arguments) or "",
+        "why": mask_secrets(call.why) or "",
+        "status": call.status,
+        "reason": _reason(call.reason),
+        "created_at": call.created_at,
+        "decided_at": call.decided_at,
+    }
 
 
 def load_paused(session: Session, run_id: str) -> dict[str, dict[str, Any]]:
@@ -186,7 +226,7 @@ def decide(
             f"tool call {call_id!r} of run {run_id!r} was already {row.status}; a decision "
             "cannot be changed once made"
         )
-    text = None if approve else (mask_secrets((reason or "").strip()[:_MAX_REASON]) or None)
+    text = None if approve else _reason(reason or "")
     now = utc_now()
     record = _record(row)
     session.connection().execute(

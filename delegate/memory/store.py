@@ -494,6 +494,7 @@ class Store:
         graph: dict[str, Any] | None = None,
         spend: dict[str, Any] | None = None,
         after: tuple[int, int] | None = None,
+        approvals: _approvals.ApprovalBatch | None = None,
     ) -> tuple[int, int]:
         """In one write transaction, upsert `tasks` and append `events` to the run's log.
 
@@ -512,6 +513,8 @@ class Store:
                 its lease): the batch then reads nothing before it writes. When the numbers
                 turn out taken (another process wrote the run meanwhile), the batch is written
                 again after the run's own.
+            approvals: rounds tasks paused in, the calls they wait for, and inline decisions,
+                written with the events that announce them (`delegate.memory._approvals`).
 
         Returns:
             The run's last event number and a task position at or after its last (pass it as
@@ -530,14 +533,19 @@ class Store:
         latest = {task.task_id: task for task in tasks}
         try:
             with self._connection(write=True) as conn:
-                return self._write_batch(
+                seq = self._write_batch(
                     conn, run_id, list(latest.values()), events, graph, spend, after
                 )
+                if approvals is not None:
+                    _approvals.write(conn, self.dialect, run_id, approvals)
+                return seq
         except IntegrityError:
             if after is None:
                 raise
         # Numbers taken by another writer of the run: again, after the stored ones.
-        return self.write_batch(run_id, tasks, events, graph=graph, spend=spend)
+        return self.write_batch(
+            run_id, tasks, events, graph=graph, spend=spend, approvals=approvals
+        )
 
     def _write_batch(
         self,
@@ -681,13 +689,14 @@ class Store:
         with self._read() as session:
             return [task_record(row) for row in session.scalars(query)]
 
-    def get_events(self, run_id: str, *, after: int = 0) -> list[EventRecord]:
-        """The run's events numbered above `after`, in order."""
-        query = (
-            select(EventRow)
-            .where(EventRow.run_id == run_id, EventRow.seq > after)
-            .order_by(EventRow.seq)
-        )
+    def get_events(
+        self, run_id: str, *, after: int = 0, kinds: Sequence[str] | None = None
+    ) -> list[EventRecord]:
+        """The run's events numbered above `after` (only those of `kinds`, if given), in order."""
+        query = select(EventRow).where(EventRow.run_id == run_id, EventRow.seq > after)
+        if kinds is not None:
+            query = query.where(EventRow.kind.in_(list(kinds)))
+        query = query.order_by(EventRow.seq)
         with self._read() as session:
             return [event_record(row) for row in session.scalars(query)]
 

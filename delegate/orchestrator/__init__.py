@@ -15,6 +15,7 @@ from delegate.orchestrator.events import (
     EventBus,
     PlanFinished,
     PlanStarted,
+    PlanTaskAdded,
     RunFinished,
     RunStarted,
     SynthesisStarted,
@@ -25,13 +26,16 @@ from delegate.orchestrator.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskTextDelta,
     TaskWaiting,
+    ToolCallDecided,
 )
 from delegate.orchestrator.graph import GraphSpec, Task, TaskContext, TaskGraph, TaskSpec
 from delegate.orchestrator.planned import GoalCheck, PlanRevision
 from delegate.orchestrator.planner import Plan, Planner, PlanResult, PlanTask, default_prompt
 from delegate.orchestrator.run import Orchestrator, RunResult, RunStatus, RunUsage, TaskResult
 from delegate.orchestrator.scheduler import RetryPolicy, TaskStatus
+from delegate.orchestrator.stream import RunStream, event_json, events_json_schema
 
 __all__ = [
     "ApprovedPlan",
@@ -50,12 +54,14 @@ __all__ = [
     "PlanRevision",
     "PlanStarted",
     "PlanTask",
+    "PlanTaskAdded",
     "Planner",
     "RetryPolicy",
     "RunFinished",
     "RunResult",
     "RunStarted",
     "RunStatus",
+    "RunStream",
     "RunUsage",
     "SynthesisStarted",
     "Task",
@@ -72,7 +78,11 @@ __all__ = [
     "TaskStarted",
     "TaskStatus",
     "TaskSucceeded",
+    "TaskTextDelta",
     "TaskWaiting",
+    "ToolCallDecided",
     "Verdict",
     "default_prompt",
+    "event_json",
+    "events_json_schema",
 ]

@@ -39,9 +39,12 @@ from delegate.orchestrator.events import (
     TaskSkipped,
     TaskSucceeded,
     TaskWaiting,
+    ToolCallDecided,
 )
+from delegate.orchestrator.tool_approvals import approval_batch
 
 if TYPE_CHECKING:
+    from delegate.agents.approval import PausedRound
     from delegate.memory.records import TaskRecord
     from delegate.memory.store import Store
     from delegate.orchestrator._lease import RunLease
@@ -286,6 +289,11 @@ class RunRecorder:
     far (calls in flight at their reservation), and `durable()` lets a call wait until a commit
     holds its reservation before it is sent: a resumed run then keeps its budget whenever the
     process died.
+
+    With the scheduler's `paused` rounds, a task that pauses for a tool call's approval has its
+    round and pending calls written in the same commit as its `task_waiting` event, and an
+    inline decision (`tool_call_decided`) its approvals row: a process killed after a pause does
+    not pay for the round again on resume. A run that never pauses writes nothing more.
     """
 
     def __init__(
@@ -296,8 +304,10 @@ class RunRecorder:
         account: RunAccount | None = None,
         lease: RunLease | None = None,
         on_lease_lost: Callable[[], None] | None = None,
+        paused: Mapping[str, PausedRound] | None = None,
     ) -> None:
         self.store = store
+        self.paused = paused  # the scheduler's own map of the rounds its tasks paused in
         self.lease = lease
         self.on_lease_lost = on_lease_lost  # called on the event loop when the lease is lost
         self._token: anyio.lowlevel.EventLoopToken | None = None
@@ -307,6 +317,8 @@ class RunRecorder:
         self._lock = threading.Lock()  # guards what waits to be written
         self._graph: dict[str, Any] | None = None
         self._queue: list[_Queued] = []  # events as they came, with what they must keep
+        self._pauses: dict[str, PausedRound] = {}  # rounds paused since the last commit
+        self._decided: list[ToolCallDecided] = []  # inline decisions since the last commit
         self._commit_lock = threading.Lock()  # one commit at a time, from whichever thread
         self._spend_written = -1  # the account's `changes` when its spend was last written
         # The run's last event number and task position, as the last commit left them: this
@@ -348,6 +360,8 @@ class RunRecorder:
         with self._lock:
             self._queue.append((event, data, state))
             pending = len(self._queue)
+            if kind is TaskWaiting or kind is ToolCallDecided:
+                self._approval(event)  # in the commit that writes the event
         if pending >= MAX_PENDING:
             # Back-pressure: the run makes events faster than the writer writes them.
             self._commit()
@@ -355,6 +369,15 @@ class RunRecorder:
             # Wake the writer before its tick: a commit started now is done before the loop
             # would have to write one itself (while it writes, the loop stands still).
             self._due.set()
+
+    def _approval(self, event: Event) -> None:
+        """Keep what a pause or an inline decision must write with its event (under the lock)."""
+        if isinstance(event, ToolCallDecided):
+            self._decided.append(event)
+        elif isinstance(event, TaskWaiting) and self.paused is not None:
+            round_ = self.paused.get(event.task_id)
+            if round_ is not None:
+                self._pauses[event.task_id] = round_
 
     def task_record(self, node: Node) -> _TaskRow:
         """The stored form of a task's current state (what `Store.write_batch` writes)."""
@@ -523,6 +546,9 @@ class RunRecorder:
                 number = self._started
                 queued, self._queue = self._queue, []
                 graph, self._graph = self._graph, None
+                pauses, decided = self._pauses, self._decided
+                if pauses or decided:
+                    self._pauses, self._decided = {}, []
             spend = None
             account = self.account
             if account is not None and account.changes != self._spend_written:
@@ -531,8 +557,17 @@ class RunRecorder:
             if queued or graph is not None or spend is not None:
                 try:
                     tasks, events = self._rows(queued)
+                    approvals = None
+                    if pauses or decided:
+                        approvals = approval_batch(self.run_id, pauses, decided)
                     self._after = self.store.write_batch(
-                        self.run_id, tasks, events, graph=graph, spend=spend, after=self._after
+                        self.run_id,
+                        tasks,
+                        events,
+                        graph=graph,
+                        spend=spend,
+                        after=self._after,
+                        approvals=approvals,
                     )
                 except BaseException as exc:
                     self._error = exc

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ from delegate.orchestrator.results import (
     usage_of,
 )
 from delegate.orchestrator.scheduler import Scheduler, build_nodes
+from delegate.orchestrator.stream import text_deltas
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
@@ -177,7 +179,10 @@ async def launch(
             account.memory = Memory(store, run_id=run_id, workflow=workflow)
             account.cache = store if orch.cache else None
         restore_nodes(nodes, restored, account)
-        desks = await tool_approvals.open_desks(store, run_id, orch.approve_tool, resumed=resumed)
+        account.deltas = text_deltas(run_id)  # None unless a stream of this run wants them
+        desks = await tool_approvals.open_desks(
+            store, run_id, orch.approve_tool, resumed=resumed, bus=orch.events
+        )
     except BaseException as exc:
         # Refused before anything ran (an unknown price, a bad budget): the run says why,
         # and nobody owns it any more.
@@ -200,7 +205,37 @@ async def launch(
         planned.prepare(account)
         scheduler.hold()  # open until the driver is done adding tasks
     with bound_run(run_id):  # every event logged during the run names it
-        return await _drive(orch, run_id, scheduler, account, planned, store, lease)
+        async with _traced(orch, run_id, scheduler, account, planned, store, resumed) as trace:
+            return await _drive(orch, run_id, scheduler, account, planned, store, lease, trace)
+
+
+def _traced(
+    orch: Orchestrator,
+    run_id: str,
+    scheduler: Scheduler,
+    account: RunAccount,
+    planned: RunDriver | None,
+    store: Store | None,
+    resumed: bool,
+) -> AbstractAsyncContextManager[str | None]:
+    """The run's span when the orchestrator traces (`delegate.observe`), yielding its
+    traceparent for the `RunStarted` event; else nothing at all."""
+    if orch.tracer is None:
+        return nullcontext()
+    by_id = scheduler.by_id
+
+    def judge(task_id: str) -> str | None:
+        node = by_id.get(task_id)
+        return None if node is None or node.verify is None else node.verify.name
+
+    return orch.tracer.run(
+        run_id,
+        store=store,
+        resumed=resumed,
+        account=account,
+        roles=roles(orch, planned),
+        judges=judge,
+    )
 
 
 async def _drive(
@@ -211,6 +246,7 @@ async def _drive(
     planned: RunDriver | None,
     store: Store | None,
     lease: RunLease | None,
+    trace: str | None = None,
 ) -> RunResult:
     """Run the scheduler (and the driver) with the store's recorder, then conclude.
 
@@ -233,7 +269,9 @@ async def _drive(
                 if recorder is not None:
                     group.start_soon(recorder.run)
                 if orch.events.active:
-                    orch.events.emit(RunStarted(run_id=run_id, tasks=len(scheduler.nodes)))
+                    orch.events.emit(
+                        RunStarted(run_id=run_id, tasks=len(scheduler.nodes), trace=trace)
+                    )
                 try:
                     if planned is None:
                         await scheduler.run()
@@ -289,6 +327,7 @@ def _recorder(
         on_lease_lost=lambda: scheduler.cancel(
             "another process took the run over (resume with force=True): this one stops"
         ),
+        paused=scheduler.paused,  # a pause is durable with its event
     )
     account.journal = recorder.durable
     return recorder
@@ -324,7 +363,15 @@ async def _conclude(
     if recorder is not None:
         await anyio.to_thread.run_sync(_end_run, recorder, result)
     if orch.events.active:
-        orch.events.emit(RunFinished(run_id=run_id, status=result.status, usage=account.book.total))
+        orch.events.emit(
+            RunFinished(
+                run_id=run_id,
+                status=result.status,
+                usage=account.book.total,
+                output=result.output,
+                error=result.error,
+            )
+        )
     return result
 
 

@@ -23,6 +23,7 @@ from delegate.orchestrator.planner import Planner
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
+    from delegate.observe._spans import RunTracer
     from delegate.orchestrator.run import Orchestrator
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "prepare",
     "prices_of",
     "resolve_agents",
+    "tracer_of",
     "workers_of",
 ]
 
@@ -53,6 +55,16 @@ def check_limits(max_concurrency: object, budget: object, max_calls: object) -> 
         raise ConfigError(
             f'max_calls must be an integer ≥ 1, "auto", or None for no cap; got {max_calls!r}'
         )
+
+
+def tracer_of(tracing: object) -> RunTracer | None:
+    """The tracer `Orchestrator(tracing=...)` asks for; None (tracing off) loads nothing of
+    OpenTelemetry. See `delegate.observe.otel.tracer_of`."""
+    if tracing is None or tracing is False:
+        return None
+    from delegate.observe.otel import tracer_of as make
+
+    return make(tracing)
 
 
 def workers_of(workers: Iterable[object]) -> dict[str, Agent[Any]]:

@@ -150,6 +150,9 @@ class RunAccount:
     # Awaited before each call is sent, when the run keeps its spend durably (see `spend`).
     journal: Callable[[], Awaitable[None]] | None = None
     resumed: bool = False  # the book and the ledger were restored from a stored spend
+    # (task id, agent, attempt) -> the `on_text` of a request, when a stream of the run wants
+    # the answers' text as it arrives (`delegate.orchestrator.stream`); None: nothing streams.
+    deltas: Callable[[str | None, str, int], Callable[[str], None]] | None = None
 
     def _keyed_scopes(self) -> Iterator[tuple[str, BudgetScope]]:
         # Copies first (one C-level step each under the GIL): `spend` runs in the store's writer
@@ -312,7 +315,14 @@ class CallGate:
         self, agent: Agent[Any], model: Model, request: ModelRequest
     ) -> Coroutine[Any, Any, ModelResponse]:
         # A plain call returning the coroutine to await: one frame less on every model call.
-        model = self.account.cached(model)
+        account = self.account
+        if account.deltas is not None and request.on_text is None:
+            # A stream wants the text as it comes (a request that streams already keeps its
+            # own: the planner's plan). The run's own calls (no task) count as attempt 1.
+            node = self.node
+            on_text = account.deltas(node.task_id, agent.name, getattr(node, "attempts", 1))
+            request = dataclasses.replace(request, on_text=on_text)
+        model = account.cached(model)
         if not (isinstance(model, WrapperModel) and model.routes):
             return self._send(agent, model, request)
         return self._route(agent, model, request)
@@ -349,18 +359,19 @@ class CallGate:
             self.node.model = model.name
         if account.limiters:
             model = account.limited(model)
-        call: ModelCall | None = None
-        if account.hooks:
-            try:
-                call = start_call(account.hooks, model.name, request)
-            except BaseException:
-                self._release(ticket)  # a hook refused it before it was sent
-                raise
         # Pass-through wrappers (rate and concurrency limits, hooks) see this context; a
         # routing wrapper inside one sends straight to its models (it has no `send`).
         context = (
             CallContext(agent.name, self.node.task_id) if isinstance(model, WrapperModel) else None
         )
+        call: ModelCall | None = None
+        if account.hooks:
+            try:
+                own = context or CallContext(agent.name, self.node.task_id)
+                call = start_call(account.hooks, model.name, request, own)
+            except BaseException:
+                self._release(ticket)  # a hook refused it before it was sent
+                raise
         try:
             if context is None:
                 response = await model.request(request)

@@ -21,6 +21,7 @@ __all__ = [
     "EventHandler",
     "PlanFinished",
     "PlanStarted",
+    "PlanTaskAdded",
     "RunFinished",
     "RunStarted",
     "SynthesisStarted",
@@ -31,7 +32,9 @@ __all__ = [
     "TaskSkipped",
     "TaskStarted",
     "TaskSucceeded",
+    "TaskTextDelta",
     "TaskWaiting",
+    "ToolCallDecided",
 ]
 
 
@@ -46,19 +49,25 @@ class Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStarted(Event):
-    """A run began with `tasks` tasks."""
+    """A run began with `tasks` tasks; `trace` is the W3C traceparent of its span when the run
+    is traced (a resumed run's span links to it)."""
 
     kind: ClassVar[str] = "run_started"
     tasks: int
+    trace: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(Event):
-    """A run ended with `status` ("succeeded", "partial", "failed" or "waiting")."""
+    """A run ended with `status` ("succeeded", "partial", "failed" or "waiting"), its `output`
+    and its `error` (`RunResult.output` and `.error`). A run that stops before it concludes
+    (cancelled, an exception) has no `RunFinished`."""
 
     kind: ClassVar[str] = "run_finished"
     status: str
     usage: Usage
+    output: Any = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +153,24 @@ class TaskWaiting(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallDecided(Event):
+    """A tool call that requires approval was decided inline by `Orchestrator(approve_tool=...)`
+    (`by` is "callback"): `approved`, or denied for `reason`. `arguments` are the model's, with
+    every known credential masked. With a store, the decision is also in its approvals table."""
+
+    kind: ClassVar[str] = "tool_call_decided"
+    task_id: str
+    call_id: str
+    agent: str
+    tool: str
+    arguments: str
+    why: str
+    approved: bool
+    reason: str | None = None
+    by: str = "callback"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PlanStarted(Event):
     """The planner began plan revision `revision` (1 is the first plan) because of `reason`."""
 
@@ -165,6 +192,38 @@ class PlanFinished(Event):
     attempts: int
     usage: Usage
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanTaskAdded(Event):
+    """Task `task_id` of plan revision `revision` joined the running graph, for `agent`, after
+    `deps`. A streamed plan adds each task as soon as the planner has written it, before the
+    plan is complete (its `TaskQueued` may come before the revision's `PlanFinished`)."""
+
+    kind: ClassVar[str] = "plan_task_added"
+    revision: int
+    task_id: str
+    agent: str
+    deps: tuple[str, ...]
+    instructions: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskTextDelta(Event):
+    """A piece of a model's answer as it arrives: only a run's streams get these
+    (`Orchestrator.stream`); they are not published on the `EventBus`, nor stored.
+
+    `task_id` is None for the run's own calls: a planned run's final answer and goal check, and
+    its plans when they are not streamed into the run (`approve_plan`); `attempt` is the task's
+    attempt (1-based), so a retried attempt's text is told apart. A structured answer streams
+    its JSON; an answer with tool calls, or from the call cache, does not stream.
+    """
+
+    kind: ClassVar[str] = "task_text_delta"
+    task_id: str | None
+    agent: str
+    attempt: int
+    text: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

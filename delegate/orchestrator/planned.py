@@ -50,7 +50,12 @@ from delegate.orchestrator.approval import (
 )
 from delegate.orchestrator.calls import DEFAULT_OUTPUT_TOKENS, EFFORT_OUTPUT_TOKENS, CallGate
 from delegate.orchestrator.estimate import Estimate, estimate_tasks
-from delegate.orchestrator.events import PlanFinished, PlanStarted, SynthesisStarted
+from delegate.orchestrator.events import (
+    PlanFinished,
+    PlanStarted,
+    PlanTaskAdded,
+    SynthesisStarted,
+)
 from delegate.orchestrator.graph import GraphSpec, PlannedSpec, Task, TaskGraph, format_output
 from delegate.orchestrator.planner import (
     SUMMARY_CHARS,
@@ -391,7 +396,7 @@ class PlannedRun:
                 if committed[0] + cost > max(usd_left - share, 0.0):
                     return False
                 committed[0] += cost
-            self._add(task, scheduler)
+            self._add(task, scheduler, number)
             added.append(task)
             if recorder is not None:  # the store learns of each task before its result
                 self._record(
@@ -501,7 +506,7 @@ class PlannedRun:
         if result is not None and approval is not None:
             for task in result.plan.tasks:
                 if task.id not in self.graph:
-                    self._add(task, scheduler)
+                    self._add(task, scheduler, state.number)
                     added.append(task)
         return result, error, approval
 
@@ -596,9 +601,20 @@ class PlannedRun:
         if recorder is not None:
             recorder.graph_changed(self.spec())
 
-    def _add(self, task: PlanTask, scheduler: Scheduler) -> None:
-        """Add one planned task to the graph and the running scheduler."""
+    def _add(self, task: PlanTask, scheduler: Scheduler, revision: int) -> None:
+        """Add one planned task of plan `revision` to the graph and the running scheduler."""
         added = self.graph.add_spec(task.spec(self.workers[task.agent]))
+        if self.bus.active:  # announced before it can be queued
+            self.bus.emit(
+                PlanTaskAdded(
+                    run_id=self.run_id,
+                    revision=revision,
+                    task_id=task.id,
+                    agent=task.agent,
+                    deps=tuple(task.deps),
+                    instructions=task.instructions,
+                )
+            )
         scheduler.add(build_nodes([added], self.workers, known=scheduler.by_id))
 
     def _state(

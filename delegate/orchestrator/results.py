@@ -21,7 +21,7 @@ from delegate.orchestrator.scheduler import TaskStatus
 
 if TYPE_CHECKING:
     from delegate.orchestrator.calls import RunAccount
-    from delegate.orchestrator.graph import Task
+    from delegate.orchestrator.graph import Task, TaskGraph
     from delegate.orchestrator.scheduler import Node
 
 __all__ = [
@@ -172,6 +172,18 @@ class RunResult(BaseModel, Generic[OutputT]):
     def failed(self) -> dict[str, TaskResult]:
         """The tasks that did not succeed (failed, skipped, cancelled, waiting or held back)."""
         return {k: t for k, t in self.tasks.items() if t.status != "succeeded"}
+
+    def report_html(self, graph: TaskGraph | None = None) -> str:
+        """The run's report: one self-contained HTML page (no network needed) with the task
+        graph, a timeline with the critical path, cost by role, model and task, the plans,
+        each task's output and the errors (`delegate.observe.report`).
+
+        Args:
+            graph: the graph the run executed, to show each task's prompt, votes and judge.
+        """
+        from delegate.observe.report import report_html
+
+        return report_html(self, graph=graph)
 
 
 def _timestamp(value: float | None) -> datetime | None:

@@ -1,4 +1,4 @@
-"""The `Orchestrator`: the facade that owns a store and runs, plans, resumes and estimates.
+"""The `Orchestrator`: the facade that owns a store and runs, plans, resumes and streams.
 
     async with Orchestrator(workers=[researcher, writer], max_concurrency=16) as orch:
         result = await orch.execute(graph, inputs={"topic": "solid-state batteries"})
@@ -14,9 +14,10 @@ chosen, opened and closed in `_stores`, and a run's lifecycle (schedule, record,
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, cast
 
@@ -44,11 +45,15 @@ from delegate.orchestrator.planned import PlannedRun, synthesizer_for
 from delegate.orchestrator.planner import Plan, Planner, PlanResult
 from delegate.orchestrator.results import RunResult, RunStatus, RunUsage, TaskResult
 from delegate.orchestrator.scheduler import RetryPolicy
+from delegate.orchestrator.stream import DEFAULT_BUFFERED_DELTAS, RunStream
 from delegate.orchestrator.tool_approvals import ApproveTool
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
     from delegate.agents.agent import Agent
     from delegate.memory.store import Store
+    from delegate.observe.otel import Tracing
 
 __all__ = ["Orchestrator", "RunResult", "RunStatus", "RunUsage", "TaskResult"]
 
@@ -115,6 +120,12 @@ class Orchestrator:
             is spent) or an edited `Plan`, checked again as the planner's are. Sync callables
             run in a worker thread; async ones are awaited. A run's time budget keeps counting
             while it waits. See `delegate.orchestrator.approval`.
+        tracing: OpenTelemetry spans of every run (the run, plan revisions, tasks, model and
+            tool calls, with the GenAI attributes): True (the global tracer provider, or OTLP
+            when `OTEL_EXPORTER_OTLP_ENDPOINT` is set), a `TracerProvider` (e.g.
+            `delegate.observe.otlp(endpoint)`), or `delegate.Tracing(...)` for options
+            (`capture_content=True` records prompts and answers, redacted). Off by default, and
+            then nothing of it runs. Needs `pip install "delegate[otel]"`.
 
     Raises:
         ConfigError: a bad argument, named with its remedy (`memory="default"` was removed:
@@ -143,6 +154,7 @@ class Orchestrator:
         hooks: Sequence[ModelHooks] = (),
         approve_plan: PlanApprover | None = None,
         approve_tool: ApproveTool | None = None,
+        tracing: bool | TracerProvider | Tracing = False,
     ) -> None:
         _setup.check_limits(max_concurrency, budget, max_calls)
         self.approve_tool = tool_approvals.check_approve_tool(approve_tool)
@@ -178,6 +190,10 @@ class Orchestrator:
         # Owned by the orchestrator: shared by its runs, never by another orchestrator's.
         self.rate_limits = rate_limiters(rate_limits)
         self.hooks = hooks_of(hooks)
+        self.tracer = _setup.tracer_of(tracing)
+        if self.tracer is not None:  # it observes through the hooks and the bus, like anyone
+            self.hooks = (*self.hooks, self.tracer.hooks)
+            self.events.subscribe(self.tracer.on_event)
 
     def subscribe(self, handler: EventHandler) -> Callable[[], None]:
         """Call `handler` with every event of every run; returns a function that unsubscribes.
@@ -534,6 +550,85 @@ class Orchestrator:
                 raise
 
     resume_sync = syncify(resume)
+
+    def stream(
+        self,
+        graph_or_goal: TaskGraph | str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        budget: Budget | None = None,
+        run_id: str | None = None,
+        workflow: str | None = None,
+        output_type: type[BaseModel] | None = None,
+        plan: ApprovedPlan | Plan | None = None,
+        deltas: bool = True,
+        max_buffered_deltas: int = DEFAULT_BUFFERED_DELTAS,
+    ) -> RunStream:
+        """Run `graph_or_goal` and stream its events: `async with orch.stream(...) as events:
+        async for event in events: ...`, then `events.result`.
+
+        A `TaskGraph` runs as `execute` does, a goal as `run` does (planned: a `PlanTaskAdded`
+        for each task the planner writes); the other arguments are theirs. Every event of the
+        run is yielded, and with `deltas` each model answer's text as it arrives
+        (`TaskTextDelta`). The run never waits for the consumer: state events are all kept,
+        and past `max_buffered_deltas` unread deltas new ones are dropped (counted in
+        `dropped_deltas`). Leaving the block before the run ends cancels the run (kept as
+        "interrupted" in a store, to resume). See `delegate.orchestrator.stream`.
+
+        Raises:
+            ConfigError: `graph_or_goal` is neither a `TaskGraph` nor a str, or `output_type`
+                or `plan` is given with a graph. What `execute` or `run` raise comes out of
+                the iteration.
+        """
+        run_id = run_id or uuid.uuid4().hex
+        start: Callable[[], Awaitable[RunResult[Any]]]
+        if isinstance(graph_or_goal, TaskGraph):
+            if output_type is not None or plan is not None:
+                raise ConfigError(
+                    "stream(graph, ...) runs the graph as it is: output_type and plan are for "
+                    "a goal, stream(goal, ...); drop them"
+                )
+            start = functools.partial(
+                self.execute, graph_or_goal, inputs, budget=budget, run_id=run_id, workflow=workflow
+            )
+        elif isinstance(graph_or_goal, str):
+            start = functools.partial(
+                self.run,
+                graph_or_goal,
+                inputs,
+                budget=budget,
+                run_id=run_id,
+                workflow=workflow,
+                output_type=output_type,
+                plan=plan,
+            )
+        else:
+            raise ConfigError(
+                "stream() takes a TaskGraph (run as execute() does) or a goal str (planned, as "
+                f"run() does), got {type(graph_or_goal).__name__}"
+            )
+        return RunStream(
+            self.events, run_id, start, deltas=deltas, max_buffered_deltas=max_buffered_deltas
+        )
+
+    def stream_resume(
+        self,
+        run_id: str,
+        *,
+        output_type: type[BaseModel] | None = None,
+        force: bool = False,
+        decisions: Mapping[str, Approve | Deny] | None = None,
+        deltas: bool = True,
+        max_buffered_deltas: int = DEFAULT_BUFFERED_DELTAS,
+    ) -> RunStream:
+        """Resume the stored run `run_id` (as `resume` does) and stream what it runs, as
+        `stream` does: tasks restored from the store are not announced again."""
+        start = functools.partial(
+            self.resume, run_id, output_type=output_type, force=force, decisions=decisions
+        )
+        return RunStream(
+            self.events, run_id, start, deltas=deltas, max_buffered_deltas=max_buffered_deltas
+        )
 
     execute_sync = syncify(execute)
 

@@ -3,13 +3,16 @@
 A task whose agent calls a `requires_approval` tool with no decision pauses: the scheduler marks
 it "waiting" and keeps its `PausedRound`; the run goes on with every task that does not depend
 on it, and ends "waiting" with the calls in `RunResult.pending`. When the run concludes, the
-paused rounds and the pending calls are written to the store (`save`).
+pending calls are written to the store with the event that announces the pause
+(`task_waiting`, in the run recorder's batch: `approval_batch`), so a process killed after it
+loses neither; when the run concludes, `save` forgets the rounds of tasks that went on.
 
 A later `Orchestrator.resume(run_id, decisions=...)` records the decisions, reads the paused
 rounds and every stored decision back (`open_desks`), and gives each task a `TaskDesk`: the
 agent continues the round it paused in — approved calls run, denied ones answer the model with
 the denial — without asking the model again. A call still undecided pauses the task again at
-once. With `Orchestrator(approve_tool=callback)` every desk asks the callback instead of pausing.
+once. With `Orchestrator(approve_tool=callback)` every desk asks the callback instead of pausing;
+each of its decisions is a `ToolCallDecided` event, and a row of the store's approvals table.
 
 A call's id is derived from where it was made (task, agent, round, position, the model's own id
 of the call), so it is the same every time the round is looked at, unique in the run, and short
@@ -21,21 +24,26 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio.to_thread
 
+from delegate import _secrets
 from delegate.agents.approval import Approve, Decision, Deny, PausedRound, PendingCall
 from delegate.errors import ApprovalPending, ConfigError
+from delegate.orchestrator.events import EventBus, ToolCallDecided
 
 if TYPE_CHECKING:
+    from delegate.memory._approvals import ApprovalBatch
     from delegate.memory.store import Store
 
 __all__ = [
     "ApproveTool",
     "RunApprovals",
     "TaskDesk",
+    "approval_batch",
     "call_id",
     "check_approve_tool",
     "check_decisions",
@@ -152,7 +160,7 @@ def check_decisions(decisions: Mapping[str, object] | None) -> dict[str, Decisio
 class TaskDesk:
     """The desk of one task: its paused round, the run's decisions, the inline callback."""
 
-    __slots__ = ("_callback", "_decisions", "_paused", "run_id", "task_id")
+    __slots__ = ("_bus", "_callback", "_decisions", "_paused", "run_id", "task_id")
 
     def __init__(
         self,
@@ -161,11 +169,13 @@ class TaskDesk:
         paused: PausedRound | None,
         decisions: Mapping[str, Decision],
         callback: ApproveTool | None,
+        bus: EventBus | None = None,
     ) -> None:
         self.run_id, self.task_id = run_id, task_id
         self._paused = paused
         self._decisions = decisions
         self._callback = callback
+        self._bus = bus
 
     def resumed(self, agent: str) -> PausedRound | None:
         """The round `agent` paused in, handed over once."""
@@ -189,13 +199,31 @@ class TaskDesk:
             answer = await anyio.to_thread.run_sync(callback, call)
         if inspect.isawaitable(answer):
             answer = await answer
-        return _decision(answer, "approve_tool's answer")
+        decision = _decision(answer, "approve_tool's answer")
+        if self._bus is not None and self._bus.active:
+            self._bus.emit(_decided(call, decision))
+        return decision
+
+
+def _decided(call: PendingCall, decision: Decision) -> ToolCallDecided:
+    """The event of a decision the callback made (what the store's row is made of, too)."""
+    return ToolCallDecided(
+        run_id=call.run_id,
+        task_id=call.task_id,
+        call_id=call.call_id,
+        agent=call.agent,
+        tool=call.tool,
+        arguments=_secrets.redact(call.arguments),
+        why=_secrets.redact(call.why),
+        approved=isinstance(decision, Approve),
+        reason=decision.reason if isinstance(decision, Deny) else None,
+    )
 
 
 class RunApprovals:
     """A run's paused rounds and decisions, and the desk each task gets."""
 
-    __slots__ = ("callback", "decisions", "paused", "restored", "run_id")
+    __slots__ = ("bus", "callback", "decisions", "paused", "restored", "run_id")
 
     def __init__(
         self,
@@ -204,18 +232,19 @@ class RunApprovals:
         callback: ApproveTool | None = None,
         paused: Mapping[str, PausedRound] | None = None,
         decisions: Mapping[str, Decision] | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.run_id = run_id
         self.callback = callback
+        self.bus = bus  # where the callback's decisions are announced (and so recorded)
         self.paused = dict(paused or {})
         self.restored = bool(self.paused)  # rounds came from the store: `save` tidies them
         self.decisions = dict(decisions or {})
 
     def desk(self, task_id: str) -> TaskDesk:
         """The desk of `task_id` (its paused round is handed over once, to its first attempt)."""
-        return TaskDesk(
-            self.run_id, task_id, self.paused.pop(task_id, None), self.decisions, self.callback
-        )
+        paused = self.paused.pop(task_id, None)
+        return TaskDesk(self.run_id, task_id, paused, self.decisions, self.callback, self.bus)
 
 
 def _stored_decision(status: str, reason: str | None) -> Decision | None:
@@ -244,10 +273,16 @@ async def record_decisions(store: Store, run_id: str, decisions: Mapping[str, De
 
 
 async def open_desks(
-    store: Store | None, run_id: str, callback: ApproveTool | None, *, resumed: bool
+    store: Store | None,
+    run_id: str,
+    callback: ApproveTool | None,
+    *,
+    resumed: bool,
+    bus: EventBus | None = None,
 ) -> RunApprovals | None:
     """What a run's tasks decide approvals with: None when there is nothing to give them (no
-    callback, and no paused task in the store)."""
+    callback, and no paused task in the store). The callback's decisions are announced on
+    `bus` (`ToolCallDecided`)."""
     paused: dict[str, PausedRound] = {}
     decisions: dict[str, Decision] = {}
     if resumed and store is not None:
@@ -261,7 +296,7 @@ async def open_desks(
                     decisions[row.call_id] = decision
     if not paused and callback is None:
         return None
-    return RunApprovals(run_id, callback=callback, paused=paused, decisions=decisions)
+    return RunApprovals(run_id, callback=callback, paused=paused, decisions=decisions, bus=bus)
 
 
 async def save(
@@ -278,3 +313,34 @@ async def save(
         task: round_.model_dump(mode="json") for task, round_ in paused.items()
     }
     await anyio.to_thread.run_sync(store.save_pauses, run_id, states, calls)
+
+
+def approval_batch(
+    run_id: str, paused: Mapping[str, PausedRound], decided: Sequence[ToolCallDecided]
+) -> ApprovalBatch:
+    """What a run's recorder writes with a batch of events: the rounds `paused` (task id → round)
+    and the calls they wait for, and the callback's `decided` calls (in the writer thread)."""
+    from delegate.memory._approvals import ApprovalBatch
+    from delegate.memory.records import ApprovalRecord
+
+    calls = [ApprovalRecord(**call.model_dump()) for call in pending_calls(run_id, paused)]
+    states = {task: round_.model_dump(mode="json") for task, round_ in paused.items()}
+    rows = []
+    for event in decided:
+        when = datetime.fromtimestamp(event.at, UTC)
+        rows.append(
+            ApprovalRecord(
+                run_id=run_id,
+                call_id=event.call_id,
+                task_id=event.task_id,
+                agent=event.agent,
+                tool=event.tool,
+                arguments=event.arguments,
+                why=event.why,
+                status="approved" if event.approved else "denied",
+                reason=event.reason,
+                created_at=when,
+                decided_at=when,
+            )
+        )
+    return ApprovalBatch(states, calls, rows)

@@ -461,6 +461,7 @@ def compile_workflow(
     time_scale: float = 1.0,
     text: str | None = None,
     pace: SimulatedPace | None = None,
+    tracing: Any = False,
 ) -> CompiledWorkflow:
     """Build the agents and the orchestrator of a validated workflow.
 
@@ -475,6 +476,7 @@ def compile_workflow(
         text: the file's text (read from `loaded.path` when not given).
         pace: with `simulate`, records the simulated seconds of the calls (default: a new
             `SimulatedPace`, the compiled workflow's `pace`).
+        tracing: the orchestrator's `tracing` (OpenTelemetry spans; see `delegate.observe`).
 
     Raises:
         ConfigError: a tool that does not import, agents that refer to each other.
@@ -507,6 +509,7 @@ def compile_workflow(
         "max_concurrency": spec.max_concurrency or 16,
         "on_event": on_event,
         "seed": seed if simulate else None,
+        "tracing": tracing,
     }
     if spec.mode == "planner":
         assert spec.planner is not None  # the spec's validation guarantees planner mode fields
