@@ -21,9 +21,10 @@ from delegate.cli import main
 from delegate.errors import PermanentModelError, RateLimitError
 from delegate.memory.store import Store
 from delegate.observe import report_html, stored_report_html
+from delegate.observe._report_svg import esc
 from delegate.observe.report import usd
 from delegate.orchestrator.results import RunResult, RunUsage, TaskResult
-from delegate.testing import FunctionModel
+from delegate.testing import FunctionModel, ScriptedModel
 
 HOSTILE = (
     "</script><script>window.__pwned = 1</script>"
@@ -467,7 +468,11 @@ def test_the_report_renders_in_headless_chromium_without_errors_or_requests(
             assert page.evaluate("() => window.__pwned === undefined") is True
             # The report's script (allowed by its hash) opens a task's details from the graph.
             page.click('a.node[data-task="c"]', timeout=5_000)
-            assert page.evaluate("() => document.getElementById('task-c').open") is True
+            # The page opens the details on `hashchange`, which fires after the click returns:
+            # wait for it (a timeout here fails the test) instead of reading it at once.
+            page.wait_for_function(
+                "() => document.getElementById('task-c').open === true", timeout=10_000
+            )
             assert problems == []
         finally:
             browser.close()
@@ -476,3 +481,51 @@ def test_the_report_renders_in_headless_chromium_without_errors_or_requests(
         assert task_id in visible
     assert usd(result.usage.cost_usd) == "$0.00750"
     assert "$0.00750" in visible
+
+
+# -- votes and verdicts ------------------------------------------------------------------------
+
+
+def test_a_stored_run_lists_each_vote_pick_and_verdict_with_escaped_feedback(
+    store_url: str,  # noqa: F811 - the fixture
+) -> None:
+    feedback = f"Cite a source. {HOSTILE} {SECRET}"
+    picker = Agent("picker", ScriptedModel([{"index": 2, "reason": "the second is right"}]))
+    voter = Agent("voter", ScriptedModel(["Paris", "Lyon", "paris"]), votes=3, verify=picker)
+    critic = Agent(
+        "critic",
+        ScriptedModel([{"passed": False, "feedback": feedback}, {"passed": True, "feedback": ""}]),
+    )
+    writer = Agent("writer", ScriptedModel(["A draft.", "A draft, with a source."]))
+    g = TaskGraph()
+    capital = g.add("capital", agent=voter, prompt="Capital?")
+    g.add("essay", agent=writer, prompt="Write.", deps=[capital], verify=critic)
+    g.add("plain", agent=Agent("plainer", ScriptedModel(["ok"])), prompt="Say ok.")
+    result = Orchestrator(memory=store_url).execute_sync(g, inputs={})
+    assert result.status == "succeeded", result.error
+
+    with Store.open(store_url) as store:
+        text = stored_report_html(store, result.run_id)
+
+    page = Page(text)
+    checks = {a["data-check-task"] for a in page.having("data-check-task")}
+    assert checks == {"capital", "essay"}
+    masked = f"Cite a source. {HOSTILE} sk-***"
+    items = re.findall(r'<li data-check="[^"]*".*?</li>', text)
+    assert items == [
+        '<li data-check="vote">attempt 1: 3 samples voted: split; answer 1 won</li>',
+        '<li data-check="pick">attempt 1: judge picker picked answer 2 of 3: '
+        '<q class="feedback">the second is right</q></li>',
+        '<li data-check="judge" data-passed="false">attempt 1: judge critic rejected the '
+        f'answer of writer: <q class="feedback">{esc(masked)}</q></li>',
+        '<li data-check="judge" data-passed="true">attempt 1: judge critic passed the answer '
+        "of writer</li>",
+    ]
+    assert masked in page.all_text  # shown as text, never as markup
+    assert SECRET not in text
+    assert page.tags("img") == []
+    assert len(page.scripts) == 1
+    # A RunResult alone has no events: no decisions, and a pointer to the stored run's report.
+    bare = result.report_html()
+    assert 'data-check="' not in bare
+    assert "as are the votes and the judges' verdicts" in Page(bare).all_text

@@ -38,6 +38,7 @@ from delegate.orchestrator.events import (
     RunStarted,
     SynthesisStarted,
     TaskCancelled,
+    TaskChecked,
     TaskFailed,
     TaskQueued,
     TaskRetried,
@@ -291,6 +292,14 @@ def _task_retried(display: RunDisplay, event: TaskRetried) -> str:
     )
 
 
+def _task_checked(display: RunDisplay, event: TaskChecked) -> str | None:
+    # Only a rejection is news: votes, picks and passes show in the run's report.
+    if event.check != "judge" or event.passed is not False:
+        return None
+    feedback = one_line(event.feedback) or "(no feedback)"
+    return f"task {event.task_id}: judge {event.judge} rejected {event.agent}'s answer: {feedback}"
+
+
 def _task_failed(display: RunDisplay, event: TaskFailed) -> str:
     return (
         f"task {event.task_id} failed after {plural(event.attempt, 'attempt')} "
@@ -334,11 +343,12 @@ def _run_finished(display: RunDisplay, event: RunFinished) -> str:
 
 
 # Queued events are left out of the plain lines: a task's "started" line follows at once.
-_LINES: dict[type[Event], Callable[[RunDisplay, Any], str]] = {
+_LINES: dict[type[Event], Callable[[RunDisplay, Any], str | None]] = {
     RunStarted: _run_started,
     TaskStarted: _task_started,
     TaskSucceeded: _task_succeeded,
     TaskRetried: _task_retried,
+    TaskChecked: _task_checked,
     TaskFailed: _task_failed,
     TaskSkipped: _task_skipped,
     TaskWaiting: _task_waiting,
@@ -349,4 +359,4 @@ _LINES: dict[type[Event], Callable[[RunDisplay, Any], str]] = {
     RunFinished: _run_finished,
 }
 # Printed above the live view, which shows the rest as counts.
-_NOTABLE = (TaskRetried, TaskFailed, TaskWaiting, TaskCancelled, PlanFinished)
+_NOTABLE = (TaskRetried, TaskChecked, TaskFailed, TaskWaiting, TaskCancelled, PlanFinished)

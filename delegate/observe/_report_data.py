@@ -2,8 +2,9 @@
 
 Both sources become one `RunView`; the renderers (`delegate.observe.report`) read only it. A
 `RunResult` holds the tasks (statuses, times, usage, outputs), the plans and the usage by model
-and role; a stored run adds the event log (each retry with its error and delay), the budget
-and the task prompts of its graph. What a source does not have is left out, never invented.
+and role; a stored run adds the event log (each retry with its error and delay, each vote
+tally, judge's pick and verdict), the budget and the task prompts of its graph. What a source
+does not have is left out, never invented.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from delegate.orchestrator.results import RunResult, RunUsage
 
 __all__ = [
+    "Check",
     "PlanChange",
     "Retry",
     "RunView",
@@ -55,6 +57,24 @@ class Retry:
     attempt: int
     error: str
     delay: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A decision on one of a task's answers (a `TaskChecked` event): a tally of `samples`
+    votes (`check` "vote"), the judge's pick among them ("pick"), or its verdict ("judge")."""
+
+    task_id: str
+    attempt: int
+    check: str
+    samples: int
+    agent: str | None
+    unanimous: bool | None
+    passed: bool | None
+    feedback: str
+    chosen: int | None
+    judge: str | None
     at: float
 
 
@@ -114,6 +134,7 @@ class RunView:
     simulated: bool = False
     plans: list[dict[str, Any]] = field(default_factory=list)
     retries: list[Retry] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     has_events: bool = False
 
 
@@ -334,7 +355,33 @@ def view_of_stored(
             for event in events
             if event.kind == "task_retried"
         ],
+        checks=[_stored_check(event) for event in events if event.kind == "task_checked"],
         has_events=bool(events),
+    )
+
+
+def _optional(value: Any, kind: type[Any]) -> Any:
+    """`value` when it is a `kind` (a bool is no int here), else None: stored data is untrusted."""
+    if isinstance(value, bool) and kind is not bool:
+        return None
+    return value if isinstance(value, kind) else None
+
+
+def _stored_check(event: EventRecord) -> Check:
+    data = event.data
+    agent, judge = _optional(data.get("agent"), str), _optional(data.get("judge"), str)
+    return Check(
+        task_id=str(data.get("task_id")),
+        attempt=_optional(data.get("attempt"), int) or 0,
+        check=str(data.get("check") or ""),
+        samples=_optional(data.get("samples"), int) or 0,
+        agent=clip(agent, 200),
+        unanimous=_optional(data.get("unanimous"), bool),
+        passed=_optional(data.get("passed"), bool),
+        feedback=clip(str(data.get("feedback") or ""), 2_000) or "",
+        chosen=_optional(data.get("chosen"), int),
+        judge=clip(judge, 200),
+        at=event.at,
     )
 
 

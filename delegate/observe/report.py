@@ -9,7 +9,8 @@ its Content-Security-Policy forbids every request, and its one small script (whi
 task's details when its node is clicked) is allowed by its hash alone. It shows the task graph
 with statuses, a timeline with the critical path marked, cost and tokens by role, model, agent
 and task, what the same tokens would have cost on the planner's model, the plan revisions and
-what each changed, retries, votes and judges, each task's prompt and output (collapsed), the
+what each changed, retries, votes and judges (each tally, pick and verdict, with the judge's
+feedback, from a stored run's events), each task's prompt and output (collapsed), the
 errors, and the spend over time against the budget.
 
 Everything a run produced — outputs, prompts, errors, ids — is untrusted: it is html-escaped
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from delegate._secrets import redact
 from delegate.errors import ConfigError
 from delegate.observe._report_data import (
+    Check,
     RunView,
     TaskView,
     clip,
@@ -398,30 +400,64 @@ def _checked(task: TaskView, retried: bool) -> bool:
     return retried or task.attempts > 1 or bool(task.votes and task.votes > 1) or bool(task.verify)
 
 
+def _decision(check: Check) -> str:
+    """One vote tally, pick or verdict, as the text of a list item (escaped)."""
+    judge = esc(check.judge or "the judge")
+    if check.check == "vote":
+        outcome = (
+            "unanimous"
+            if check.unanimous
+            else f"split; answer {esc(check.chosen if check.chosen is not None else '?')} won"
+        )
+        text = f"{_plural(check.samples, 'sample')} voted: {outcome}"
+    elif check.check == "pick":
+        picked = (
+            f"picked answer {check.chosen} of {check.samples}"
+            if check.chosen is not None
+            else f"picked none of the {check.samples} answers (the majority's was kept)"
+        )
+        text = f"judge {judge} {picked}"
+    else:
+        verdict = "passed" if check.passed else "rejected"
+        text = f"judge {judge} {verdict} the answer of {esc(check.agent or 'the worker')}"
+    reason = f': <q class="feedback">{esc(check.feedback)}</q>' if check.feedback else ""
+    verdict_attr = "" if check.passed is None else f' data-passed="{str(check.passed).lower()}"'
+    return (
+        f'<li data-check="{esc(check.check)}"{verdict_attr}>attempt {check.attempt}: '
+        f"{text}{reason}</li>"
+    )
+
+
 def _checks(view: RunView) -> str:
     retries: dict[str, list[Any]] = {}
     for retry in view.retries:
         retries.setdefault(retry.task_id, []).append(retry)
+    decisions: dict[str, list[Check]] = {}
+    for check in view.checks:
+        decisions.setdefault(check.task_id, []).append(check)
     rows = []
     for task in view.tasks.values():
-        if not _checked(task, task.id in retries):
+        if not _checked(task, task.id in retries or task.id in decisions):
             continue
         tried = "".join(
             f"<li>attempt {r.attempt}: {esc(r.error)} (retried after {r.delay:.2f} s)</li>"
             for r in retries.get(task.id, ())
         )
+        decided = "".join(_decision(check) for check in decisions.get(task.id, ()))
         outcome = task.status + (f": {task.error}" if task.error else "")
         rows.append(
             f'<tr data-check-task="{esc(task.id)}"><td><code>{esc(task.id)}</code></td>'
             f'<td class="n">{task.attempts}</td><td class="n">{task.usage.calls}</td>'
             f"<td>{esc(task.votes or 1)}</td><td>{esc(task.verify or '—')}</td>"
-            f"<td>{esc(clip(outcome, 1_000))}</td><td><ul>{tried}</ul></td></tr>"
+            f"<td>{esc(clip(outcome, 1_000))}</td><td><ul>{tried}</ul></td>"
+            f"<td><ul>{decided}</ul></td></tr>"
         )
     note = (
         ""
         if view.has_events
-        else "<p class=\"muted\">Each retry's error is in the run's event log: a report of the "
-        "stored run (<code>delegate report RUN_ID</code>) lists them.</p>"
+        else "<p class=\"muted\">Each retry's error is in the run's event log, as are the votes "
+        "and the judges' verdicts: a report of the stored run "
+        "(<code>delegate report RUN_ID</code>) lists them.</p>"
     )
     if not rows:
         return (
@@ -431,7 +467,8 @@ def _checks(view: RunView) -> str:
     return (
         '<section id="checks"><h2>Retries, votes and judges</h2><table><tr><th>task</th>'
         '<th class="n">attempts</th><th class="n">model calls</th><th>votes</th><th>judge</th>'
-        f"<th>outcome</th><th>retries</th></tr>{''.join(rows)}</table>{note}</section>"
+        f"<th>outcome</th><th>retries</th><th>votes and verdicts</th></tr>{''.join(rows)}"
+        f"</table>{note}</section>"
     )
 
 

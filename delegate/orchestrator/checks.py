@@ -20,6 +20,9 @@ Every call — samples, judge, re-asks, fallback — goes through the same `call
 budgets hold and usage is counted under the agent that made the call (the judge's under the
 judge's name). The returned `AgentResult` adds up the usage and calls of them all; its `agent` and
 `model` are those of the answer that won.
+
+With an `on_check` listener, each decision is told as it is made: the tally of the votes, the
+judge's pick, each verdict (the scheduler publishes them as `TaskChecked` events).
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ import json
 from collections import Counter
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 import anyio.lowlevel
 import pydantic
 from pydantic import BaseModel
 
+from delegate import _secrets
 from delegate._log import get_logger
 from delegate.agents.agent import judge_problem, with_output_type
 from delegate.agents.models import ReasoningEffort, Usage
@@ -46,7 +50,15 @@ if TYPE_CHECKING:
     from delegate.agents.agent import Agent, AgentResult, ModelCaller
     from delegate.agents.tools import Tool
 
-__all__ = ["JUDGE_PROMPT", "PICK_PROMPT", "RETRY_PROMPT", "Choice", "Verdict", "run_checked"]
+__all__ = [
+    "JUDGE_PROMPT",
+    "PICK_PROMPT",
+    "RETRY_PROMPT",
+    "CheckListener",
+    "Choice",
+    "Verdict",
+    "run_checked",
+]
 
 log = get_logger("delegate.checks")
 
@@ -70,6 +82,7 @@ PICK_PROMPT = (
 """What the judge is asked when sampled text answers disagree."""
 
 _FEEDBACK_IN_MESSAGE = 1000  # characters of feedback quoted in a VerificationFailed message
+_FEEDBACK_IN_NOTE = 1000  # characters of feedback (or a pick's reason) told to `on_check`
 
 
 class Verdict(BaseModel):
@@ -96,6 +109,30 @@ class Choice(BaseModel):
     reason: str
 
 
+class CheckListener(Protocol):
+    """Told of each decision on a checked answer, as `run_checked` makes it.
+
+    `check` is "vote" (the tally of `samples` answers: `unanimous`, and the number of the sample
+    that won as `chosen`, from 1), "pick" (the judge's choice `chosen` among disagreeing samples,
+    its reason as `feedback`) or "judge" (a verdict: `passed`, and `feedback`). `agent` is who
+    gave the answer, `judge` the judge's name. `feedback` is redacted and cut to 1,000
+    characters. The scheduler's listener publishes each as a `TaskChecked` event.
+    """
+
+    def __call__(
+        self,
+        *,
+        check: Literal["vote", "pick", "judge"],
+        samples: int,
+        agent: str | None,
+        unanimous: bool | None = None,
+        passed: bool | None = None,
+        feedback: str = "",
+        chosen: int | None = None,
+        judge: str | None = None,
+    ) -> None: ...
+
+
 def run_checked(
     agent: Agent[Any],
     prompt: str,
@@ -106,6 +143,7 @@ def run_checked(
     votes: int = 1,
     max_output_tokens: int | None = None,
     reasoning_effort: ReasoningEffort | None = None,
+    on_check: CheckListener | None = None,
 ) -> Coroutine[Any, Any, AgentResult[Any]]:
     """Answer `prompt` with `agent`, verified by a judge and/or by a majority of votes.
 
@@ -121,6 +159,7 @@ def run_checked(
         votes: how many answers to sample concurrently (≥ 1).
         max_output_tokens: replaces the worker's (and its fallback's) cap; None keeps theirs.
         reasoning_effort: replaces the worker's (and its fallback's) effort; None keeps theirs.
+        on_check: told of each vote tally, pick and verdict (unused without votes or a judge).
 
     Returns:
         An awaitable of the winning `AgentResult`, with the usage and calls of every call made.
@@ -145,7 +184,7 @@ def run_checked(
         problem = judge_problem(verify)
         if problem is not None:
             raise ConfigError(f"Agent {agent.name!r}: {problem}")
-    job = _Job(agent, prompt, caller, tools, verify, max_output_tokens, reasoning_effort)
+    job = _Job(agent, prompt, caller, tools, verify, max_output_tokens, reasoning_effort, on_check)
     return _checked(job, votes)
 
 
@@ -160,6 +199,7 @@ class _Job:
     verify: Agent[Any] | None
     max_output_tokens: int | None
     reasoning_effort: ReasoningEffort | None
+    on_check: CheckListener | None
     usage: Usage = field(default_factory=Usage)
     calls: int = 0
 
@@ -189,13 +229,46 @@ class _Job:
     def final(self, result: AgentResult[Any]) -> AgentResult[Any]:
         return dataclasses.replace(result, usage=self.usage, calls=self.calls)
 
+    @property
+    def judge_name(self) -> str | None:
+        return None if self.verify is None else self.verify.name
+
+    def note(
+        self,
+        check: Literal["vote", "pick", "judge"],
+        samples: int,
+        agent: str | None,
+        *,
+        unanimous: bool | None = None,
+        passed: bool | None = None,
+        feedback: str = "",
+        chosen: int | None = None,
+    ) -> None:
+        """Tell the listener of a decision (nothing without one)."""
+        if self.on_check is None:
+            return
+        text = _secrets.redact(feedback, lookalikes=True)
+        if len(text) > _FEEDBACK_IN_NOTE:
+            text = text[:_FEEDBACK_IN_NOTE] + "…"
+        self.on_check(
+            check=check,
+            samples=samples,
+            agent=agent,
+            unanimous=unanimous,
+            passed=passed,
+            feedback=text,
+            chosen=chosen,
+            judge=None if check == "vote" else self.judge_name,
+        )
+
 
 async def _checked(job: _Job, votes: int) -> AgentResult[Any]:
     if votes == 1:
         answer = await job.ask(job.agent, job.prompt)
     else:
         samples = await _sample(job, votes)
-        answer, unanimous = _vote(job.agent.output_type, samples)
+        answer, unanimous, chosen = _vote(job.agent.output_type, samples)
+        job.note("vote", votes, answer.agent, unanimous=unanimous, chosen=chosen + 1)
         if unanimous or job.verify is None:
             return job.final(answer)
         if job.agent.output_type is None:
@@ -244,15 +317,17 @@ def _plurality(keys: Sequence[str]) -> int:
 
 def _vote(
     output_type: type[BaseModel] | None, samples: list[AgentResult[Any]]
-) -> tuple[AgentResult[Any], bool]:
-    """The winning answer, and whether every sample gave the same one."""
+) -> tuple[AgentResult[Any], bool, int]:
+    """The winning answer, whether every sample gave the same one, and the index of the sample
+    it is credited to."""
     if output_type is None:
         keys = [_normalized(sample.text) for sample in samples]
-        return samples[_plurality(keys)], len(set(keys)) == 1
+        winner = _plurality(keys)
+        return samples[winner], len(set(keys)) == 1, winner
     dumps: list[dict[str, Any]] = [sample.output.model_dump(mode="json") for sample in samples]
     wholes = [_canonical(dump) for dump in dumps]
     if len(set(wholes)) == 1:
-        return samples[0], True
+        return samples[0], True, 0
     merged: dict[str, Any] = {}
     for name in dict.fromkeys(name for dump in dumps for name in dump):
         values = [dump[name] for dump in dumps if name in dump]
@@ -261,11 +336,13 @@ def _vote(
         output = output_type.model_validate(merged)
     except pydantic.ValidationError:
         # The most common whole answer; the first sample when every answer differs.
-        return samples[_plurality(wholes)], False
+        winner = _plurality(wholes)
+        return samples[winner], False, winner
     # The answer is credited to the sample that agrees with it on the most fields.
     agree = [sum(dump.get(k) == v for k, v in merged.items()) for dump in dumps]
     best = agree.index(max(agree))
-    return dataclasses.replace(samples[best], output=output, text=output.model_dump_json()), False
+    merged_answer = dataclasses.replace(samples[best], output=output, text=output.model_dump_json())
+    return merged_answer, False, best
 
 
 async def _pick(
@@ -278,14 +355,18 @@ async def _pick(
     prompt = PICK_PROMPT.format(count=len(samples), task=job.prompt, answers=answers)
     choice: Choice = await job.judge(Choice, prompt)
     if 1 <= choice.index <= len(samples):
-        return samples[choice.index - 1]
+        picked = samples[choice.index - 1]
+        job.note("pick", len(samples), picked.agent, chosen=choice.index, feedback=choice.reason)
+        return picked
     log.warning(
         "judge_pick_out_of_range",
         agent=job.agent.name,
-        judge=job.verify.name if job.verify is not None else None,
+        judge=job.judge_name,
         index=choice.index,
         answers=len(samples),
     )
+    # No pick: `chosen` stays None, and the majority's answer is kept.
+    job.note("pick", len(samples), majority.agent, feedback=choice.reason)
     return majority
 
 
@@ -294,11 +375,9 @@ async def _verdict(job: _Job, answer: AgentResult[Any]) -> Verdict:
     verdict: Verdict = await job.judge(Verdict, prompt)
     if not verdict.passed:
         log.info(
-            "answer_rejected",
-            agent=answer.agent,
-            judge=job.verify.name if job.verify is not None else None,
-            feedback=verdict.feedback,
+            "answer_rejected", agent=answer.agent, judge=job.judge_name, feedback=verdict.feedback
         )
+    job.note("judge", 1, answer.agent, passed=verdict.passed, feedback=verdict.feedback)
     return verdict
 
 

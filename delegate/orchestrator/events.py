@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from delegate.agents.models import Usage
 
@@ -26,6 +26,7 @@ __all__ = [
     "RunStarted",
     "SynthesisStarted",
     "TaskCancelled",
+    "TaskChecked",
     "TaskFailed",
     "TaskQueued",
     "TaskRetried",
@@ -109,6 +110,34 @@ class TaskRetried(Event):
     attempt: int
     error: str
     delay: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskChecked(Event):
+    """Attempt `attempt` of a task with votes or a judge decided on an answer (see
+    `delegate.orchestrator.checks`), in one of three ways (`check`):
+
+    - "vote": `samples` answers were tallied; `unanimous` says whether they all agreed, `chosen`
+      is the number (from 1) of the sample that won.
+    - "pick": the samples disagreed and the judge `judge` picked answer `chosen`; `feedback` is
+      its reason.
+    - "judge": the judge `judge` `passed` or rejected the answer of `agent`; `feedback` is what
+      it said (`samples` is 1).
+
+    `feedback` has every known credential masked and is cut to 1,000 characters.
+    """
+
+    kind: ClassVar[str] = "task_checked"
+    task_id: str
+    attempt: int
+    check: Literal["vote", "pick", "judge"]
+    samples: int
+    agent: str | None = None
+    unanimous: bool | None = None
+    passed: bool | None = None
+    feedback: str = ""
+    chosen: int | None = None
+    judge: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

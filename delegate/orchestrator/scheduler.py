@@ -51,10 +51,11 @@ from delegate.errors import (
 )
 from delegate.orchestrator import _gc
 from delegate.orchestrator.calls import CallGate, RunAccount
-from delegate.orchestrator.checks import run_checked
+from delegate.orchestrator.checks import CheckListener, run_checked
 from delegate.orchestrator.events import (
     EventBus,
     TaskCancelled,
+    TaskChecked,
     TaskFailed,
     TaskQueued,
     TaskRetried,
@@ -478,16 +479,30 @@ class Scheduler:
             from delegate.memory.blackboard import memory_tools
 
             tools = tuple(memory_tools(self.account.memory, task_id=task.id))
+        votes = agent.votes if task.votes is None else task.votes
+        checked = (node.verify is not None or votes != 1) and self.bus.active
         return run_checked(
             agent,
             self._prompt(node),
             caller=CallGate(self.account, node),
             tools=tools,
             verify=node.verify,
-            votes=agent.votes if task.votes is None else task.votes,
+            votes=votes,
             max_output_tokens=task.max_output_tokens,
             reasoning_effort=task.reasoning_effort,
+            on_check=self._check_listener(node) if checked else None,
         )
+
+    def _check_listener(self, node: Node) -> CheckListener:
+        """What publishes each vote, pick and verdict of `node`'s attempt as a `TaskChecked`."""
+        task_id, attempt = node.task.id, node.attempts
+
+        def publish(**decision: Any) -> None:
+            self.bus.emit(
+                TaskChecked(run_id=self.run_id, task_id=task_id, attempt=attempt, **decision)
+            )
+
+        return publish
 
     async def _call_function(self, node: Node) -> Any:
         task = node.task
