@@ -501,3 +501,40 @@ def test_concurrent_processes_lose_nothing(store_url: str) -> None:  # noqa: F81
             assert sorted((m.key, m.version) for m in own) == [
                 (f"own-{w}-{k}", count // 10) for k in range(10)
             ]
+
+
+def test_a_connection_opened_while_the_wal_is_locked_tries_again() -> None:
+    import sqlite3
+
+    from delegate.memory._engine import _wal
+
+    class Cursor:
+        """Refuses the journal-mode pragma twice, as SQLite does while another connection
+        resets the WAL, then answers it."""
+
+        def __init__(self, mode: str) -> None:
+            self.mode, self.asked = mode, []
+
+        def execute(self, sql: str) -> Cursor:
+            self.asked.append(sql)
+            if len(self.asked) <= 2:
+                raise sqlite3.OperationalError("database is locked")
+            return self
+
+        def fetchone(self) -> tuple[str]:
+            return (self.mode,)
+
+    already = Cursor("wal")
+    _wal(already)
+    assert already.asked == ["PRAGMA journal_mode"] * 3  # asked again; WAL already: not set
+
+    fresh = Cursor("delete")
+    _wal(fresh)
+    assert fresh.asked == ["PRAGMA journal_mode"] * 3 + ["PRAGMA journal_mode = WAL"]
+
+    class Broken(Cursor):
+        def execute(self, sql: str) -> Cursor:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        _wal(Broken("wal"))  # not a lock: raised at once
