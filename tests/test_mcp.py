@@ -142,7 +142,7 @@ async def test_a_server_held_open_serves_several_runs(tmp_path: Path) -> None:
         for _ in range(2):
             result = await Orchestrator(memory=None).execute(_five_tasks(agent))
             assert result.status == "succeeded"
-        assert await agent.run("add 7") is not None
+        assert (await agent.run("add 7")).output == "107"  # the held server answered
         assert _lines(tmp_path / "starts") == [pid]
         assert _alive(int(pid))
     assert not _alive(int(pid))

@@ -28,6 +28,7 @@ server fails to start.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import math
@@ -77,7 +78,7 @@ _MAX_TOOLS = 1000
 _STDERR_TAIL = 2000  # characters of a failed server's stderr shown in the error
 
 
-class MCPServer:
+class MCPServer(abc.ABC):
     """What `MCPServerStdio` and `MCPServerHTTP` share: the tools offered and how calls are cut.
 
     Not built directly. `async with server:` starts it and keeps it running (and listed) until
@@ -145,9 +146,9 @@ class MCPServer:
         self._root: MCPServer = self
         self._held: _Pool | None = None
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """How the server is reached, for messages: its command line or its URL (masked)."""
-        raise NotImplementedError
 
     def with_tools(self, tools: Iterable[str]) -> Self:
         """This server offering only `tools` (its own names): a view that shares the server's
@@ -178,9 +179,9 @@ class MCPServer:
                     object.__setattr__(view, slot, getattr(self, slot))
         return view
 
+    @abc.abstractmethod
     def _transport(self, errlog: TextIO) -> tuple[Transport, list[Any]]:
         """The SDK transport to enter, and the async context managers to enter before it."""
-        raise NotImplementedError
 
     def _needs_errlog(self) -> bool:
         return False
