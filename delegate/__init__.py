@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
-from delegate.agents.agent import Agent, AgentResult, ModelCaller
+from delegate.agents.agent import Agent, AgentResult, ModelCaller, VoteRecord
 from delegate.agents.approval import Approve, Deny, PendingCall
 from delegate.agents.endpoints import Endpoint
 from delegate.agents.limits import Budget
@@ -96,6 +96,7 @@ from delegate.orchestrator.events import (
     TaskFailed,
     TaskQueued,
     TaskRetried,
+    TaskRouted,
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
@@ -106,8 +107,16 @@ from delegate.orchestrator.events import (
 from delegate.orchestrator.graph import GraphSpec, Task, TaskContext, TaskGraph, TaskSpec
 from delegate.orchestrator.planned import GoalCheck, PlanRevision
 from delegate.orchestrator.planner import Plan, Planner, PlanResult, PlanTask
+from delegate.orchestrator.routing import LearnedRouting
 from delegate.orchestrator.run import Orchestrator, RunResult, RunStatus, RunUsage, TaskResult
 from delegate.orchestrator.scheduler import TaskStatus
+from delegate.orchestrator.strategies import (
+    AdaptiveVotes,
+    BestOfN,
+    MixtureOfAgents,
+    SelfRefine,
+    Strategy,
+)
 from delegate.orchestrator.stream import RunStream, event_json, events_json_schema
 from delegate.testing import SimulatedModel
 
@@ -117,6 +126,7 @@ except _PackageNotFoundError:  # running from a source tree that was never insta
     __version__ = "0.0.0"
 
 __all__ = [
+    "AdaptiveVotes",
     "Agent",
     "AgentResult",
     "ApprovalPending",
@@ -124,6 +134,7 @@ __all__ = [
     "ApprovedPlan",
     "AuthenticationError",
     "BadRequestError",
+    "BestOfN",
     "Budget",
     "BudgetExceeded",
     "ConcurrencyLimitedModel",
@@ -144,6 +155,7 @@ __all__ = [
     "GraphSpec",
     "InstrumentedModel",
     "JSONInputError",
+    "LearnedRouting",
     "LiteLLMModel",
     "MCPServer",
     "MCPServerError",
@@ -152,6 +164,7 @@ __all__ = [
     "MCPTool",
     "MemoryInputError",
     "Message",
+    "MixtureOfAgents",
     "Model",
     "ModelCall",
     "ModelCaller",
@@ -195,8 +208,10 @@ __all__ = [
     "RunStatus",
     "RunStream",
     "RunUsage",
+    "SelfRefine",
     "SimulatedModel",
     "StoreError",
+    "Strategy",
     "SynthesisStarted",
     "Task",
     "TaskCancelled",
@@ -209,6 +224,7 @@ __all__ = [
     "TaskQueued",
     "TaskResult",
     "TaskRetried",
+    "TaskRouted",
     "TaskSkipped",
     "TaskSpec",
     "TaskStarted",
@@ -228,6 +244,7 @@ __all__ = [
     "Usage",
     "Verdict",
     "VerificationFailed",
+    "VoteRecord",
     "WorkflowError",
     "WrapperModel",
     "__version__",

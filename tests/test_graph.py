@@ -237,8 +237,11 @@ def test_model_settings_verify_and_votes_are_kept_on_the_task() -> None:
             "task 'x': reasoning_effort must be one of 'minimal', 'low', 'medium', 'high' or "
             "None, got 'extreme'",
         ),
-        ({"votes": 0}, "task 'x': votes must be a positive int or None, got 0"),
-        ({"votes": 2.0}, "task 'x': votes must be a positive int or None, got 2.0"),
+        ({"votes": 0}, "task 'x': votes must be a positive int, an AdaptiveVotes or None, got 0;"),
+        (
+            {"votes": 2.0},
+            "task 'x': votes must be a positive int, an AdaptiveVotes or None, got 2.0;",
+        ),
         ({"verify": 42}, "task 'x': verify must be an Agent (a judge), got int 42"),
         ({"verify": " "}, "task 'x': verify is an empty name"),
     ],

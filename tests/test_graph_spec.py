@@ -15,6 +15,7 @@ from delegate.memory.store import Store
 from delegate.orchestrator.graph import PlannedSpec, Task, upgrade_graph_spec
 from delegate.orchestrator.planned import PlannedRun
 from delegate.orchestrator.planner import PlanTask
+from delegate.orchestrator.strategies import AdaptiveVotes, BestOfN
 from delegate.testing import FunctionModel
 
 pytestmark = pytest.mark.anyio
@@ -217,6 +218,84 @@ def test_a_plan_task_keeps_its_effort_only_for_a_reasoning_worker() -> None:
     assert task.spec(thinker).reasoning_effort == "high"
     assert task.spec(plain).reasoning_effort is None
     assert task.spec().prompt == "Do it.\n\nExpected output: A list."
+
+
+def test_a_plan_task_and_a_workflow_step_carry_the_same_strategy_and_votes() -> None:
+    from delegate.workflows import load_workflow_text
+    from delegate.workflows._driver import WorkflowRun
+
+    loaded = load_workflow_text(
+        "name: w\n"
+        "agents:\n"
+        "  writer: {model: openai/gpt-4o-mini}\n"
+        "  critic: {model: openai/gpt-4o-mini}\n"
+        "steps:\n"
+        "  - {id: draft, agent: writer, prompt: Draft., strategy: {best_of_n: {judge: critic}}}\n"
+        "  - {id: count, agent: writer, prompt: Count., votes: {max_samples: 6}}\n"
+    )
+    run = WorkflowRun(
+        run_id="r", workflow=loaded.spec, by_name={}, inputs={}, output_types={}, source={}
+    )
+    draft, count = loaded.spec.steps or []
+    planned = [
+        PlanTask.model_validate(
+            {
+                "id": "draft",
+                "agent": "writer",
+                "instructions": "Draft.",
+                "strategy": {"kind": "best_of_n", "judge": "critic"},
+            }
+        ),
+        PlanTask.model_validate(
+            {
+                "id": "count",
+                "agent": "writer",
+                "instructions": "Count.",
+                "votes": 6,
+            }
+        ),
+    ]
+
+    from_yaml = [run._spec(step, step.id, []) for step in (draft, count)]  # type: ignore[arg-type]
+
+    assert from_yaml == [task.spec() for task in planned]
+    assert from_yaml[0].strategy == BestOfN(judge="critic")
+    assert from_yaml[1].votes == AdaptiveVotes(max_samples=6)
+
+
+# --- version 2, as the code before strategies wrote it ------------------------------------------
+
+_VERSION_2 = {
+    "version": 2,
+    "tasks": [
+        {"id": "count", "agent": "writer", "prompt": "Count.", "votes": 3, "verify": "judge"},
+        {"id": "double", "fn": f"{__name__}:double", "deps": ["count"]},
+    ],
+}
+
+
+def test_a_version_2_graph_without_settings_reads_and_writes_back_the_same() -> None:
+    spec = GraphSpec.from_json(_VERSION_2)
+    assert [(task.votes, task.strategy) for task in spec.tasks] == [(3, None), (None, None)]
+    assert spec.to_json() == _VERSION_2
+
+
+async def test_a_run_stored_before_strategies_resumes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/runs.db"
+    with Store.open(url) as store:
+        store.create_run(RunRecord(id="old", graph=_VERSION_2))
+        done = TaskRecord(
+            run_id="old", task_id="count", status="succeeded", attempts=1, output="21"
+        )
+        store.write_batch("old", [done], [])
+    model = FunctionModel(lambda request: "never asked")
+
+    async with Orchestrator(workers=[Agent("writer", model), JUDGE], memory=url) as orchestrator:
+        result = await orchestrator.resume("old")
+
+    assert model.calls == 0
+    assert result.status == "succeeded"
+    assert result.tasks["double"].output == 42
 
 
 # --- version 1, as the code before GraphSpec wrote it -------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from delegate.agents.agent import Agent
 from delegate.agents.models import Model, ModelRequest, ModelResponse
@@ -20,6 +21,7 @@ from delegate.orchestrator.planner import (
     plan_to_specs,
     validate_plan,
 )
+from delegate.orchestrator.strategies import AdaptiveVotes, BestOfN, SelfRefine
 from delegate.testing import ScriptedModel
 
 pytestmark = pytest.mark.anyio
@@ -265,6 +267,36 @@ def test_prompt_carries_catalogue_budget_and_memory() -> None:
     assert "Failed tasks" not in prompt
 
 
+def test_prompt_lists_the_strategies_with_their_price_multipliers() -> None:
+    planner, _ = _planner([])
+    prompt = planner.render(GOAL, inputs={}, workers=_workers(), budget_text="no limit")
+    start = prompt.index("## Strategies for hard tasks")
+    section = prompt[start : prompt.index("## Budget left")]
+    lines = [line for line in section.splitlines() if line.startswith("- ")]
+    assert [(line.split("`")[1], line.rsplit("Up to ", 1)[1]) for line in lines] == [
+        (
+            '"strategy": {"kind": "best_of_n", "n": 4, "judge": "<worker>"}',
+            f"{BestOfN(n=4, judge='j').max_calls()}× the task's cost.",
+        ),
+        (
+            '"strategy": {"kind": "mixture_of_agents", "proposers": ["<worker>", "<worker>"], '
+            '"aggregator": "<worker>"}',
+            "3× the task's cost.",
+        ),
+        (
+            '"strategy": {"kind": "self_refine", "rounds": 2, "critic": "<worker>"}',
+            "5× the task's cost.",
+        ),
+        ('"votes": 10', "10× the task's cost."),
+    ]
+    assert "8× the task's cost." in lines[0]
+    # Custom prompts may list them too.
+    custom = Planner(
+        planner.agent, prompt="{% for s in strategies %}{{ s.multiplier }} {% endfor %}"
+    )
+    assert custom.render(GOAL, inputs={}, workers={}, budget_text="") == "8 3 5 10\n"
+
+
 def test_describe_budget_says_no_limit_when_nothing_is_limited() -> None:
     assert describe_budget() == "no limit"
     assert describe_budget(usd=0.05) == "- USD: $0.0500"
@@ -307,6 +339,82 @@ def test_unknown_agent_missing_dep_and_duplicate_id_reported_at_once() -> None:
         "task 'write' depends on 'serach_web', which is not in the plan "
         "(did you mean 'search_web'?); depend only on tasks of this plan or finished tasks",
     ]
+
+
+def test_strategy_workers_scores_and_votes_are_checked() -> None:
+    errors = _validate(
+        [
+            _task("a", strategy={"kind": "best_of_n", "judge": "writr"}),
+            _task(
+                "c",
+                strategy={"kind": "mixture_of_agents", "proposers": ["search", "serch", "serch"]},
+                votes=4,
+            ),
+            _task("d", strategy={"kind": "self_refine", "critic": "writer"}),
+            _task("e", votes=5),
+        ]
+    )
+    assert errors == [
+        "task 'a': its best_of_n strategy names 'writr', which is not a worker (did you mean "
+        "'writer'?); use one of: search, writer",
+        "task 'c': its mixture_of_agents strategy names 'serch', which is not a worker (did you "
+        "mean 'search'?); use one of: search, writer",
+        "task 'c' has both votes and a strategy; keep one (a strategy picks its own answer)",
+    ]
+
+
+def test_a_plan_names_no_scoring_function_and_its_settings_parse_by_their_schema() -> None:
+    with pytest.raises(ValidationError, match="score"):
+        PlanTask.model_validate(
+            _task("b", strategy={"kind": "best_of_n", "judge": "w", "score": "os:system"})
+        )
+    with pytest.raises(ValidationError, match="votes"):
+        PlanTask.model_validate(_task("b", votes=1))  # two at least: one is no vote
+
+
+def test_a_plan_tasks_strategy_and_votes_reach_its_spec() -> None:
+    plan = Plan.model_validate(
+        {
+            "tasks": [
+                _task("a", strategy={"kind": "self_refine", "rounds": 1, "critic": "writer"}),
+                _task("b", votes=5),
+            ]
+        }
+    )
+    assert plan_to_specs(plan) == [
+        TaskSpec(
+            id="a", agent="search", prompt="Do a.", strategy=SelfRefine(rounds=1, critic="writer")
+        ),
+        TaskSpec(id="b", agent="search", prompt="Do b.", votes=AdaptiveVotes(max_samples=5)),
+    ]
+
+
+async def test_a_streamed_task_naming_an_unknown_strategy_worker_waits_for_the_repair() -> None:
+    bad = {
+        "tasks": [
+            _task("a", strategy={"kind": "best_of_n", "judge": "critic"}),
+            _task("b"),
+        ]
+    }
+    fixed = {"tasks": [_task("a", strategy={"kind": "best_of_n", "judge": "writer"}), _task("b")]}
+    planner, _ = _planner([bad, fixed])
+    handed: list[tuple[str, Any]] = []
+
+    def take(task: PlanTask) -> bool:
+        handed.append((task.id, task.strategy_setting()))
+        return True
+
+    result = await _plan(planner, on_task=take)
+
+    assert result.attempts == 2
+    assert result.errors == [
+        [
+            "task 'a': its best_of_n strategy names 'critic', which is not a worker; use one of: "
+            "search, writer"
+        ]
+    ]
+    # `b` started while the plan was streamed; `a` only once its repair named a worker.
+    assert handed == [("b", None), ("a", BestOfN(judge="writer"))]
 
 
 def test_order_cycles_size_and_ids() -> None:

@@ -19,6 +19,7 @@ PACKAGES = (
     "delegate",
     "delegate.agents",
     "delegate.cli",
+    "delegate.evals",
     "delegate.memory",
     "delegate.observe",
     "delegate.orchestrator",

@@ -9,6 +9,7 @@ import pydantic
 import pytest
 
 from delegate import Agent, Orchestrator, TaskGraph
+from delegate.agents.agent import VoteRecord
 from delegate.agents.models import Usage
 from delegate.orchestrator.results import TaskResult, _task_result
 from delegate.testing import FunctionModel
@@ -29,6 +30,7 @@ def _values() -> dict[str, Any]:
         "deps": ("a", "b"),
         "started_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         "finished_at": None,
+        "vote": VoteRecord(samples=4, agreement=0.75, stopped="confident"),
     }
 
 

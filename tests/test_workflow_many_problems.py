@@ -45,7 +45,7 @@ def test_each_unknown_key_is_looked_up_once(suggestions: list[str]) -> None:
         "33: unknown key 'nmae' in the workflow; did you mean 'name'?",
         "34: unknown key 'zzz' in the workflow; allowed keys: name, description, inputs, agents, "
         "budget, memory, prices, endpoints, mcp_servers, rate_limits, max_concurrency, output, "
-        "steps, planner, workers, goal, max_replans, max_tasks, synthesizer, judge_goal",
+        "routing, steps, planner, workers, goal, max_replans, max_tasks, synthesizer, judge_goal",
     ]
 
 

@@ -851,7 +851,7 @@ def test_unknown_keys_suggest_or_list_the_allowed_ones() -> None:
         (
             6,
             "unknown key 'colour' in step 'a'; allowed keys: id, kind, agent, prompt, needs, "
-            "foreach, output, timeout, retries, when, verify, votes, budget",
+            "foreach, output, timeout, retries, when, verify, votes, strategy, budget",
         ),
         (
             7,
@@ -1051,3 +1051,217 @@ steps:
         "any": {"x": [1]},
         "list": [1, "a"],
     }
+
+
+# -- votes and strategies -------------------------------------------------------------------------
+
+SETTINGS = """\
+name: demo
+agents:
+  writer: {model: openai/gpt-4o-mini, votes: {max_samples: 6, confidence: 0.9}}
+  critic: {model: openai/gpt-4o-mini, strategy: {self_refine: }}
+  other: {model: anthropic/claude-haiku-4-5}
+steps:
+  - id: best
+    agent: writer
+    prompt: Write.
+    strategy: {best_of_n: {n: 3, judge: critic}}
+  - id: mixed
+    agent: writer
+    prompt: Write.
+    strategy:
+      mixture_of_agents: {proposers: [writer, other], aggregator: critic}
+  - id: counted
+    agent: writer
+    prompt: Count.
+    votes: 5
+"""
+
+
+def test_votes_and_strategies_are_read_from_steps_and_agents() -> None:
+    from delegate.orchestrator.strategies import (
+        AdaptiveVotes,
+        BestOfN,
+        MixtureOfAgents,
+        SelfRefine,
+    )
+
+    spec = load(SETTINGS)
+    writer, critic = spec.agents["writer"], spec.agents["critic"]
+    best, mixed, counted = spec.steps or []
+    assert isinstance(best, AgentStep)
+    assert isinstance(mixed, AgentStep)
+    assert isinstance(counted, AgentStep)
+    assert not isinstance(writer.votes, int)
+    assert writer.votes.to_votes() == AdaptiveVotes(max_samples=6, confidence=0.9)
+    assert critic.strategy is not None
+    assert critic.strategy.to_strategy() == SelfRefine()
+    assert best.strategy is not None
+    assert best.strategy.to_strategy() == BestOfN(n=3, judge="critic")
+    assert mixed.strategy is not None
+    assert mixed.strategy.to_strategy() == MixtureOfAgents(
+        proposers=("writer", "other"), aggregator="critic"
+    )
+    assert (counted.votes, counted.strategy) == (5, None)
+
+
+def test_a_step_task_takes_its_own_settings_else_its_agents() -> None:
+    from delegate.orchestrator.strategies import AdaptiveVotes, BestOfN, SelfRefine
+    from delegate.workflows._driver import WorkflowRun
+
+    spec = load(
+        SETTINGS
+        + "  - {id: refined, agent: critic, prompt: Check.}\n"
+        + "  - {id: once, agent: critic, prompt: Once., votes: 1}\n"
+        + "  - {id: sampled, agent: critic, prompt: Sample., votes: {max_samples: 4}}\n"
+    )
+    run = WorkflowRun(run_id="r", workflow=spec, by_name={}, inputs={}, output_types={}, source={})
+    tasks = {
+        step.id: run._spec(step, step.id, [])  # type: ignore[arg-type]
+        for step in spec.steps or []
+    }
+    settings = {task_id: (task.votes, task.strategy) for task_id, task in tasks.items()}
+    assert settings == {
+        "best": (None, BestOfN(n=3, judge="critic")),
+        "mixed": (None, tasks["mixed"].strategy),
+        "counted": (5, None),
+        "refined": (None, SelfRefine()),  # the agent's strategy
+        "once": (None, None),  # the step's one vote turns its agent's strategy off
+        "sampled": (AdaptiveVotes(max_samples=4), None),
+    }
+
+
+def test_strategy_and_votes_problems_have_their_line_and_a_suggestion() -> None:
+    found = problems(
+        """\
+        name: demo
+        agents:
+          writer: {model: openai/gpt-4o-mini, votes: {max_sample: 3}}
+          critic: {model: openai/gpt-4o-mini}
+        steps:
+          - id: draft
+            agent: writer
+            prompt: Write.
+            votes: {min_samples: 5, max_samples: 3}
+          - id: best
+            agent: writer
+            prompt: Write.
+            strategy: {best_of_nn: {n: 4}}
+          - id: judged
+            agent: writer
+            prompt: Write.
+            strategy: {best_of_n: {n: 1, jugde: critic}}
+          - id: none
+            agent: writer
+            prompt: Write.
+            strategy: {}
+          - id: zero
+            agent: writer
+            prompt: Write.
+            votes: 0
+        """
+    )
+    assert found == [
+        (3, "unknown key 'max_sample' in votes of agent 'writer'; did you mean 'max_samples'?"),
+        (
+            9,
+            "step 'draft': votes: min_samples (5) is more than max_samples (3); lower "
+            "min_samples or raise max_samples",
+        ),
+        (13, "unknown key 'best_of_nn' in strategy of step 'best'; did you mean 'best_of_n'?"),
+        (17, "step 'judged': strategy.best_of_n.n should be greater than or equal to 2, got 1"),
+        (17, "unknown key 'jugde' in strategy.best_of_n of step 'judged'; did you mean 'judge'?"),
+        (
+            21,
+            "step 'none': strategy: a strategy is one of best_of_n, mixture_of_agents or "
+            "self_refine, but this one is empty; give exactly one, e.g. {best_of_n: {n: 4, "
+            "judge: critic}}",
+        ),
+        (25, "step 'zero': votes should be greater than or equal to 1, got 0"),
+    ]
+
+
+def test_a_strategys_agents_and_votes_beside_it_are_checked_with_their_place() -> None:
+    text = textwrap.dedent(
+        """\
+        name: demo
+        agents:
+          writer: {model: openai/gpt-4o-mini, votes: 3, strategy: {self_refine: {critic: critc}}}
+          critic: {model: openai/gpt-4o-mini}
+        steps:
+          - id: draft
+            agent: critic
+            prompt: Write.
+            votes: {max_samples: 3}
+            strategy: {best_of_n: {judge: critic}}
+          - id: best
+            agent: critic
+            prompt: Write.
+            strategy: {best_of_n: {n: 4, judge: critc}}
+          - id: mixed
+            agent: critic
+            prompt: Write.
+            strategy: {mixture_of_agents: {proposers: [writer, writr], aggregator: critik}}
+        """
+    )
+    expected = [
+        "w.yaml:3:49: agent 'writer' has votes: and strategy:; give one of them (a strategy "
+        "picks its own answer)",
+        "w.yaml:3:82: agent 'writer': strategy self_refine critic 'critc' is not an agent of this "
+        "workflow (did you mean 'critic'?); define it under agents:",
+        "w.yaml:10:5: step 'draft' has votes: and strategy:; give one of them (a strategy picks "
+        "its own answer)",
+        "w.yaml:14:41: step 'best': strategy best_of_n judge 'critc' is not an agent of this "
+        "workflow (did you mean 'critic'?); define it under agents:",
+        "w.yaml:18:56: step 'mixed': strategy mixture_of_agents proposers 'writr' is not an "
+        "agent of this workflow (did you mean 'writer'?); define it under agents:",
+        "w.yaml:18:76: step 'mixed': strategy mixture_of_agents aggregator 'critik' is not an "
+        "agent of this workflow (did you mean 'critic'?); define it under agents:",
+    ]
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow_text(text, "w.yaml")
+    assert [str(problem) for problem in caught.value.problems] == expected
+
+
+def test_delegate_validate_names_a_strategys_unknown_agent(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "name: demo\n"
+        "agents:\n"
+        "  writer: {model: openai/gpt-4o-mini}\n"
+        "steps:\n"
+        "  - {id: a, agent: writer, prompt: Hi., strategy: {self_refine: {critic: critic}}}\n"
+    )
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{path}:5:74: step 'a': strategy self_refine critic 'critic' is not an agent of this "
+        "workflow; define it under agents:"
+    ]
+    assert "Traceback" not in result.output
+
+
+def test_a_strategys_agents_spend_under_the_steps_usd_budget() -> None:
+    found = problems(
+        """\
+        name: demo
+        agents:
+          writer: {model: openai/gpt-4o-mini}
+          local: {model: ollama/llama3-not-priced}
+        steps:
+          - id: a
+            agent: writer
+            prompt: Hi.
+            strategy: {best_of_n: {judge: local}}
+            budget: {usd: 0.01}
+        """
+    )
+    assert found == [
+        (
+            4,
+            "agent 'local': model 'ollama/llama3-not-priced' has no known price, so its calls "
+            "cannot be checked against the budget of step 'a' (an unknown price is never taken "
+            "as free); give its price: prices: {ollama/llama3-not-priced: "
+            "[input_usd_per_million, output_usd_per_million]}",
+        )
+    ]

@@ -9,7 +9,7 @@ for others).
 
 from __future__ import annotations
 
-from delegate.agents.agent import Agent, AgentResult, ModelCaller
+from delegate.agents.agent import Agent, AgentResult, ModelCaller, VoteRecord
 from delegate.agents.approval import Approve, Deny, PendingCall
 from delegate.agents.endpoints import Endpoint
 from delegate.agents.limits import Budget
@@ -73,6 +73,7 @@ __all__ = [
     "ToolCall",
     "ToolDefinition",
     "Usage",
+    "VoteRecord",
     "WrapperModel",
     "count_messages",
     "count_text",

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeAlias
 
 import anyio
 import pydantic
@@ -73,11 +73,15 @@ from delegate.errors import (
     did_you_mean,
 )
 
+if TYPE_CHECKING:
+    from delegate.orchestrator.strategies import AdaptiveVotes
+
 __all__ = [
     "Agent",
     "AgentResult",
     "ModelCaller",
     "ToolHook",
+    "VoteRecord",
     "judge_problem",
     "observing_tools",
     "with_output_type",
@@ -117,6 +121,30 @@ async def _call_model(agent: Agent[Any], model: Model, request: ModelRequest) ->
     return await model.request(request)
 
 
+VoteStop: TypeAlias = Literal["confident", "unanimous", "max_samples", "budget"]
+"""Why a vote stopped sampling (see `VoteRecord`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRecord:
+    """How a task's answer was voted on (`votes=`), as `TaskResult.vote` and the "vote" event
+    tell it.
+
+    Attributes:
+        samples: the answers sampled (and tallied).
+        agreement: the share of them that gave the leading answer (from 0 to 1; structured
+            answers are compared whole here, though the answer kept is merged field by field).
+        stopped: why sampling stopped: "unanimous" (every sample agreed and the stopping rule
+            was met, or a fixed number of samples all agreed), "confident" (the leader could no
+            longer lose at the chosen confidence), "max_samples" (the most allowed were asked),
+            or "budget" (the budget left could not pay for another sample).
+    """
+
+    samples: int
+    agreement: float
+    stopped: VoteStop
+
+
 @dataclass(frozen=True, slots=True)
 class AgentResult(Generic[OutputT]):
     """What an agent run produced.
@@ -129,6 +157,7 @@ class AgentResult(Generic[OutputT]):
             (a call that raised is not counted).
         agent: the name of the agent that gave the final answer (the fallback's when escalated).
         model: the name of the model that gave the final answer.
+        vote: how the answer was voted on, when it was (`votes=` in an orchestrator run).
     """
 
     output: OutputT
@@ -137,6 +166,7 @@ class AgentResult(Generic[OutputT]):
     calls: int
     agent: str
     model: str
+    vote: VoteRecord | None = None
 
 
 @dataclass(slots=True)
@@ -195,7 +225,9 @@ class Agent(Generic[OutputT]):
             `delegate.orchestrator.checks.run_checked`).
         votes: in an orchestrator run, ask this many answers concurrently and keep the majority
             (per top-level field for structured output); with `verify`, the judge settles
-            disagreements. Give the model a `temperature` > 0 so that samples can differ.
+            disagreements. Give the model a `temperature` > 0 so that samples can differ. An
+            `AdaptiveVotes(...)` samples a few at a time instead and stops as soon as the
+            majority is settled (or the budget left cannot pay for another sample).
 
     Raises:
         ConfigError: any argument is invalid; the message names the agent and the fix.
@@ -222,7 +254,7 @@ class Agent(Generic[OutputT]):
         min_output_tokens: int = 256,
         memory: bool = False,
         verify: Agent[str] | None = None,
-        votes: int = 1,
+        votes: int | AdaptiveVotes = 1,
     ) -> None:
         self.name = _check_name(name)
         prefix = f"Agent {name!r}: "
@@ -249,7 +281,7 @@ class Agent(Generic[OutputT]):
             raise ConfigError(f"{prefix}memory must be True or False, got {memory!r}")
         self.memory = memory
         self.verify = _check_verify(prefix, verify)
-        self.votes = _check_count(prefix, "votes", votes)
+        self.votes: int | AdaptiveVotes = _check_votes(prefix, votes)
 
     def __repr__(self) -> str:
         parts = [f"name={self.name!r}", f"model={self.model.name!r}"]
@@ -262,7 +294,7 @@ class Agent(Generic[OutputT]):
         if self.verify is not None:
             parts.append(f"verify={self.verify.name!r}")
         if self.votes != 1:
-            parts.append(f"votes={self.votes}")
+            parts.append(f"votes={self.votes!r}")
         return f"Agent({', '.join(parts)})"
 
     async def run(
@@ -387,6 +419,30 @@ class Agent(Generic[OutputT]):
                 )
             tools[extra.name] = extra
         return tools
+
+    def first_request(
+        self,
+        prompt: str,
+        *,
+        tools: Sequence[Tool] = (),
+        max_output_tokens: int | None = None,
+        reasoning_effort: ReasoningEffort | None = None,
+    ) -> ModelRequest:
+        """The first request a `run(prompt, ...)` with these arguments sends (the tools of MCP
+        servers left out): what a budget check sizes one more run by."""
+        return ModelRequest(
+            messages=self._first_messages(prompt),
+            output_schema=self._output_schema,
+            output_name=self.output_type.__name__ if self.output_type is not None else "output",
+            tools=(*self._tool_definitions, *(t.definition for t in tools)),
+            max_output_tokens=self.max_output_tokens
+            if max_output_tokens is None
+            else max_output_tokens,
+            reasoning_effort=self.reasoning_effort
+            if reasoning_effort is None
+            else reasoning_effort,
+            temperature=self.temperature,
+        )
 
     def _first_messages(self, prompt: str) -> list[Message]:
         messages: list[Message] = []
@@ -685,6 +741,18 @@ def _check_count(prefix: str, key: str, value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
     raise ConfigError(f"{prefix}{key} must be a positive int, got {value!r}; e.g. {key}=4")
+
+
+def _check_votes(prefix: str, votes: object) -> int | AdaptiveVotes:
+    # Told apart by its `kind`, not imported: agents do not depend on the orchestrator.
+    if isinstance(votes, pydantic.BaseModel) and getattr(votes, "kind", None) == "adaptive_votes":
+        return typing.cast("AdaptiveVotes", votes)
+    if isinstance(votes, int) and not isinstance(votes, bool) and votes >= 1:
+        return votes
+    raise ConfigError(
+        f"{prefix}votes must be a positive int, got {votes!r}; e.g. votes=4, or "
+        "votes=AdaptiveVotes(max_samples=10) to stop sampling once the majority is settled"
+    )
 
 
 def _check_limit(prefix: str, key: str, value: object) -> int | None:

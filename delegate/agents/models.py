@@ -206,6 +206,9 @@ class ModelRequest:
         input_tokens: the prompt's tokens as the budget gate counted them before the call (None:
             not counted); rate limits use it instead of counting again. Not part of the
             request's identity.
+        sample: which draw this is among identical requests asked for several answers (votes):
+            part of the request's identity, so the call cache keeps one answer per draw, and
+            never sent to the provider. None: the first (or only) draw.
     """
 
     messages: Sequence[Message]
@@ -228,6 +231,7 @@ class ModelRequest:
     start to the same `on_text`.
     """
     input_tokens: int | None = field(default=None, compare=False, repr=False)
+    sample: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

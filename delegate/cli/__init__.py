@@ -4,7 +4,7 @@ One module per command group, the display code beside them:
 
 - `_app`: the group, its global options (`--debug`, `--log-json`) and the one error policy;
 - `tokens`: `tokens`; `files`: `validate`, `schema`; `run`: `run`, `plan`; `runs`: `runs`,
-  `show`, `resume`;
+  `show`, `resume`; `eval`: `eval`;
 - `_guard`: pipe-safe streams, stop signals, bounded options; `_stores`: the store a command
   uses (the home store without `--db`) and its checks;
 - `_format`, `_live`, `_summary`, `_stored`, `_preview`: what the commands show.

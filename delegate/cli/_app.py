@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from delegate.cli.approvals import approve_command, pending_command
+from delegate.cli.eval import eval_command
 from delegate.cli.files import schema, validate
 from delegate.cli.init import init_command
 from delegate.cli.report import report_command
@@ -124,5 +125,6 @@ for _command in (
     pending_command,
     approve_command,
     report_command,
+    eval_command,
 ):
     main.add_command(_command)

@@ -2,8 +2,9 @@
 
 `CachedModel(model, store)` wraps any `Model`. A request is identified by a sha256 of the
 canonical JSON of what decides the answer — the model's name, the messages, the output schema
-and its name, the tools' definitions, `max_output_tokens`, `reasoning_effort` and `temperature`
-(not `timeout` or `on_text`). A hit returns the stored response without calling the model, marked
+and its name, the tools' definitions, `max_output_tokens`, `reasoning_effort`, `temperature` and
+the request's `sample` (which draw it is, when votes ask several answers) — not `timeout` or
+`on_text`. A hit returns the stored response without calling the model, marked
 `cached=True`, with zero usage: it cost nothing and made no call; a streaming request
 (`on_text` set) gets the whole stored text as one piece. A miss calls the model with the request
 as it is (so it streams if the model can) and stores the response as JSON (never pickle)::
@@ -173,6 +174,8 @@ def cache_key(model: str, request: ModelRequest) -> str:
         "reasoning_effort": request.reasoning_effort,
         "temperature": request.temperature,
     }
+    if request.sample is not None:  # another draw of the same request: its own answer
+        payload["sample"] = request.sample
     canonical = json.dumps(
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )

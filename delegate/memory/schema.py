@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -37,15 +38,17 @@ __all__ = [
     "MemoryRow",
     "MemoryTagRow",
     "PausedTaskRow",
+    "RoutingOutcomeRow",
     "RunLeaseRow",
     "RunRow",
     "RunSpendRow",
     "TaskRow",
+    "TaskStepRow",
     "ToolApprovalRow",
     "UTCDateTime",
 ]
 
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0006"
 
 # SQLite only aliases the rowid for a column declared exactly INTEGER PRIMARY KEY.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -254,3 +257,45 @@ class PausedTaskRow(Base):
     task_id: Mapped[str] = mapped_column(String(500), primary_key=True)
     state: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+
+
+class TaskStepRow(Base):
+    """A finished model call of a task that makes several per answer (votes, a judge, a
+    strategy, a tool loop): its response (JSON), by the request's key and its occurrence, so a
+    retry or a resume answers it again without sending it (`delegate.orchestrator._journal`).
+
+    Kept while the task may run again: the rows go when its result is stored.
+    """
+
+    __tablename__ = "task_steps"
+
+    run_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    task_id: Mapped[str] = mapped_column(String(500), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    occurrence: Mapped[int] = mapped_column(Integer, primary_key=True)
+    response: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+
+
+class RoutingOutcomeRow(Base):
+    """The outcome of one task that learned routing placed (`delegate.memory._routing`): its
+    kind, the arm (model and effort) it ran on, whether its first answer passed verification,
+    and what it cost. No foreign key to `runs`: what was learned outlives the runs."""
+
+    __tablename__ = "routing_outcomes"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(500))
+    arm: Mapped[str] = mapped_column(String(500))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    latency_s: Mapped[float] = mapped_column(Float)
+    run_id: Mapped[str] = mapped_column(String(500))
+    task_id: Mapped[str] = mapped_column(String(500))
+    explored: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_routing_outcomes_kind", "namespace", "kind", "arm"),)

@@ -57,7 +57,7 @@ from delegate.errors import (
     RunLeasedError,
     StoreError,
 )
-from delegate.memory import _approvals, migrations
+from delegate.memory import _approvals, _routing, _steps, migrations
 from delegate.memory._engine import WRITE_OPTION, default_url, make_engine, normalize_url
 from delegate.memory._rows import (
     TASK_COLUMNS,
@@ -495,6 +495,7 @@ class Store:
         spend: dict[str, Any] | None = None,
         after: tuple[int, int] | None = None,
         approvals: _approvals.ApprovalBatch | None = None,
+        steps: _steps.StepBatch | None = None,
     ) -> tuple[int, int]:
         """In one write transaction, upsert `tasks` and append `events` to the run's log.
 
@@ -515,6 +516,8 @@ class Store:
                 again after the run's own.
             approvals: rounds tasks paused in, the calls they wait for, and inline decisions,
                 written with the events that announce them (`delegate.memory._approvals`).
+            steps: calls of multi-call tasks answered since the last batch, and the tasks
+                whose journals end (`delegate.memory._steps`).
 
         Returns:
             The run's last event number and a task position at or after its last (pass it as
@@ -538,13 +541,15 @@ class Store:
                 )
                 if approvals is not None:
                     _approvals.write(conn, self.dialect, run_id, approvals)
+                if steps is not None:
+                    _steps.write(conn, self.dialect, run_id, steps)
                 return seq
         except IntegrityError:
             if after is None:
                 raise
         # Numbers taken by another writer of the run: again, after the stored ones.
         return self.write_batch(
-            run_id, tasks, events, graph=graph, spend=spend, approvals=approvals
+            run_id, tasks, events, graph=graph, spend=spend, approvals=approvals, steps=steps
         )
 
     def _write_batch(
@@ -880,6 +885,14 @@ class Store:
         with self._write() as session:
             session.connection().execute(upsert, values)
 
+    # -- journals of multi-call tasks (see `delegate.memory._steps`) -----------------------------
+
+    def get_steps(self, run_id: str) -> dict[str, dict[tuple[str, int], dict[str, Any]]]:
+        """The run's journals, in one query: task id → (request key, occurrence) → the
+        response as JSON data (`write_batch(..., steps=)` writes them)."""
+        with self._read() as session:
+            return _steps.load(session, run_id)
+
     # -- tool calls that wait for a human (see `delegate.memory._approvals`) ---------------------
 
     def save_pauses(
@@ -921,6 +934,20 @@ class Store:
             return _approvals.decide(
                 session, self.url, run_id, call_id, approve=approve, reason=reason
             )
+
+    # -- learned routing (see `delegate.memory._routing`) ----------------------------------------
+
+    def add_routing_outcomes(self, outcomes: Sequence[_routing.RoutingOutcome]) -> None:
+        """Keep the outcomes of a run's routed tasks (one transaction)."""
+        if not outcomes:
+            return
+        with self._write() as session:
+            _routing.add_outcomes(session, outcomes)
+
+    def routing_history(self, namespace: str) -> list[_routing.ArmHistory]:
+        """Trials, passes and cost of every (task kind, arm) routed in `namespace`."""
+        with self._read() as session:
+            return _routing.history(session, namespace)
 
     # -- helpers --------------------------------------------------------------------------------
 

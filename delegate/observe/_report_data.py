@@ -61,9 +61,21 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Routed:
+    """Learned routing's decision for one task (a `TaskRouted` event), in words."""
+
+    task_id: str
+    kind: str
+    arm: str
+    explored: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Check:
     """A decision on one of a task's answers (a `TaskChecked` event): a tally of `samples`
-    votes (`check` "vote"), the judge's pick among them ("pick"), or its verdict ("judge")."""
+    votes (`check` "vote"), the judge's pick among them ("pick"), its verdict ("judge"), or a
+    strategy's decision ("score", "best", "propose", "aggregate", "critique")."""
 
     task_id: str
     attempt: int
@@ -76,6 +88,10 @@ class Check:
     chosen: int | None
     judge: str | None
     at: float
+    stopped: str | None = None  # a vote: why sampling stopped
+    agreement: float | None = None  # a vote: the leading answer's share of the samples
+    effort: str | None = None  # a verdict: the reasoning effort the answer was asked at
+    cost_usd: float | None = None  # what the calls since the previous decision cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +151,7 @@ class RunView:
     plans: list[dict[str, Any]] = field(default_factory=list)
     retries: list[Retry] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    routes: list[Routed] = field(default_factory=list)
     has_events: bool = False
 
 
@@ -356,6 +373,7 @@ def view_of_stored(
             if event.kind == "task_retried"
         ],
         checks=[_stored_check(event) for event in events if event.kind == "task_checked"],
+        routes=[_stored_route(event) for event in events if event.kind == "task_routed"],
         has_events=bool(events),
     )
 
@@ -365,6 +383,17 @@ def _optional(value: Any, kind: type[Any]) -> Any:
     if isinstance(value, bool) and kind is not bool:
         return None
     return value if isinstance(value, kind) else None
+
+
+def _stored_route(event: EventRecord) -> Routed:
+    data = event.data
+    return Routed(
+        task_id=str(data.get("task_id")),
+        kind=clip(str(data.get("task_kind") or ""), 200) or "",
+        arm=clip(str(data.get("arm") or ""), 200) or "",
+        explored=_optional(data.get("explored"), bool) or False,
+        reason=clip(str(data.get("reason") or ""), 1_000) or "",
+    )
 
 
 def _stored_check(event: EventRecord) -> Check:
@@ -382,7 +411,29 @@ def _stored_check(event: EventRecord) -> Check:
         chosen=_optional(data.get("chosen"), int),
         judge=clip(judge, 200),
         at=event.at,
+        stopped=_one_of(data.get("stopped"), _VOTE_STOPS),
+        agreement=_fraction(data.get("agreement")),
+        effort=_one_of(data.get("effort"), _EFFORTS),
+        cost_usd=_fraction(data.get("cost_usd"), most=None),
     )
+
+
+_VOTE_STOPS = frozenset({"confident", "unanimous", "max_samples", "budget"})
+_EFFORTS = frozenset({"minimal", "low", "medium", "high"})
+
+
+def _one_of(value: Any, known: frozenset[str]) -> str | None:
+    return value if isinstance(value, str) and value in known else None
+
+
+def _fraction(value: Any, most: float | None = 1.0) -> float | None:
+    """A stored number ≥ 0 (and ≤ `most`), else None: stored data is untrusted."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (most is not None and number > most):
+        return None
+    return number
 
 
 # -- what the report derives ------------------------------------------------------------------

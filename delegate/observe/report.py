@@ -409,7 +409,7 @@ def _decision(check: Check) -> str:
             if check.unanimous
             else f"split; answer {esc(check.chosen if check.chosen is not None else '?')} won"
         )
-        text = f"{_plural(check.samples, 'sample')} voted: {outcome}"
+        text = f"{_plural(check.samples, 'sample')} voted: {outcome}{_vote_stop(check)}"
     elif check.check == "pick":
         picked = (
             f"picked answer {check.chosen} of {check.samples}"
@@ -417,14 +417,51 @@ def _decision(check: Check) -> str:
             else f"picked none of the {check.samples} answers (the majority's was kept)"
         )
         text = f"judge {judge} {picked}"
+    elif check.check in _STRATEGY_CHECKS:
+        text = _strategy_decision(check, judge)
     else:
         verdict = "passed" if check.passed else "rejected"
         text = f"judge {judge} {verdict} the answer of {esc(check.agent or 'the worker')}"
+        if check.effort is not None:
+            text += f" (asked at effort {esc(check.effort)})"
     reason = f': <q class="feedback">{esc(check.feedback)}</q>' if check.feedback else ""
     verdict_attr = "" if check.passed is None else f' data-passed="{str(check.passed).lower()}"'
     return (
         f'<li data-check="{esc(check.check)}"{verdict_attr}>attempt {check.attempt}: '
         f"{text}{reason}</li>"
+    )
+
+
+_STRATEGY_CHECKS = frozenset({"score", "best", "propose", "aggregate", "critique"})
+_EARLY_STOPS = {  # (a vote that asked all it could, or agreed throughout, says so already)
+    "confident": "stopped early: the leader could no longer lose",
+    "budget": "stopped: the budget left could not pay for another sample",
+}
+
+
+def _vote_stop(check: Check) -> str:
+    """Why an adaptive vote stopped before its most samples, and how much they agreed."""
+    reason = _EARLY_STOPS.get(check.stopped or "")
+    if reason is None or check.agreement is None:
+        return ""
+    return f" ({reason}; {check.agreement:.0%} agreed)"
+
+
+def _strategy_decision(check: Check, judge: str) -> str:
+    """A strategy's decision (best-of-n, mixture-of-agents, self-refine), escaped."""
+    agent = esc(check.agent or "the worker")
+    if check.check == "score":
+        return f"{judge} scored answer {check.chosen} of {check.samples} (by {agent})"
+    if check.check == "best":
+        return f"best of {check.samples}: answer {check.chosen} kept"
+    if check.check == "propose":
+        return f"{agent} proposed answer {check.chosen} of {check.samples}"
+    if check.check == "aggregate":
+        return f"{agent} aggregated the {_plural(check.samples, 'proposal')}"
+    verdict = "passed" if check.passed else "rejected"
+    return (
+        f"critic {judge} {verdict} the answer of {agent} "
+        f"(self-refine round {check.chosen} of at most {check.samples})"
     )
 
 
@@ -469,6 +506,26 @@ def _checks(view: RunView) -> str:
         '<th class="n">attempts</th><th class="n">model calls</th><th>votes</th><th>judge</th>'
         f"<th>outcome</th><th>retries</th><th>votes and verdicts</th></tr>{''.join(rows)}"
         f"</table>{note}</section>"
+    )
+
+
+def _routing(view: RunView) -> str:
+    """Learned routing's decision for each task it placed (nothing without routing)."""
+    if not view.routes:
+        return ""
+    explored = sum(route.explored for route in view.routes)
+    rows = "".join(
+        f'<tr data-route-task="{esc(route.task_id)}"><td><code>{esc(route.task_id)}</code></td>'
+        f"<td><code>{esc(route.kind)}</code></td><td>{esc(route.arm)}</td>"
+        f"<td>{'explored' if route.explored else 'rule'}</td><td>{esc(route.reason)}</td></tr>"
+        for route in view.routes
+    )
+    return (
+        '<section id="routing"><h2>Routing</h2><p class="muted">Learned routing placed '
+        f"{_plural(len(view.routes), 'task')} on the cheapest tier and effort whose pass rate "
+        f"in past runs meets the target; {explored} of them explored an arm to learn about "
+        "it.</p><table><tr><th>task</th><th>kind</th><th>arm</th><th>why</th><th>decision</th>"
+        f"</tr>{rows}</table></section>"
     )
 
 
@@ -530,7 +587,8 @@ def render(view: RunView) -> str:
     except PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
         made_by = "delegate"
     critical = critical_path(view.tasks)
-    nav = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in _SECTIONS)
+    sections = (*_SECTIONS, ("routing", "Routing")) if view.routes else _SECTIONS
+    nav = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in sections)
     body = "".join(
         (
             _summary(view, critical),
@@ -540,6 +598,7 @@ def render(view: RunView) -> str:
             _spend(view),
             _plans(view),
             _checks(view),
+            _routing(view),
             _errors(view),
             _tasks(view, critical),
         )

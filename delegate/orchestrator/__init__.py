@@ -24,6 +24,7 @@ from delegate.orchestrator.events import (
     TaskFailed,
     TaskQueued,
     TaskRetried,
+    TaskRouted,
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
@@ -34,17 +35,29 @@ from delegate.orchestrator.events import (
 from delegate.orchestrator.graph import GraphSpec, Task, TaskContext, TaskGraph, TaskSpec
 from delegate.orchestrator.planned import GoalCheck, PlanRevision
 from delegate.orchestrator.planner import Plan, Planner, PlanResult, PlanTask, default_prompt
+from delegate.orchestrator.routing import LearnedRouting
 from delegate.orchestrator.run import Orchestrator, RunResult, RunStatus, RunUsage, TaskResult
 from delegate.orchestrator.scheduler import RetryPolicy, TaskStatus
+from delegate.orchestrator.strategies import (
+    AdaptiveVotes,
+    BestOfN,
+    MixtureOfAgents,
+    SelfRefine,
+    Strategy,
+)
 from delegate.orchestrator.stream import RunStream, event_json, events_json_schema
 
 __all__ = [
+    "AdaptiveVotes",
     "ApprovedPlan",
+    "BestOfN",
     "Estimate",
     "Event",
     "EventBus",
     "GoalCheck",
     "GraphSpec",
+    "LearnedRouting",
+    "MixtureOfAgents",
     "Orchestrator",
     "Plan",
     "PlanApprover",
@@ -64,6 +77,8 @@ __all__ = [
     "RunStatus",
     "RunStream",
     "RunUsage",
+    "SelfRefine",
+    "Strategy",
     "SynthesisStarted",
     "Task",
     "TaskCancelled",
@@ -75,6 +90,7 @@ __all__ = [
     "TaskQueued",
     "TaskResult",
     "TaskRetried",
+    "TaskRouted",
     "TaskSkipped",
     "TaskSpec",
     "TaskStarted",

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from delegate.agents.approval import PausedRound
     from delegate.memory.records import TaskRecord
     from delegate.memory.store import Store
+    from delegate.orchestrator._journal import RunJournal
     from delegate.orchestrator._lease import RunLease
     from delegate.orchestrator.calls import RunAccount
     from delegate.orchestrator.graph import Task
@@ -314,6 +315,9 @@ class RunRecorder:
         self.run_id = run_id
         self.by_id = by_id  # the scheduler's own map: tasks added during the run are found too
         self.account = account
+        # Task journals (`delegate.orchestrator._journal`): their rows go in the commit that
+        # writes the spend of their calls, taken after it.
+        self.journal: RunJournal | None = None
         self._lock = threading.Lock()  # guards what waits to be written
         self._graph: dict[str, Any] | None = None
         self._queue: list[_Queued] = []  # events as they came, with what they must keep
@@ -554,9 +558,11 @@ class RunRecorder:
             if account is not None and account.changes != self._spend_written:
                 self._spend_written = account.changes
                 spend = account.spend()
-            if queued or graph is not None or spend is not None:
+            journal = self.journal
+            if queued or graph is not None or spend is not None or (journal and journal.waiting()):
                 try:
                     tasks, events = self._rows(queued)
+                    steps = None if journal is None else journal.take(tasks)
                     approvals = None
                     if pauses or decided:
                         approvals = approval_batch(self.run_id, pauses, decided)
@@ -568,6 +574,7 @@ class RunRecorder:
                         spend=spend,
                         after=self._after,
                         approvals=approvals,
+                        steps=steps,
                     )
                 except BaseException as exc:
                     self._error = exc

@@ -1,8 +1,9 @@
 """Checks of a plan from the planner: every problem at once, in linear time.
 
-`validate_plan` gathers duplicate or malformed ids, unknown agents, missing or misordered
-dependencies, cycles (named), templates that do not parse or name what they may not, too many tasks
-and a projected cost over the budget; the planner sends them back verbatim for a repair.
+`validate_plan` gathers duplicate or malformed ids, unknown agents (a strategy's too), missing or
+misordered dependencies, cycles (named), templates that do not parse or name what they may not,
+too many tasks and a projected cost over the budget; the planner sends them back verbatim for a
+repair.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from delegate.errors import TemplateError, did_you_mean
 from delegate.orchestrator._sandbox import check_render
+from delegate.orchestrator._specs import strategy_workers
 from delegate.orchestrator.graph import PROMPT_ENV, RESERVED_NAMES, TASK_ID, compile_prompt
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ __all__ = [
     "check_agents",
     "check_deps",
     "check_ids",
+    "check_strategies",
     "check_templates",
     "plan_prompt",
     "usd_text",
@@ -73,6 +76,29 @@ def check_agents(plan: Plan, workers: Mapping[str, Agent[Any]]) -> list[str]:
         for task in plan.tasks
         if task.agent not in workers
     ]
+
+
+def check_strategies(plan: Plan, workers: Mapping[str, Agent[Any]]) -> list[str]:
+    """A task's strategy names workers, and does not come with votes."""
+    errors: list[str] = []
+    for task in plan.tasks:
+        strategy = task.strategy_setting()
+        if strategy is None:
+            continue
+        # (a strategy's names are at most 200 characters: did-you-mean stays cheap)
+        errors.extend(
+            f"task {_shown(task.id)}: its {strategy.kind} strategy names {_shown(name)}, which "
+            f"is not a worker{did_you_mean(name, workers)}; use one of: "
+            f"{', '.join(workers) or '(none)'}"
+            for name in dict.fromkeys(strategy_workers(strategy))
+            if name not in workers
+        )
+        if task.votes is not None:
+            errors.append(
+                f"task {_shown(task.id)} has both votes and a strategy; keep one (a strategy "
+                "picks its own answer)"
+            )
+    return errors
 
 
 def check_deps(plan: Plan, finished: Collection[str]) -> list[str]:
@@ -268,6 +294,7 @@ def validate_plan(
             return errors  # far too large: checking the rest would only make noise (and work)
     errors += check_ids(plan, finished)
     errors += check_agents(plan, workers)
+    errors += check_strategies(plan, workers)
     errors += check_deps(plan, finished)
     errors += check_templates(plan, inputs)
     if not errors and estimate_usd is not None and budget_usd_left is not None:

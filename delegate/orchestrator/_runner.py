@@ -26,7 +26,7 @@ from delegate._log import bound_run
 from delegate.agents.limits import Budget
 from delegate.agents.mcp import mcp_servers_open
 from delegate.errors import ConfigError
-from delegate.orchestrator import tool_approvals
+from delegate.orchestrator import routing, tool_approvals
 from delegate.orchestrator._driver import RunDriver
 from delegate.orchestrator._lease import RunLease
 from delegate.orchestrator._persist import RunRecorder, restore_nodes, to_json
@@ -42,7 +42,7 @@ from delegate.orchestrator.results import (
     run_error,
     usage_of,
 )
-from delegate.orchestrator.scheduler import Scheduler, build_nodes
+from delegate.orchestrator.scheduler import Node, Scheduler, build_nodes
 from delegate.orchestrator.stream import text_deltas
 
 if TYPE_CHECKING:
@@ -179,10 +179,17 @@ async def launch(
             account.memory = Memory(store, run_id=run_id, workflow=workflow)
             account.cache = store if orch.cache else None
         restore_nodes(nodes, restored, account)
+        # A resumed run's task journals: the calls its unfinished tasks had answered.
+        steps = None
+        if resumed and store is not None:
+            steps = await anyio.to_thread.run_sync(store.get_steps, run_id)
         account.deltas = text_deltas(run_id)  # None unless a stream of this run wants them
         desks = await tool_approvals.open_desks(
             store, run_id, orch.approve_tool, resumed=resumed, bus=orch.events
         )
+        router = None
+        if orch.routing is not None:
+            router = await _router(orch, run_id, nodes, members, planned, account, store, workflow)
     except BaseException as exc:
         # Refused before anything ran (an unknown price, a bad budget): the run says why,
         # and nobody owns it any more.
@@ -201,12 +208,53 @@ async def launch(
         rng=orch._rng,
     )
     scheduler.approvals = desks
+    if store is not None:
+        from delegate.orchestrator._journal import RunJournal
+
+        scheduler.journal = RunJournal(steps)
+    scheduler.router = router
     if planned is not None:
         planned.prepare(account)
         scheduler.hold()  # open until the driver is done adding tasks
     with bound_run(run_id):  # every event logged during the run names it
         async with _traced(orch, run_id, scheduler, account, planned, store, resumed) as trace:
-            return await _drive(orch, run_id, scheduler, account, planned, store, lease, trace)
+            try:
+                return await _drive(orch, run_id, scheduler, account, planned, store, lease, trace)
+            finally:
+                if router is not None and store is not None:
+                    await routing.save_outcomes(router, store)
+
+
+async def _router(
+    orch: Orchestrator,
+    run_id: str,
+    nodes: list[Node],
+    members: Mapping[str, Agent[Any]],
+    planned: RunDriver | None,
+    account: RunAccount,
+    store: Store | None,
+    workflow: str | None,
+) -> routing.Router:
+    """The run's learned routing, with its history read from the store (one query)."""
+    setting = orch.routing
+    if setting is None:  # only called with routing on
+        raise ConfigError("this orchestrator does not route")
+    steps, steps_verified = routing.driver_steps(planned)
+    verified = steps_verified or any(node.verify is not None for node in nodes)
+    verified = verified or any(agent.verify is not None for agent in members.values())
+    budget = account.run.budget if account.run is not None else None
+    return await routing.open_router(
+        setting,
+        store,
+        run_id=run_id,
+        workflow=workflow,
+        account=account,
+        budget_usd=None if budget is None else budget.usd,
+        verified=verified,
+        # A driver's tasks are its steps (a workflow's) or a planner's (their ids say nothing).
+        fixed=steps if planned is not None else frozenset(node.task.id for node in nodes),
+        rng=orch._rng,
+    )
 
 
 def _traced(
@@ -330,6 +378,7 @@ def _recorder(
         paused=scheduler.paused,  # a pause is durable with its event
     )
     account.journal = recorder.durable
+    recorder.journal = scheduler.journal  # multi-call tasks' answered calls, with the spend
     return recorder
 
 

@@ -164,8 +164,10 @@ def prepare(
 def resolve_agents(
     workers: Mapping[str, Agent[Any]], tasks: Iterable[Task]
 ) -> dict[str, Agent[Any]]:
-    """The agents of `tasks` by name: workers and judges (`verify`), names resolved."""
+    """The agents of `tasks` by name: workers, judges (`verify`) and the workers a strategy
+    names, names resolved."""
     from delegate.agents.agent import judge_problem
+    from delegate.orchestrator._specs import strategy_workers
 
     agents: dict[str, Agent[Any]] = {}
 
@@ -203,6 +205,8 @@ def resolve_agents(
             if problem is not None:
                 raise GraphError(f"task {task.id!r}: {problem}")
             add(task, judge)  # its budget and prices are checked like any worker's
+        for name in strategy_workers(task.strategy):
+            add(task, worker(task, "strategy worker", name))
     return agents
 
 

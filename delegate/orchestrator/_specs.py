@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     JsonValue,
     ModelWrapValidatorHandler,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -31,6 +32,13 @@ from delegate.agents.agent import judge_problem
 from delegate.agents.limits import Budget
 from delegate.agents.models import ReasoningEffort
 from delegate.errors import ConfigError, GraphError, did_you_mean
+from delegate.orchestrator.strategies import (
+    AdaptiveVotes,
+    BestOfN,
+    MixtureOfAgents,
+    SelfRefine,
+    Strategy,
+)
 
 if TYPE_CHECKING:
     from delegate.orchestrator.graph import Task, TaskContext, TaskFunction
@@ -45,10 +53,13 @@ __all__ = [
     "check_id",
     "check_task",
     "function_path",
+    "import_object",
     "load_function",
     "shown",
+    "strategy_workers",
     "unchecked_spec",
     "upgrade_graph_spec",
+    "verified_after",
 ]
 
 # What a task id may look like, and the names templates reserve (the planner checks plans
@@ -94,9 +105,11 @@ def check_task(
     votes: object,
     variables: object,
     after: object,
+    strategy: object = None,
 ) -> None:
     """What every task must satisfy, whether added with `TaskGraph.add` or described by a
-    `TaskSpec` (where agent, fn and verify are names, checked by `_check_names` first)."""
+    `TaskSpec` (where agent, fn and verify are names, checked by `_check_names` first, and
+    votes and strategy given as JSON data are read by `_read` first)."""
     if not isinstance(prompt, str):
         raise GraphError(f"task {id!r}: prompt must be a str, got {type(prompt).__name__}")
     if (agent is None) == (fn is None):
@@ -111,8 +124,10 @@ def check_task(
             f"{type(variables).__name__}"
         )
     _check_numbers(id, timeout, retries, weight)
-    if (max_output_tokens, reasoning_effort, verify, votes) != (None, None, None, None):
+    if (max_output_tokens, reasoning_effort, verify, votes, strategy) != (None,) * 5:
         _check_model_options(id, fn, max_output_tokens, reasoning_effort, verify, votes)
+        if strategy is not None:
+            _check_strategy(id, fn, votes, strategy)
 
 
 def _check_numbers(id: str, timeout: object, retries: object, weight: object) -> None:
@@ -176,14 +191,62 @@ def _check_model_options(
             f"task {id!r}: reasoning_effort must be one of {', '.join(map(repr, _EFFORTS))} or "
             f"None, got {shown(reasoning_effort)}"
         )
-    if votes is not None and not _positive_int(votes):
-        raise GraphError(f"task {id!r}: votes must be a positive int or None, got {shown(votes)}")
+    if votes is not None and not (_positive_int(votes) or isinstance(votes, AdaptiveVotes)):
+        raise GraphError(
+            f"task {id!r}: votes must be a positive int, an AdaptiveVotes or None, got "
+            f"{shown(votes)}; e.g. votes=5 or votes=AdaptiveVotes(max_samples=10)"
+        )
     if verify is not None and not isinstance(verify, str):
         problem = judge_problem(verify)
         if problem is not None:
             raise GraphError(f"task {id!r}: {problem}")
     elif isinstance(verify, str) and not verify.strip():
         raise GraphError(f"task {id!r}: verify is an empty name; give a worker's name or an Agent")
+
+
+_STRATEGIES = (BestOfN, MixtureOfAgents, SelfRefine)
+
+
+def _check_strategy(id: str, fn: object, votes: object, strategy: object) -> None:
+    """A strategy is one of the settings, on a model task, instead of several votes."""
+    if not isinstance(strategy, _STRATEGIES):
+        raise GraphError(
+            f"task {id!r}: strategy must be a BestOfN, MixtureOfAgents or SelfRefine, got "
+            f"{type(strategy).__name__}; e.g. strategy=BestOfN(n=4, judge='critic')"
+        )
+    if fn is not None:
+        raise GraphError(
+            f"task {id!r}: strategy applies to model calls, but this is a function task (fn=); "
+            "drop it or give the task an agent="
+        )
+    if votes is not None and votes != 1:
+        raise GraphError(
+            f"task {id!r}: give votes or a strategy, not both (votes={shown(votes)} and "
+            f"strategy={type(strategy).__name__}); drop one: a strategy picks its own answer"
+        )
+
+
+def strategy_workers(strategy: Strategy | None) -> tuple[str, ...]:
+    """The workers a strategy names (its judge, proposers, aggregator or critic), in order."""
+    if isinstance(strategy, BestOfN):
+        return () if strategy.judge is None else (strategy.judge,)
+    if isinstance(strategy, MixtureOfAgents):
+        named = strategy.proposers
+        return named if strategy.aggregator is None else (*named, strategy.aggregator)
+    if isinstance(strategy, SelfRefine):
+        return () if strategy.critic is None else (strategy.critic,)
+    return ()
+
+
+def verified_after(strategy: Strategy | None) -> bool:
+    """Whether a task's judge (`verify`) checks the answer its strategy chose: not when the
+    judge already did the strategy's scoring (a `BestOfN` without its own judge or score) or
+    critiquing (a `SelfRefine` without its own critic)."""
+    if isinstance(strategy, BestOfN):
+        return strategy.judge is not None or strategy.score is not None
+    if isinstance(strategy, SelfRefine):
+        return strategy.critic is not None
+    return True
 
 
 _NAMES = {
@@ -204,6 +267,23 @@ def _check_names(id: str, data: Mapping[str, Any]) -> None:
         raise GraphError(f"task {id!r}: fn must be {_NAMES['fn']}, got {shown(fn)}")
 
 
+_VOTES: TypeAdapter[AdaptiveVotes] = TypeAdapter(AdaptiveVotes)
+_SETTING_FIELDS = sorted(
+    {key for kind in (AdaptiveVotes, *_STRATEGIES) for key in kind.model_fields}
+)
+_STRATEGY: TypeAdapter[Strategy] = TypeAdapter(Strategy)
+
+
+def _read(id: str, key: str, value: object, adapter: TypeAdapter[Any]) -> object:
+    """A spec's votes or strategy, read from JSON data when given as an object of keys."""
+    if not isinstance(value, Mapping):
+        return value  # an int, a setting's object, or a wrong type (check_task says which)
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise GraphError(f"task {id!r}: {key}: {_problems(exc, _SETTING_FIELDS)}") from None
+
+
 def _check_spec_input(data: Mapping[str, Any]) -> None:
     """`TaskSpec`'s own checks on the raw values, so a spec and `TaskGraph.add` refuse the same
     values with the same messages (before pydantic could coerce "5" into 5.0)."""
@@ -211,6 +291,8 @@ def _check_spec_input(data: Mapping[str, Any]) -> None:
     check_id(id)
     task_id = typing.cast("str", id)
     _check_names(task_id, data)
+    votes = _read(task_id, "votes", data.get("votes"), _VOTES)
+    strategy = _read(task_id, "strategy", data.get("strategy"), _STRATEGY)
     check_task(
         task_id,
         data.get("agent"),
@@ -222,9 +304,10 @@ def _check_spec_input(data: Mapping[str, Any]) -> None:
         data.get("max_output_tokens"),
         data.get("reasoning_effort"),
         data.get("verify"),
-        data.get("votes"),
+        votes,
         data.get("variables"),
         data.get("after", "success"),
+        strategy,
     )
 
 
@@ -238,7 +321,8 @@ def _problems(exc: ValidationError, fields: Iterable[str]) -> str:
             name = str(error["loc"][-1])
             parts.append(f"unknown field {shown(where)}{did_you_mean(name, fields)}")
         else:
-            parts.append(f"{where}: {error['msg']}" if where else error["msg"])
+            message = error["msg"].removeprefix("Value error, ")
+            parts.append(f"{where}: {message}" if where else message)
     if len(errors) > len(parts):
         parts.append(f"and {len(errors) - len(parts)} more")
     return "; ".join(parts)
@@ -258,6 +342,25 @@ def function_path(fn: TaskFunction) -> str:
     return f"{module}:{qualname}"
 
 
+def import_object(path: str) -> Any:
+    """What `"package.module:qualified.name"` names.
+
+    Raises:
+        ImportError: the module cannot be imported, or has no such name (an empty or relative
+            module name, as in a corrupt spec, is reported the same way).
+    """
+    module_name, _, qualname = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except ImportError:
+        raise
+    except (AttributeError, ValueError, TypeError) as exc:
+        raise ImportError(str(exc)) from None
+    return target
+
+
 def load_function(path: str, task_id: str) -> TaskFunction:
     """The function a `function_path` names; for the marker, one that says why it cannot run.
 
@@ -274,13 +377,9 @@ def load_function(path: str, task_id: str) -> TaskFunction:
             )
 
         return not_importable
-    module_name, _, qualname = path.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError, ValueError, TypeError) as exc:
-        # (ValueError, TypeError: an empty or relative module name in a corrupt spec)
+        target = import_object(path)
+    except ImportError as exc:
         raise GraphError(
             f"task {task_id!r}: its function {shown(path)} cannot be imported ({exc}); build "
             "the graph in a process that can import it"
@@ -313,9 +412,12 @@ class TaskSpec(BaseModel):
         max_output_tokens: replaces the worker's `max_output_tokens` for this task.
         reasoning_effort: replaces the worker's `reasoning_effort` for this task.
         verify: the name of the judge of this task's answers (None: the worker's own).
-        votes: answers sampled for a majority (None: the worker's own `votes`).
+        votes: answers sampled for a majority, a count or an `AdaptiveVotes` (None: the
+            worker's own `votes`).
         variables: more names for the prompt template (JSON data).
         after: "success" (run once every dependency succeeded) or "done" (once all ended).
+        strategy: how the task spends extra calls on a better answer (`BestOfN`,
+            `MixtureOfAgents`, `SelfRefine`), its workers by name; None: one answer.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -332,9 +434,10 @@ class TaskSpec(BaseModel):
     max_output_tokens: int | None = None
     reasoning_effort: ReasoningEffort | None = None
     verify: str | None = None
-    votes: int | None = None
+    votes: int | AdaptiveVotes | None = None
     variables: dict[str, JsonValue] = Field(default_factory=dict)
     after: Literal["success", "done"] = "success"
+    strategy: Strategy | None = None
 
     @model_validator(mode="wrap")
     @classmethod

@@ -66,7 +66,8 @@ from delegate.agents.wrappers import (
     start_call,
 )
 from delegate.errors import BudgetExceeded, ContextWindowExceededError, Delivery
-from delegate.orchestrator.budget import BudgetLedger, BudgetScope, Reservation
+from delegate.orchestrator._specs import verified_after
+from delegate.orchestrator.budget import NANOS_PER_USD, BudgetLedger, BudgetScope, Reservation
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
@@ -274,12 +275,16 @@ AUTO_CALLS_PER_ANSWER = 4
 
 
 def answers_of(task: Task, agent: Agent[Any] | None) -> int:
-    """How many answers a task asks for: its votes (1 by default), plus one for a judge."""
+    """How many answers a task asks for at most: its strategy's `max_calls()`, else its votes
+    (1 by default; an `AdaptiveVotes` its `max_samples`), plus one for a judge (unless the judge
+    is the strategy's own scorer or critic)."""
     if task.agent is None:
         return 0
-    votes = task.votes if task.votes is not None else (agent.votes if agent else 1)
     judged = task.verify is not None or (agent is not None and agent.verify is not None)
-    return votes + judged
+    if task.strategy is not None:  # (it replaces the worker's votes)
+        return task.strategy.max_calls() + (judged and verified_after(task.strategy))
+    votes = task.votes if task.votes is not None else (agent.votes if agent else 1)
+    return (votes if isinstance(votes, int) else votes.max_calls()) + judged
 
 
 class Charged(Protocol):
@@ -326,6 +331,50 @@ class CallGate:
         if not (isinstance(model, WrapperModel) and model.routes):
             return self._send(agent, model, request)
         return self._route(agent, model, request)
+
+    def room(self, agent: Agent[Any], request: ModelRequest, most: int) -> int:
+        """How many calls like `request` by `agent` (at most `most`) the run's budgets can still
+        reserve beside the calls in flight, each at its whole output allowance: how many more
+        samples of a vote the budget left can pay for (`delegate.orchestrator.checks`).
+
+        A per-call cap (`call_budget`) does not add up across calls and is left to the gate. A
+        usd limit with no known price for the model is left to the gate too (it refuses the call
+        with `PriceUnknownError`).
+        """
+        members: list[BudgetScope] = []
+        for scope in self._scopes(agent):
+            if scope.ledger is not None:  # not a per-call cap
+                members.extend(member for member in scope.chain if member not in members)
+        if not members:
+            return most
+        model = agent.model
+        price = self.account.price(model)
+        sized = any(m.budget.tokens is not None or m.budget.usd is not None for m in members)
+        tokens = nanos = 0
+        if sized:
+            own = getattr(model, "count_tokens", None)
+            input_tokens = (
+                int(own(request))
+                if own is not None
+                else estimate_messages(request.messages, request.tools, request.output_schema)
+            )
+            wanted = request.max_output_tokens
+            output_tokens = (
+                wanted if wanted is not None else default_output(request.reasoning_effort)
+            )
+            tokens = input_tokens + output_tokens
+            if price is not None:
+                nanos = math.ceil(price.cost(input_tokens, output_tokens) * NANOS_PER_USD)
+        fits = most
+        for scope in members:
+            if (calls := scope.remaining_calls) is not None:
+                fits = min(fits, calls)
+            if (left := scope.remaining_tokens) is not None and tokens:
+                fits = min(fits, left // tokens)
+            if (limit := scope.usd_limit_nanos) is not None and nanos:
+                left = max(0, limit - scope.spent_usd_nanos - scope.reserved_usd_nanos)
+                fits = min(fits, left // nanos)
+        return max(fits, 0)
 
     async def _route(self, agent: Agent[Any], model: Model, request: ModelRequest) -> ModelResponse:
         """A routing wrapper (fallback, retry, the cache) sends none or several requests: each

@@ -7,11 +7,23 @@ and with one vote it is exactly `agent.run(...)`, at no extra cost. Otherwise:
   (values compared as canonical JSON), and the merged object must validate as the output type
   (else the most common whole answer wins: the first sample when all differ); text answers vote
   by their normalized text (stripped, case-folded, whitespace collapsed). Ties go to the earliest
-  sample.
+  sample. Each sample's requests carry its number (`ModelRequest.sample`), so that the call cache
+  keeps one answer per draw instead of answering every sample with the first.
+- `votes=AdaptiveVotes(...)`: the first `min_samples` samples are asked together, then `batch`
+  at a time, and after each round the stopping rule (`delegate.orchestrator._vote_rules`) is
+  applied to the counts of the whole answers (see `AdaptiveVotes`), not before `min_samples` and
+  never beyond `max_samples`. Before each round the caller (the run's `CallGate`) is asked how
+  many more samples the budgets fit at their worst case (`room`): the round shrinks to that,
+  and at none the vote stops; a sample refused meanwhile (another task
+  took the budget) stops it too, with the answers that came. The final answer is voted as above.
+  The result's `vote` (a `VoteRecord`) says how many samples were asked, how much they agreed and
+  why sampling stopped; a fixed `votes=N` has one as well.
 - `verify=judge`: the judge reads the task's prompt and the answer and returns a `Verdict`. A
-  rejected answer is asked again once, with the judge's feedback and the answer in the prompt; a
-  second rejection escalates to the worker's `fallback` in the same way; when that is rejected too
-  (or there is no fallback) the task fails with `VerificationFailed`, which quotes the feedback.
+  rejected answer is asked again with the judge's feedback and the answer in the prompt: effort
+  first, then tier. A reasoning worker (the task's or the agent's `reasoning_effort` set) is
+  re-asked one effort higher each time, up to "high"; any other worker once, as it was. Then the
+  worker's `fallback` is asked the same way; when that is rejected too (or there is no fallback)
+  the task fails with `VerificationFailed`, which says what was tried and quotes the feedback.
 - both: unanimous samples are taken as they are, with no judge call (agreement is the confidence,
   so only uncertain answers pay for a judge). When they disagree the judge picks among text
   answers (a `Choice`), or judges the merged structured answer as above.
@@ -30,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -41,14 +53,18 @@ from pydantic import BaseModel
 
 from delegate import _secrets
 from delegate._log import get_logger
-from delegate.agents.agent import judge_problem, with_output_type
-from delegate.agents.models import ReasoningEffort, Usage
-from delegate.errors import ConfigError, VerificationFailed
+from delegate.agents.agent import VoteRecord, VoteStop, judge_problem, with_output_type
+from delegate.agents.models import ModelRequest, ModelResponse, ReasoningEffort, Usage
+from delegate.errors import BudgetExceeded, ConfigError, VerificationFailed
+from delegate.orchestrator._vote_rules import leader_chance
 from delegate.orchestrator.graph import format_output
+from delegate.orchestrator.strategies import AdaptiveVotes
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent, AgentResult, ModelCaller
+    from delegate.agents.models import Model
     from delegate.agents.tools import Tool
+    from delegate.orchestrator.strategies import Strategy
 
 __all__ = [
     "JUDGE_PROMPT",
@@ -116,13 +132,20 @@ class CheckListener(Protocol):
     that won as `chosen`, from 1), "pick" (the judge's choice `chosen` among disagreeing samples,
     its reason as `feedback`) or "judge" (a verdict: `passed`, and `feedback`). `agent` is who
     gave the answer, `judge` the judge's name. `feedback` is redacted and cut to 1,000
-    characters. The scheduler's listener publishes each as a `TaskChecked` event.
+    characters. A "vote" also says why sampling `stopped` and the `agreement` (see `VoteRecord`);
+    a "judge" verdict the reasoning `effort` the judged answer was asked at. `cost_usd` is what
+    the task's calls cost since the previous decision (the samples of a vote, the answer judged
+    and the verdict). The scheduler's listener publishes each as a `TaskChecked` event. A task
+    with a strategy also tells "score", "best", "propose", "aggregate" and "critique" (see
+    `TaskChecked`).
     """
 
     def __call__(
         self,
         *,
-        check: Literal["vote", "pick", "judge"],
+        check: Literal[
+            "vote", "pick", "judge", "score", "best", "propose", "aggregate", "critique"
+        ],
         samples: int,
         agent: str | None,
         unanimous: bool | None = None,
@@ -130,6 +153,10 @@ class CheckListener(Protocol):
         feedback: str = "",
         chosen: int | None = None,
         judge: str | None = None,
+        stopped: VoteStop | None = None,
+        agreement: float | None = None,
+        effort: ReasoningEffort | None = None,
+        cost_usd: float | None = None,
     ) -> None: ...
 
 
@@ -140,10 +167,12 @@ def run_checked(
     caller: ModelCaller | None = None,
     tools: Sequence[Tool] = (),
     verify: Agent[Any] | None = None,
-    votes: int = 1,
+    votes: int | AdaptiveVotes = 1,
     max_output_tokens: int | None = None,
     reasoning_effort: ReasoningEffort | None = None,
     on_check: CheckListener | None = None,
+    strategy: Strategy | None = None,
+    agents: Mapping[str, Agent[Any]] | None = None,
 ) -> Coroutine[Any, Any, AgentResult[Any]]:
     """Answer `prompt` with `agent`, verified by a judge and/or by a majority of votes.
 
@@ -156,21 +185,30 @@ def run_checked(
         caller: sends every model call (the run's `CallGate`); default: straight to the model.
         tools: extra tools for the worker's runs (not the judge's).
         verify: the judge, an agent without `output_type`; None for no judge.
-        votes: how many answers to sample concurrently (≥ 1).
+        votes: how many answers to sample concurrently (≥ 1), or an `AdaptiveVotes`: samples
+            asked a batch at a time until the majority is settled (or the budget left cannot
+            pay for another sample).
         max_output_tokens: replaces the worker's (and its fallback's) cap; None keeps theirs.
         reasoning_effort: replaces the worker's (and its fallback's) effort; None keeps theirs.
         on_check: told of each vote tally, pick and verdict (unused without votes or a judge).
+        strategy: a `BestOfN`, `MixtureOfAgents` or `SelfRefine` to answer with instead of
+            one call (see `delegate.orchestrator._strategies`); not with `votes` > 1. With
+            `verify`, its answer is judged as usual unless the strategy already had that judge
+            decide on it (best-of-n scored by it, self-refine's critique by it passed).
+        agents: the run's workers by name: where a strategy's judge, proposers, aggregator
+            and critic are looked up (before any call is made).
 
     Returns:
         An awaitable of the winning `AgentResult`, with the usage and calls of every call made.
 
     Raises:
         VerificationFailed: the judge rejected the first answer, the re-ask and the fallback's.
-        ConfigError: `votes` is not a positive int, or `verify` cannot judge.
+        ConfigError: `votes` is not a positive int or an `AdaptiveVotes`, or `verify` cannot
+            judge.
         ModelError, BudgetExceeded: as `Agent.run`; a sample that fails fails the whole task
             (the other samples are cancelled).
     """
-    if verify is None and votes == 1:
+    if verify is None and votes == 1 and strategy is None:
         return agent.run(
             prompt,
             caller=caller,
@@ -178,13 +216,23 @@ def run_checked(
             max_output_tokens=max_output_tokens,
             reasoning_effort=reasoning_effort,
         )
-    if isinstance(votes, bool) or not isinstance(votes, int) or votes < 1:
-        raise ConfigError(f"Agent {agent.name!r}: votes must be a positive int, got {votes!r}")
+    if not isinstance(votes, AdaptiveVotes) and (
+        isinstance(votes, bool) or not isinstance(votes, int) or votes < 1
+    ):
+        raise ConfigError(
+            f"Agent {agent.name!r}: votes must be a positive int or an AdaptiveVotes(...), "
+            f"got {votes!r}"
+        )
     if verify is not None:
         problem = judge_problem(verify)
         if problem is not None:
             raise ConfigError(f"Agent {agent.name!r}: {problem}")
     job = _Job(agent, prompt, caller, tools, verify, max_output_tokens, reasoning_effort, on_check)
+    if strategy is not None:
+        # (imported here: the strategies are built on this module)
+        from delegate.orchestrator._strategies import run_strategy
+
+        return run_strategy(job, strategy, agents or {}, votes)
     return _checked(job, votes)
 
 
@@ -202,22 +250,53 @@ class _Job:
     on_check: CheckListener | None
     usage: Usage = field(default_factory=Usage)
     calls: int = 0
+    vote: VoteRecord | None = None
+    told_usd: float = 0.0  # what the calls had cost at the last decision told
 
     def count(self, result: AgentResult[Any]) -> AgentResult[Any]:
         self.usage += result.usage
         self.calls += result.calls
         return result
 
-    async def ask(self, agent: Agent[Any], prompt: str) -> AgentResult[Any]:
-        """One run of the worker (or its fallback) with the task's settings."""
+    async def ask(
+        self,
+        agent: Agent[Any],
+        prompt: str,
+        *,
+        effort: ReasoningEffort | None = None,
+        sample: int = 0,
+    ) -> AgentResult[Any]:
+        """One run of the worker (or its fallback) with the task's settings.
+
+        `effort` replaces the task's reasoning effort (an escalation); `sample` numbers the
+        draws of identical asks (votes), so that each is a request of its own to the call cache.
+        """
+        caller = self.caller if sample == 0 else _Draw(self.caller, sample)
         result = await agent.run(
             prompt,
-            caller=self.caller,
+            caller=caller,
+            tools=self.tools,
+            max_output_tokens=self.max_output_tokens,
+            reasoning_effort=self.reasoning_effort if effort is None else effort,
+        )
+        return self.count(result)
+
+    def room(self, most: int) -> int:
+        """How many more samples (at most `most`) the budget left can pay for: all of them
+        outside a run, or when the caller cannot tell."""
+        # The run's `CallGate`, or the gate behind a wrapper of it (a task's journal).
+        room = getattr(self.caller, "room", None) or getattr(
+            getattr(self.caller, "gate", None), "room", None
+        )
+        if room is None:
+            return most
+        request = self.agent.first_request(
+            self.prompt,
             tools=self.tools,
             max_output_tokens=self.max_output_tokens,
             reasoning_effort=self.reasoning_effort,
         )
-        return self.count(result)
+        return int(room(self.agent, request, most))
 
     async def judge(self, output_type: type[BaseModel], prompt: str) -> Any:
         """The judge's answer to `prompt`, as `output_type`."""
@@ -227,7 +306,7 @@ class _Job:
         return self.count(await judge.run(prompt, caller=self.caller)).output
 
     def final(self, result: AgentResult[Any]) -> AgentResult[Any]:
-        return dataclasses.replace(result, usage=self.usage, calls=self.calls)
+        return dataclasses.replace(result, usage=self.usage, calls=self.calls, vote=self.vote)
 
     @property
     def judge_name(self) -> str | None:
@@ -243,13 +322,17 @@ class _Job:
         passed: bool | None = None,
         feedback: str = "",
         chosen: int | None = None,
+        effort: ReasoningEffort | None = None,
     ) -> None:
-        """Tell the listener of a decision (nothing without one)."""
+        """Tell the listener of a decision (nothing without one), with what the calls since
+        the previous one cost."""
+        spent, self.told_usd = self.usage.cost_usd - self.told_usd, self.usage.cost_usd
         if self.on_check is None:
             return
         text = _secrets.redact(feedback, lookalikes=True)
         if len(text) > _FEEDBACK_IN_NOTE:
             text = text[:_FEEDBACK_IN_NOTE] + "…"
+        vote = self.vote if check == "vote" else None
         self.on_check(
             check=check,
             samples=samples,
@@ -259,16 +342,46 @@ class _Job:
             feedback=text,
             chosen=chosen,
             judge=None if check == "vote" else self.judge_name,
+            stopped=None if vote is None else vote.stopped,
+            agreement=None if vote is None else vote.agreement,
+            effort=effort,
+            cost_usd=spent,
         )
 
 
-async def _checked(job: _Job, votes: int) -> AgentResult[Any]:
+@dataclass(frozen=True, slots=True)
+class _Draw:
+    """The caller of one sample of several: its requests say which draw they are."""
+
+    caller: ModelCaller | None
+    sample: int
+
+    async def __call__(
+        self, agent: Agent[Any], model: Model, request: ModelRequest
+    ) -> ModelResponse:
+        request = dataclasses.replace(request, sample=self.sample)
+        if self.caller is None:
+            return await model.request(request)
+        return await self.caller(agent, model, request)
+
+
+async def _checked(job: _Job, votes: int | AdaptiveVotes) -> AgentResult[Any]:
     if votes == 1:
         answer = await job.ask(job.agent, job.prompt)
     else:
-        samples = await _sample(job, votes)
+        stopped: VoteStop | None = None
+        if isinstance(votes, AdaptiveVotes):
+            samples, stopped = await _adaptive(job, votes)
+        else:
+            samples, _ = await _sample(job, votes)
         answer, unanimous, chosen = _vote(job.agent.output_type, samples)
-        job.note("vote", votes, answer.agent, unanimous=unanimous, chosen=chosen + 1)
+        top = Counter(_tally_keys(job.agent.output_type, samples)).most_common(1)[0][1]
+        job.vote = VoteRecord(
+            samples=len(samples),
+            agreement=top / len(samples),
+            stopped=stopped or ("unanimous" if unanimous else "max_samples"),
+        )
+        job.note("vote", len(samples), answer.agent, unanimous=unanimous, chosen=chosen + 1)
         if unanimous or job.verify is None:
             return job.final(answer)
         if job.agent.output_type is None:
@@ -276,16 +389,60 @@ async def _checked(job: _Job, votes: int) -> AgentResult[Any]:
     return job.final(await _verified(job, answer))
 
 
-async def _sample(job: _Job, votes: int) -> list[AgentResult[Any]]:
-    """`votes` answers, asked concurrently; the first failure cancels the rest and is raised."""
-    results: list[AgentResult[Any] | None] = [None] * votes
+async def _adaptive(job: _Job, policy: AdaptiveVotes) -> tuple[list[AgentResult[Any]], VoteStop]:
+    """Samples asked (`max(min_samples, batch)` first, then `batch` at a time) until the
+    stopping rule is met, `max_samples` were asked, or the budget left cannot pay for another
+    (see `AdaptiveVotes`)."""
+    samples: list[AgentResult[Any]] = []
+    while True:
+        # The first `min_samples` are all needed: they are asked together.
+        size = policy.batch if samples else max(policy.batch, policy.min_samples)
+        wanted = min(size, policy.max_samples - len(samples))
+        # The first sample is asked whatever the room: the gate refuses it, as any call, when
+        # it cannot be paid for (a vote with no sample has no answer to give).
+        fits = max(job.room(wanted), 0 if samples else 1)
+        if fits == 0:
+            log.info("votes_stopped_by_budget", agent=job.agent.name, samples=len(samples))
+            return samples, "budget"
+        batch, refused = await _sample(job, fits, first=len(samples), spare=True)
+        samples.extend(batch)
+        if refused is not None:  # another task took the budget meanwhile: none was sent
+            if not samples:
+                raise refused
+            return samples, "budget"
+        counts = sorted(Counter(_tally_keys(job.agent.output_type, samples)).values(), reverse=True)
+        left = policy.max_samples - len(samples)
+        if left == 0:
+            return samples, "unanimous" if len(counts) == 1 else "max_samples"
+        if len(samples) >= policy.min_samples and (
+            leader_chance(policy.rule, counts, left) >= policy.confidence
+        ):
+            return samples, "unanimous" if len(counts) == 1 else "confident"
+
+
+async def _sample(
+    job: _Job, count: int, *, first: int = 0, spare: bool = False
+) -> tuple[list[AgentResult[Any]], BudgetExceeded | None]:
+    """`count` answers (samples `first` … `first + count - 1`), asked concurrently; the first
+    failure cancels the rest and is raised.
+
+    With `spare`, a sample the budget refused (never sent) does not cancel the others: the
+    answers that came, and the refusal, are returned.
+    """
+    results: list[AgentResult[Any] | None] = [None] * count
     failures: list[Exception] = []
+    refusals: list[BudgetExceeded] = []
 
     async def one(index: int, scope: anyio.CancelScope) -> None:
         # A sample that has not started when another failed is not sent at all.
         await anyio.lowlevel.checkpoint_if_cancelled()
         try:
-            results[index] = await job.ask(job.agent, job.prompt)
+            results[index] = await job.ask(job.agent, job.prompt, sample=first + index)
+        except BudgetExceeded as exc:
+            if not spare:
+                failures.append(exc)
+                scope.cancel()
+            refusals.append(exc)
         except Exception as exc:
             # Raised as itself (not in an ExceptionGroup), so the scheduler still sees whether
             # it is retryable; the other samples are not worth finishing.
@@ -293,11 +450,19 @@ async def _sample(job: _Job, votes: int) -> list[AgentResult[Any]]:
             scope.cancel()
 
     async with anyio.create_task_group() as group:
-        for index in range(votes):
+        for index in range(count):
             group.start_soon(one, index, group.cancel_scope)
     if failures:
         raise failures[0]
-    return [result for result in results if result is not None]
+    answered = [result for result in results if result is not None]
+    return answered, refusals[0] if refusals else None
+
+
+def _tally_keys(output_type: type[BaseModel] | None, samples: list[AgentResult[Any]]) -> list[str]:
+    """What the samples are counted by: the normalized text, or the whole structured answer."""
+    if output_type is None:
+        return [_normalized(sample.text) for sample in samples]
+    return [_canonical(sample.output.model_dump(mode="json")) for sample in samples]
 
 
 def _canonical(value: Any) -> str:
@@ -370,45 +535,93 @@ async def _pick(
     return majority
 
 
-async def _verdict(job: _Job, answer: AgentResult[Any]) -> Verdict:
+async def _verdict(
+    job: _Job, answer: AgentResult[Any], effort: ReasoningEffort | None = None
+) -> Verdict:
     prompt = JUDGE_PROMPT.format(task=job.prompt, answer=format_output(answer.output))
     verdict: Verdict = await job.judge(Verdict, prompt)
     if not verdict.passed:
         log.info(
-            "answer_rejected", agent=answer.agent, judge=job.judge_name, feedback=verdict.feedback
+            "answer_rejected",
+            agent=answer.agent,
+            judge=job.judge_name,
+            effort=effort,
+            feedback=verdict.feedback,
+            cost_usd=job.usage.cost_usd - job.told_usd,  # the answer and this verdict
         )
-    job.note("judge", 1, answer.agent, passed=verdict.passed, feedback=verdict.feedback)
+    job.note(
+        "judge",
+        1,
+        answer.agent,
+        passed=verdict.passed,
+        feedback=verdict.feedback,
+        effort=effort,
+    )
     return verdict
 
 
+_HIGHER_EFFORT: dict[str | None, ReasoningEffort] = {
+    "minimal": "low",
+    "low": "medium",
+    "medium": "high",
+}
+
+
+def _reask_efforts(start: ReasoningEffort | None) -> list[ReasoningEffort | None]:
+    """The reasoning effort of each re-ask of the worker after a rejection: one step up each
+    time, up to "high" (a reasoning worker); a single re-ask as it was otherwise."""
+    efforts: list[ReasoningEffort | None] = []
+    effort = start
+    while effort in _HIGHER_EFFORT:
+        effort = _HIGHER_EFFORT[effort]
+        efforts.append(effort)
+    return efforts or [start]
+
+
 async def _verified(job: _Job, answer: AgentResult[Any]) -> AgentResult[Any]:
-    """`answer` if the judge passes it, else a re-ask, then the fallback, each judged."""
-    verdict = await _verdict(job, answer)
-    rejected = 0
-    for asker in (job.agent, job.agent.fallback):
+    """`answer` if the judge passes it; else the worker is asked again with the feedback, one
+    reasoning effort higher each time up to "high" (a reasoning worker: a task's or the agent's
+    effort set; once otherwise), then its fallback (a stronger tier): each answer judged."""
+    start = job.reasoning_effort or job.agent.reasoning_effort
+    verdict = await _verdict(job, answer, start)
+    steps: list[tuple[Agent[Any], ReasoningEffort | None]] = [
+        (job.agent, effort) for effort in _reask_efforts(start)
+    ]
+    fallback = job.agent.fallback
+    if fallback is not None:
+        steps.append((fallback, job.reasoning_effort or fallback.reasoning_effort))
+    for asker, effort in steps:
         if verdict.passed:
             return answer
-        rejected += 1
-        if asker is None:
-            break
         retry = RETRY_PROMPT.format(
             task=job.prompt, answer=format_output(answer.output), feedback=verdict.feedback
         )
-        answer = await job.ask(asker, retry)
-        verdict = await _verdict(job, answer)
-    else:
-        if verdict.passed:
-            return answer
-        rejected += 1
-    raise _failed(job, answer, verdict, rejected)
+        answer = await job.ask(asker, retry, effort=effort)
+        verdict = await _verdict(job, answer, effort)
+    if verdict.passed:
+        return answer
+    raise _failed(job, answer, verdict, len(steps) + 1, start)
 
 
 def _failed(
-    job: _Job, answer: AgentResult[Any], verdict: Verdict, rejected: int
+    job: _Job,
+    answer: AgentResult[Any],
+    verdict: Verdict,
+    rejected: int,
+    start: ReasoningEffort | None = None,
 ) -> VerificationFailed:
     agent = job.agent
     judge = job.verify.name if job.verify is not None else ""
-    tried = "its first answer and a re-ask with the feedback"
+    efforts = _reask_efforts(start)
+    if efforts == [start]:
+        tried = "its first answer and a re-ask with the feedback"
+    else:
+        shown = ", ".join(str(effort) for effort in efforts)
+        reasks = "re-asks" if len(efforts) > 1 else "a re-ask"
+        tried = (
+            f"its first answer at reasoning effort {start}, then {reasks} with the feedback at "
+            f"{shown}"
+        )
     remedy = f"give agent {agent.name!r} a fallback=Agent(...) with a stronger model"
     if agent.fallback is not None:
         tried += f", then its fallback {agent.fallback.name!r}"

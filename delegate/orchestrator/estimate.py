@@ -1,17 +1,26 @@
 """Project a graph's tokens, cost and latency before anything runs: `Orchestrator.estimate`.
 
-Each agent task is projected as one call: its prompt is rendered with the run's inputs and counted
-with the same tokenizer the budget uses, plus the agent's instructions and output schema, plus the
-projected outputs of its dependencies (which reach it as context). Its output is the call's
-allowance: `max_output_tokens`, or the default for its reasoning effort — the worst case the budget
-reserves. Latency comes from the model's `expected_latency(request)` when it has one (the fakes
-do), else from a rough throughput model; the projected run time is the critical path through the
-graph with those latencies.
+Each answer of an agent task is projected as one call: its prompt is rendered with the run's inputs
+and counted with the same tokenizer the budget uses, plus the agent's instructions and output
+schema, plus the projected outputs of its dependencies (which reach it as context). Its output is
+the call's allowance: `max_output_tokens`, or the default for its reasoning effort — the worst case
+the budget reserves. Latency comes from the model's `expected_latency(request)` when it has one
+(the fakes do), else from a rough throughput model; the projected run time is the critical path
+through the graph with those latencies.
+
+A task asks for as many answers as its settings allow at most (`max_calls()`, the worst case):
+votes sample concurrently (an `AdaptiveVotes` asks `max_samples`, `batch` at a time); a
+`BestOfN` samples `n` at once and has each scored; a `MixtureOfAgents` asks each proposer on its
+own model, then the aggregator with every proposal as context; a `SelfRefine` answers, then
+critiques and revises `rounds` times, one call after another. A judge (`verify`) then reads the
+prompt and one answer — unless it was the strategy's scorer or critic already.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateError as JinjaTemplateError
@@ -19,7 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from delegate.agents.models import Message, Model, ModelRequest, Price, ReasoningEffort
 from delegate.agents.tokens import count_messages
+from delegate.orchestrator._specs import verified_after
 from delegate.orchestrator.calls import DEFAULT_OUTPUT_TOKENS, EFFORT_OUTPUT_TOKENS
+from delegate.orchestrator.strategies import BestOfN, MixtureOfAgents, SelfRefine
 
 if TYPE_CHECKING:
     from delegate.agents.agent import Agent
@@ -146,6 +157,104 @@ def _usd(
     return price.cost(input_tokens, output_tokens)
 
 
+@dataclass(slots=True)
+class _Calls:
+    """What one task's calls add up to; their USD is added to the run's by model as well."""
+
+    prices: Mapping[str, Price]
+    unpriced: list[str]
+    by_model: dict[str, float]
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float | None = 0.0
+
+    def add(self, model: Model, input_tokens: int, output_tokens: int, times: int = 1) -> None:
+        """`times` calls of `model`, each reading `input_tokens` and writing `output_tokens`."""
+        one = _usd(model, self.prices, input_tokens, output_tokens, self.unpriced)
+        if one is not None:
+            self.by_model[model.name] = self.by_model.get(model.name, 0.0) + one * times
+        self.usd = None if self.usd is None or one is None else self.usd + one * times
+        self.input_tokens += input_tokens * times
+        self.output_tokens += output_tokens * times
+
+    def answer(
+        self, task: Task, agent: Agent[Any], inputs: Mapping[str, Any], context: int, times: int = 1
+    ) -> tuple[int, int, ModelRequest, float]:
+        """`times` concurrent answers of `agent` to `task` (`context`: tokens of the answers
+        it reads besides its prompt); one answer's tokens and request, and its latency."""
+        input_tokens, output_tokens, request = _project(task, agent, inputs, context)
+        self.add(agent.model, input_tokens, output_tokens, times)
+        reasoning = _effort(agent, task) is not None
+        seconds = _latency(agent.model, request, output_tokens, reasoning)
+        return input_tokens, output_tokens, request, seconds
+
+    def review(
+        self, reviewer: Agent[Any], request: ModelRequest, read: int, times: int = 1
+    ) -> tuple[int, float]:
+        """`times` concurrent reviews (a judge's, a critic's, a score) reading `read` tokens;
+        one review's output tokens and latency."""
+        output_tokens = _output_allowance(reviewer)
+        self.add(reviewer.model, read, output_tokens, times)
+        return output_tokens, _latency(reviewer.model, request, output_tokens, False)
+
+
+def _worker(agents: Mapping[str, Agent[Any]], name: str | None, default: Agent[Any]) -> Agent[Any]:
+    return default if name is None else agents.get(name, default)
+
+
+def _judge(task: Task, agent: Agent[Any], agents: Mapping[str, Agent[Any]]) -> Agent[Any] | None:
+    judge = task.verify if task.verify is not None else agent.verify
+    return agents.get(judge) if isinstance(judge, str) else judge
+
+
+def _answers(
+    task: Task,
+    agent: Agent[Any],
+    agents: Mapping[str, Agent[Any]],
+    inputs: Mapping[str, Any],
+    context: int,
+    calls: _Calls,
+) -> tuple[int, int, ModelRequest, float]:
+    """Project the answers a task asks for at most (its strategy, else its votes); the final
+    answer's input and output tokens and request, and the seconds until it is known."""
+    strategy = task.strategy
+    if isinstance(strategy, MixtureOfAgents):
+        proposals = [
+            calls.answer(task, _worker(agents, name, agent), inputs, context)
+            for name in strategy.proposers
+        ]
+        read = sum(out + _CONTEXT_LABEL_TOKENS for _, out, _, _ in proposals)
+        aggregator = _worker(agents, strategy.aggregator, agent)
+        final = calls.answer(task, aggregator, inputs, context + read)
+        return (*final[:3], max(seconds for *_, seconds in proposals) + final[3])
+    if isinstance(strategy, SelfRefine):
+        input_tokens, output_tokens, request, seconds = calls.answer(task, agent, inputs, context)
+        critic = _worker(agents, strategy.critic, _judge(task, agent, agents) or agent)
+        for _ in range(strategy.rounds):
+            critique, critic_seconds = calls.review(critic, request, input_tokens + output_tokens)
+            revised = calls.answer(task, agent, inputs, context + output_tokens + critique)
+            seconds += critic_seconds + revised[3]
+        return input_tokens, output_tokens, request, seconds
+    if isinstance(strategy, BestOfN):
+        input_tokens, output_tokens, request, seconds = calls.answer(
+            task, agent, inputs, context, strategy.n
+        )
+        if strategy.score is None:  # a scoring function costs no call
+            scorer = _worker(agents, strategy.judge, _judge(task, agent, agents) or agent)
+            read = input_tokens + output_tokens
+            seconds += calls.review(scorer, request, read, strategy.n)[1]
+        return input_tokens, output_tokens, request, seconds
+    votes = task.votes if task.votes is not None else agent.votes
+    if isinstance(votes, int):
+        return calls.answer(task, agent, inputs, context, votes)
+    input_tokens, output_tokens, request, seconds = calls.answer(
+        task, agent, inputs, context, votes.max_samples
+    )
+    # (each batch waits for the one before it: the stopping rule reads its votes)
+    rounds = math.ceil(votes.max_samples / votes.batch)
+    return input_tokens, output_tokens, request, seconds * rounds
+
+
 def estimate_tasks(
     tasks: Sequence[Task],
     agents: Mapping[str, Agent[Any]],
@@ -182,35 +291,17 @@ def estimate_tasks(
             tokens + (0 if dep in task.placeholders else _CONTEXT_LABEL_TOKENS)
             for dep, tokens in outputs.items()
         )
-        input_tokens, output_tokens, request = _project(task, agent, inputs, context)
-        model = agent.model
-        # votes: that many samples, at once; a judge: one more call after them, reading the
-        # prompt and an answer (counted as if it were always asked).
-        votes = task.votes if task.votes is not None else agent.votes
-        one_usd = _usd(model, prices, input_tokens, output_tokens, unpriced)
-        usd = None if one_usd is None else one_usd * votes
-        if usd is not None:
-            by_model[model.name] = by_model.get(model.name, 0.0) + usd
-        seconds = _latency(model, request, output_tokens, _effort(agent, task) is not None)
-        output_tokens *= votes
-        input_tokens *= votes
-        judge = task.verify if task.verify is not None else agent.verify
-        if isinstance(judge, str):
-            judge = agents.get(judge)
-        if judge is not None:
-            judge_in = input_tokens // votes + output_tokens // votes
-            judge_out = _output_allowance(judge)
-            judge_usd = _usd(judge.model, prices, judge_in, judge_out, unpriced)
-            if judge_usd is not None:
-                by_model[judge.model.name] = by_model.get(judge.model.name, 0.0) + judge_usd
-            usd = None if usd is None or judge_usd is None else usd + judge_usd
-            input_tokens += judge_in
-            output_tokens += judge_out
-            seconds += _latency(judge.model, request, judge_out, False)
+        calls = _Calls(prices, unpriced, by_model)
+        one_in, one_out, request, seconds = _answers(task, agent, agents, inputs, context, calls)
+        judge = _judge(task, agent, agents)
+        if judge is not None and verified_after(task.strategy):
+            # one more call after the answers (counted as if it were always asked)
+            seconds += calls.review(judge, request, one_in + one_out)[1]
+        input_tokens, output_tokens, usd = calls.input_tokens, calls.output_tokens, calls.usd
         projected[task.id] = TaskEstimate(
             id=task.id,
             agent=agent.name,
-            model=model.name,
+            model=agent.model.name,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             usd=usd,

@@ -30,6 +30,7 @@ __all__ = [
     "TaskFailed",
     "TaskQueued",
     "TaskRetried",
+    "TaskRouted",
     "TaskSkipped",
     "TaskStarted",
     "TaskSucceeded",
@@ -114,23 +115,39 @@ class TaskRetried(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskChecked(Event):
-    """Attempt `attempt` of a task with votes or a judge decided on an answer (see
-    `delegate.orchestrator.checks`), in one of three ways (`check`):
+    """Attempt `attempt` of a task with votes, a judge or a strategy decided on an answer (see
+    `delegate.orchestrator.checks`), in one of these ways (`check`):
 
     - "vote": `samples` answers were tallied; `unanimous` says whether they all agreed, `chosen`
-      is the number (from 1) of the sample that won.
+      is the number (from 1) of the sample that won, `agreement` the share of samples that gave
+      the leading answer, and `stopped` why sampling stopped ("unanimous", "confident",
+      "max_samples" or "budget"; see `delegate.VoteRecord`).
     - "pick": the samples disagreed and the judge `judge` picked answer `chosen`; `feedback` is
       its reason.
     - "judge": the judge `judge` `passed` or rejected the answer of `agent`; `feedback` is what
-      it said (`samples` is 1).
+      it said (`samples` is 1), `effort` the reasoning effort the answer was asked at (a
+      rejection re-asks the worker one effort higher, up to "high", before its fallback).
 
-    `feedback` has every known credential masked and is cut to 1,000 characters.
+    A task with a strategy (`BestOfN`, `MixtureOfAgents`, `SelfRefine`) also tells:
+
+    - "score": best-of-n answer `chosen` (of `samples`), by `agent`, was scored by `judge` (a
+      judge's name, or the scoring function's import path); `feedback` is "score 7: reason".
+    - "best": best-of-n kept answer `chosen` of `samples`, the highest scored (ties go to the
+      earliest); `feedback` lists the scores in answer order.
+    - "propose": proposer `agent` gave proposal `chosen` of `samples`; `feedback` is its text.
+    - "aggregate": aggregator `agent` wrote the answer from the `samples` proposals.
+    - "critique": in self-refine round `chosen` of at most `samples`, the critic `judge`
+      `passed` or rejected the answer of `agent`; `feedback` is its critique.
+
+    `feedback` has every known credential masked and is cut to 1,000 characters. `cost_usd` is
+    what the task's calls cost since its previous decision (for a vote, its samples; for a
+    verdict, the answer judged and the verdict); None when not told.
     """
 
     kind: ClassVar[str] = "task_checked"
     task_id: str
     attempt: int
-    check: Literal["vote", "pick", "judge"]
+    check: Literal["vote", "pick", "judge", "score", "best", "propose", "aggregate", "critique"]
     samples: int
     agent: str | None = None
     unanimous: bool | None = None
@@ -138,6 +155,31 @@ class TaskChecked(Event):
     feedback: str = ""
     chosen: int | None = None
     judge: str | None = None
+    stopped: Literal["confident", "unanimous", "max_samples", "budget"] | None = None
+    agreement: float | None = None
+    effort: Literal["minimal", "low", "medium", "high"] | None = None
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRouted(Event):
+    """Learned routing chose the tier and effort a task runs on (see
+    `delegate.orchestrator.routing`): `arm` ("<model>" or "<model>/<effort>") of worker
+    `agent`, for the task kind `kind`, with the arm's history (`passes` of `trials`) and expected
+    `cost_usd`; `explored` when it was tried to learn about it rather than picked by the rule.
+    `reason` says it in words, as the run report does."""
+
+    kind: ClassVar[str] = "task_routed"
+    task_id: str
+    task_kind: str
+    arm: str
+    agent: str
+    effort: str | None = None
+    explored: bool = False
+    passes: int = 0
+    trials: int = 0
+    cost_usd: float | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -49,6 +49,7 @@ from delegate.orchestrator._specs import (
     unchecked_spec,
     upgrade_graph_spec,
 )
+from delegate.orchestrator.strategies import AdaptiveVotes, Strategy
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -121,9 +122,10 @@ class TaskOptions(TypedDict, total=False):
     max_output_tokens: int | None
     reasoning_effort: ReasoningEffort | None
     verify: Agent[Any] | str | None
-    votes: int | None
+    votes: int | AdaptiveVotes | None
     variables: Mapping[str, Any] | None
     after: Literal["success", "done"]
+    strategy: Strategy | None
 
 
 # Not frozen: a frozen dataclass sets each of its 17 fields through object.__setattr__, which
@@ -153,10 +155,13 @@ class Task(Generic[OutputT]):
             worker's).
         verify: the judge of this task's answers (an `Agent`, or a worker's name resolved when
             the run starts); None: the worker's own `verify`.
-        votes: answers sampled for a majority; None: the worker's own `votes`.
+        votes: answers sampled for a majority, a count or an `AdaptiveVotes`; None: the
+            worker's own `votes`.
         variables: more names for the prompt template (JSON data), e.g. a fan-out's `item`.
         after: "success" (run once every dependency succeeded; skipped when one fails) or
             "done" (run once every dependency has ended, however: a reduce over a partial map).
+        strategy: `BestOfN`, `MixtureOfAgents` or `SelfRefine`, its workers by name (resolved
+            when the run starts); None: one answer (or the votes).
     """
 
     id: str
@@ -173,9 +178,10 @@ class Task(Generic[OutputT]):
     max_output_tokens: int | None = None
     reasoning_effort: ReasoningEffort | None = None
     verify: Agent[Any] | str | None = None
-    votes: int | None = None
+    votes: int | AdaptiveVotes | None = None
     variables: Mapping[str, Any] = field(default_factory=lambda: _NO_VARIABLES, repr=False)
     after: Literal["success", "done"] = "success"
+    strategy: Strategy | None = None
 
     @property
     def agent_name(self) -> str | None:
@@ -212,6 +218,7 @@ class Task(Generic[OutputT]):
                 "votes": self.votes,
                 "variables": _json_variables(self.variables),
                 "after": self.after,
+                "strategy": self.strategy,
             }
         )
 
@@ -253,6 +260,7 @@ class Task(Generic[OutputT]):
             spec.votes,
             spec.variables or _NO_VARIABLES,
             spec.after,
+            spec.strategy,
         )
 
 
@@ -405,9 +413,10 @@ class TaskGraph:
         max_output_tokens: int | None = None,
         reasoning_effort: ReasoningEffort | None = None,
         verify: Agent[Any] | str | None = None,
-        votes: int | None = None,
+        votes: int | AdaptiveVotes | None = None,
         variables: Mapping[str, Any] | None = None,
         after: Literal["success", "done"] = "success",
+        strategy: Strategy | None = None,
     ) -> Task:
         """Add a task and return its handle.
 
@@ -436,13 +445,18 @@ class TaskGraph:
                 without `output_type`, or a worker's name (resolved like `agent`). See
                 `delegate.orchestrator.checks`.
             votes: sample this many answers concurrently and keep the majority, replacing the
-                worker's `votes`.
+                worker's `votes`; or an `AdaptiveVotes`, which samples in small batches and
+                stops once the majority is settled (at most `max_samples`).
             variables: more names for the prompt template, as JSON data (a workflow's fan-out
                 gives each item task its `item` and `loop` this way).
             after: "success" (the default): the task runs once all its dependencies succeeded,
                 and is skipped when one fails. "done": it runs once they have all ended, however
                 they ended — a reduce that should summarize a partial map; a failed
                 dependency's output is None, and the worker is told it failed and why.
+            strategy: spend more calls on a better answer: `BestOfN(n=4, judge="critic")`,
+                `MixtureOfAgents(proposers=(...), aggregator=...)` or `SelfRefine(rounds=2)`.
+                The workers it names are resolved like `agent` when the run starts. Not with
+                `votes` (a strategy picks its answer its own way), nor on a function task.
 
         Raises:
             GraphError: a duplicate or malformed id, an unknown dependency, a bad argument.
@@ -475,6 +489,7 @@ class TaskGraph:
             votes,
             variables,
             after,
+            strategy,
         )
         dep_ids = self._resolve_deps(id, deps)
         template, names = compile_prompt(id, prompt)
@@ -497,6 +512,7 @@ class TaskGraph:
             votes,
             dict(variables) if variables else _NO_VARIABLES,
             after,
+            strategy,
         )
         self._tasks[id] = task
         return task

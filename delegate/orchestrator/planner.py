@@ -21,10 +21,10 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from jinja2 import TemplateError as JinjaTemplateError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from delegate._log import bind_model
 from delegate.agents.agent import Agent, ModelCaller
@@ -39,6 +39,7 @@ from delegate.orchestrator._plan_checks import (
     check_agents,
     check_deps,
     check_ids,
+    check_strategies,
     check_templates,
     plan_prompt,
     usd_text,
@@ -50,6 +51,13 @@ from delegate.orchestrator.graph import (
     format_output,
 )
 from delegate.orchestrator.plan_stream import PlanStream
+from delegate.orchestrator.strategies import (
+    AdaptiveVotes,
+    BestOfN,
+    MixtureOfAgents,
+    SelfRefine,
+    Strategy,
+)
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -73,6 +81,75 @@ __all__ = [
 
 # The same sandbox as task prompts; block tags drop their own line so the prompt reads cleanly.
 _prompt_env = PROMPT_ENV.overlay(trim_blocks=True, lstrip_blocks=True)
+
+
+class _PlanSetting(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _PlanBestOfN(_PlanSetting):
+    """`BestOfN` as a plan asks for it: scored by a judge (a plan names no code to run)."""
+
+    model_config = ConfigDict(title="BestOfN")
+
+    kind: Literal["best_of_n"]
+    n: int = Field(default=4, ge=2, le=50, description="Answers sampled at once.")
+    judge: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The worker that scores each answer from 0 to 10.",
+    )
+
+    def setting(self) -> BestOfN:
+        return BestOfN(n=self.n, judge=self.judge)
+
+
+class _PlanMixture(_PlanSetting):
+    """`MixtureOfAgents` as a plan asks for it."""
+
+    model_config = ConfigDict(title="MixtureOfAgents")
+
+    kind: Literal["mixture_of_agents"]
+    proposers: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=2,
+        max_length=20,
+        description="The workers that propose answers, typically on different models.",
+    )
+    aggregator: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The worker that writes the answer from the proposals (default: the task's).",
+    )
+
+    def setting(self) -> MixtureOfAgents:
+        return MixtureOfAgents(proposers=tuple(self.proposers), aggregator=self.aggregator)
+
+
+class _PlanSelfRefine(_PlanSetting):
+    """`SelfRefine` as a plan asks for it."""
+
+    model_config = ConfigDict(title="SelfRefine")
+
+    kind: Literal["self_refine"]
+    rounds: int = Field(default=2, ge=1, le=10, description="Critique → revise rounds at most.")
+    critic: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The worker that critiques (default: the task's judge, else its worker).",
+    )
+
+    def setting(self) -> SelfRefine:
+        return SelfRefine(rounds=self.rounds, critic=self.critic)
+
+
+# The settings a plan may ask for, each rule of them in their JSON Schema (`kind` required, no
+# rule across fields): a plan that follows the schema parses.
+_PlanStrategy = Annotated[
+    _PlanBestOfN | _PlanMixture | _PlanSelfRefine, Field(discriminator="kind")
+]
 
 
 class PlanTask(BaseModel):
@@ -100,11 +177,24 @@ class PlanTask(BaseModel):
     max_output_tokens: int | None = Field(
         default=None, ge=1, description="A cap on the length of the task's answer, in tokens."
     )
+    strategy: _PlanStrategy | None = Field(
+        default=None,
+        description="Only for a hard task whose answer is worth several calls: best_of_n, "
+        "mixture_of_agents or self_refine, naming workers (see Strategies). Default: one answer.",
+    )
+    votes: int | None = Field(
+        default=None,
+        ge=2,
+        le=20,
+        description="Only for a task with one short right answer (a number, a label, a "
+        "choice): sample up to this many answers, stopping as soon as the majority is settled. "
+        "Not with a strategy.",
+    )
 
     def spec(self, worker: Agent[Any] | None = None) -> TaskSpec:
         """The task as a `TaskSpec`: its prompt from the instructions and expected output, its
-        output cap, and its effort when `worker` is a reasoning model (an effort means nothing
-        to the others, nor without a worker).
+        output cap, its strategy or votes, and its effort when `worker` is a reasoning model
+        (an effort means nothing to the others, nor without a worker).
 
         Raises:
             GraphError: a value a task may not have (`validate_plan` reports these first).
@@ -117,7 +207,13 @@ class PlanTask(BaseModel):
             deps=tuple(self.deps),
             max_output_tokens=self.max_output_tokens,
             reasoning_effort=self.effort if reasoning else None,
+            votes=None if self.votes is None else AdaptiveVotes(max_samples=self.votes),
+            strategy=self.strategy_setting(),
         )
+
+    def strategy_setting(self) -> Strategy | None:
+        """The task's strategy as the run carries it out (None: one answer)."""
+        return None if self.strategy is None else self.strategy.setting()
 
 
 class Plan(BaseModel):
@@ -214,6 +310,44 @@ def _catalogue(
     return catalogue
 
 
+# What the planner is told of each strategy: how a plan asks for it, what it does, and the most
+# calls it makes per answer at those settings (`max_calls()`: the price multiplier).
+_STRATEGIES: tuple[tuple[str, str, BestOfN | MixtureOfAgents | SelfRefine | AdaptiveVotes], ...] = (
+    (
+        '"strategy": {"kind": "best_of_n", "n": 4, "judge": "<worker>"}',
+        "n answers at once; the judge scores each and the best is kept. For open-ended work "
+        "whose quality varies (writing, code, analysis).",
+        BestOfN(n=4, judge="judge"),
+    ),
+    (
+        '"strategy": {"kind": "mixture_of_agents", "proposers": ["<worker>", "<worker>"], '
+        '"aggregator": "<worker>"}',
+        "each proposer (workers on different models) answers; the aggregator writes the "
+        "answer from their proposals. For questions where models see different things.",
+        MixtureOfAgents(proposers=("a", "b"), aggregator="c"),
+    ),
+    (
+        '"strategy": {"kind": "self_refine", "rounds": 2, "critic": "<worker>"}',
+        "an answer, then critique and revision until the critic passes it. For work with "
+        "checkable mistakes (code, extraction, math).",
+        SelfRefine(rounds=2, critic="critic"),
+    ),
+    (
+        '"votes": 10',
+        "answers sampled two at a time until the majority is settled (often after a few). "
+        "For a task with one short right answer (a number, a label).",
+        AdaptiveVotes(max_samples=10),
+    ),
+)
+
+
+def _strategies() -> list[dict[str, Any]]:
+    return [
+        {"example": example, "description": description, "multiplier": setting.max_calls()}
+        for example, description, setting in _STRATEGIES
+    ]
+
+
 def _tool_names(agent: Agent[Any]) -> list[str]:
     """The tools a worker may call, as the planner reads them: an MCP server's allow-listed tools
     by the names the model sees, or the whole server when it offers all of its own (its tools are
@@ -236,7 +370,7 @@ def _compile_prompt(text: str) -> Template:
         raise TemplateError(f"Planner: the prompt template does not parse: {exc}") from None
 
 
-_PROMPT_NAMES = "goal, inputs, workers, budget, memory, finished, failures, max_tasks"
+_PROMPT_NAMES = "goal, inputs, workers, budget, memory, finished, failures, max_tasks, strategies"
 
 
 # --- the planner -----------------------------------------------------------------------------
@@ -272,7 +406,8 @@ class Planner:
         max_tasks: the most tasks a plan may have.
         max_attempts: plans asked for in all, the first included, before `PlanInvalid`.
         prompt: a jinja2 template replacing the shipped `prompts/planner.md`; it may use
-            goal, inputs, workers, budget, memory, finished, failures and max_tasks.
+            goal, inputs, workers, budget, memory, finished, failures, max_tasks and
+            strategies (each with its `example`, `description` and price `multiplier`).
 
     Raises:
         ConfigError: a bad argument.
@@ -332,6 +467,7 @@ class Planner:
             "finished": dict(finished or {}),
             "failures": dict(failures or {}),
             "max_tasks": self.max_tasks,
+            "strategies": _strategies(),
         }
         try:
             return self._template.render(context).strip() + "\n"
@@ -567,6 +703,7 @@ def _task_errors(
     return [
         *check_ids(plan, known),
         *check_agents(plan, workers),
+        *check_strategies(plan, workers),
         *check_deps(plan, known),
         *check_templates(plan, inputs),
     ]

@@ -12,6 +12,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypeVar
 
+from delegate.agents.agent import VoteRecord
 from delegate.agents.approval import PendingCall
 from delegate.agents.models import Usage
 from delegate.errors import TaskNotSucceeded
@@ -92,6 +93,9 @@ class TaskResult(BaseModel, Generic[OutputT]):
     deps: tuple[str, ...] = ()
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    vote: VoteRecord | None = None
+    """How the answer was voted on (`votes=`): the samples asked, their agreement and why
+    sampling stopped; None for a task without votes."""
 
 
 class RunResult(BaseModel, Generic[OutputT]):
@@ -280,6 +284,7 @@ def result_of(
                     "deps": node.task.deps,
                     "started_at": _timestamp(node.started_at),
                     "finished_at": _timestamp(node.finished_at),
+                    "vote": node.vote,
                 }
             )
             for node in nodes

@@ -44,6 +44,7 @@ from delegate.orchestrator.graph import GraphSpec, Task, TaskGraph
 from delegate.orchestrator.planned import PlannedRun, synthesizer_for
 from delegate.orchestrator.planner import Plan, Planner, PlanResult
 from delegate.orchestrator.results import RunResult, RunStatus, RunUsage, TaskResult
+from delegate.orchestrator.routing import LearnedRouting, routing_of
 from delegate.orchestrator.scheduler import RetryPolicy
 from delegate.orchestrator.stream import DEFAULT_BUFFERED_DELTAS, RunStream
 from delegate.orchestrator.tool_approvals import ApproveTool
@@ -126,6 +127,11 @@ class Orchestrator:
             `delegate.observe.otlp(endpoint)`), or `delegate.Tracing(...)` for options
             (`capture_content=True` records prompts and answers, redacted). Off by default, and
             then nothing of it runs. Needs `pip install "delegate[otel]"`.
+        routing: "learned" (or `LearnedRouting(target=, explore_share=, namespace=, seed=)`):
+            run each verified task on the cheapest tier of its worker's fallback chain (and
+            effort, for reasoning workers) whose pass rate, learned from the store's history of
+            the same kind of task, meets the target; exploration is bounded by a share of the
+            budget. Needs a store and a judge (`verify`). See `delegate.orchestrator.routing`.
 
     Raises:
         ConfigError: a bad argument, named with its remedy (`memory="default"` was removed:
@@ -155,6 +161,7 @@ class Orchestrator:
         approve_plan: PlanApprover | None = None,
         approve_tool: ApproveTool | None = None,
         tracing: bool | TracerProvider | Tracing = False,
+        routing: Literal["learned"] | LearnedRouting | None = None,
     ) -> None:
         _setup.check_limits(max_concurrency, budget, max_calls)
         self.approve_tool = tool_approvals.check_approve_tool(approve_tool)
@@ -168,6 +175,12 @@ class Orchestrator:
             raise ConfigError(
                 "cache=True needs a store to keep answers in: pass memory=<database URL>, "
                 "\"home\" or ':memory:' (or set DELEGATE_DB_URL)"
+            )
+        self.routing = routing_of(routing)
+        if self.routing is not None and not self._stores.keeps:
+            raise ConfigError(
+                'routing="learned" learns from the runs kept in a store: pass memory=<database '
+                "URL>, \"home\" or ':memory:' (or set DELEGATE_DB_URL)"
             )
         self.workers: dict[str, Agent[Any]] = _setup.workers_of(workers)
         self.plans = _setup.planner_of(planner, synthesizer, self.workers, max_replans)

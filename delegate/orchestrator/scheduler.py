@@ -50,6 +50,7 @@ from delegate.errors import (
     TemplateError,
 )
 from delegate.orchestrator import _gc
+from delegate.orchestrator._specs import strategy_workers
 from delegate.orchestrator.calls import CallGate, RunAccount
 from delegate.orchestrator.checks import CheckListener, run_checked
 from delegate.orchestrator.events import (
@@ -59,6 +60,7 @@ from delegate.orchestrator.events import (
     TaskFailed,
     TaskQueued,
     TaskRetried,
+    TaskRouted,
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
@@ -68,8 +70,11 @@ from delegate.orchestrator.graph import Task, TaskContext, format_output
 from delegate.orchestrator.tool_approvals import RunApprovals, paused_signal
 
 if TYPE_CHECKING:
-    from delegate.agents.agent import Agent
+    from delegate.agents.agent import Agent, ModelCaller, VoteRecord
+    from delegate.agents.models import ReasoningEffort
     from delegate.agents.tools import Tool
+    from delegate.orchestrator._journal import RunJournal
+    from delegate.orchestrator.routing import Router
 
 __all__ = ["Node", "RetryPolicy", "Scheduler", "TaskStatus"]
 
@@ -99,7 +104,9 @@ class Node:
     started_at: float | None = None
     finished_at: float | None = None
     verify: Agent[Any] | None = None  # the judge: the task's own, else its agent's (`build_nodes`)
+    workers: Mapping[str, Agent[Any]] | None = None  # the workers its strategy names, by name
     passable: bool = False  # skipped, yet its dependents run (a workflow step whose `when` failed)
+    vote: VoteRecord | None = None  # how its answer was voted on (`votes=`)
 
     @property
     def task_id(self) -> str:
@@ -171,6 +178,8 @@ class Scheduler:
         # Tool approvals: the desks tasks decide with (None: every gated call pauses), the rounds
         # paused tasks stopped in, and the pending tasks held back by a waiting one.
         self.approvals: RunApprovals | None = None
+        self.router: Router | None = None  # learned routing (`delegate.orchestrator.routing`)
+        self.journal: RunJournal | None = None  # a durable run's task journals (`_journal`)
         self.paused: dict[str, PausedRound] = {}
         self._held: set[Node] = set()
         for node in nodes:
@@ -411,6 +420,7 @@ class Scheduler:
                 if task.fn is None:  # an agent's answer: note who gave it
                     node.model = output.model
                     node.answered_by = output.agent
+                    node.vote = output.vote
                     output = output.output
             except TimeoutError:
                 error: Exception = TaskTimeoutError(
@@ -480,18 +490,76 @@ class Scheduler:
 
             tools = tuple(memory_tools(self.account.memory, task_id=task.id))
         votes = agent.votes if task.votes is None else task.votes
-        checked = (node.verify is not None or votes != 1) and self.bus.active
+        strategy = task.strategy
+        if strategy is not None and task.votes is None:
+            votes = 1  # the task's strategy replaces its worker's votes
+        checked = self.bus.active and (
+            node.verify is not None or votes != 1 or strategy is not None
+        )
+        prompt = self._prompt(node)
+        listener = self._check_listener(node) if checked else None
+        effort = task.reasoning_effort
+        if self.router is not None:  # learned routing picks the tier and effort
+            agent, effort, listener = self._route(node, agent, prompt, listener)
         return run_checked(
             agent,
-            self._prompt(node),
-            caller=CallGate(self.account, node),
+            prompt,
+            caller=self._caller(node, agent, votes, tools),
             tools=tools,
             verify=node.verify,
             votes=votes,
             max_output_tokens=task.max_output_tokens,
-            reasoning_effort=task.reasoning_effort,
-            on_check=self._check_listener(node) if checked else None,
+            reasoning_effort=effort,
+            on_check=listener,
+            strategy=strategy,
+            agents=node.workers,
         )
+
+    def _caller(
+        self, node: Node, agent: Agent[Any], votes: object, tools: tuple[Tool, ...]
+    ) -> ModelCaller:
+        """The attempt's caller: the budget gate, behind the task's journal in a durable run when
+        the task makes several calls per answer (those answered are not paid again on a retry
+        or a resume: `delegate.orchestrator._journal`)."""
+        gate = CallGate(self.account, node)
+        journal = self.journal
+        if journal is None or not journal.wants(
+            votes, node.verify, node.task.strategy, tools or agent.tools
+        ):
+            return gate
+        return journal.caller(gate, node.task.id)
+
+    def _route(
+        self, node: Node, agent: Agent[Any], prompt: str, listener: CheckListener | None
+    ) -> tuple[Agent[Any], ReasoningEffort | None, CheckListener | None]:
+        """The agent, effort and check listener of `node`'s attempt under learned routing (its
+        own, when the task is not routed); a task's first routing is a `TaskRouted` event."""
+        effort = node.task.reasoning_effort
+        router = self.router
+        if router is None:
+            return agent, effort, listener
+        first = node.task.id not in router.routes
+        route = router.route(node, agent, prompt)
+        if route is None:
+            return agent, effort, listener
+        if first and self.bus.active:
+            decision = route.decision
+            self.bus.emit(
+                TaskRouted(
+                    run_id=self.run_id,
+                    task_id=node.task.id,
+                    task_kind=decision.kind,
+                    arm=decision.arm,
+                    agent=decision.agent,
+                    effort=decision.effort,
+                    explored=decision.explored,
+                    passes=decision.passes,
+                    trials=decision.trials,
+                    cost_usd=decision.cost_usd,
+                    reason=decision.reason,
+                )
+            )
+        return route.agent, route.effort, route.listen(listener)
 
     def _check_listener(self, node: Node) -> CheckListener:
         """What publishes each vote, pick and verdict of `node`'s attempt as a `TaskChecked`."""
@@ -564,6 +632,8 @@ class Scheduler:
         node.status = status
         node.error = error
         node.finished_at = time.time()
+        if self.router is not None:
+            self.router.ended(node)
         if self._held and node in self._held:
             self._held.discard(node)  # counted out when it was held
             return
@@ -724,6 +794,8 @@ def _nodes(
             node.verify = agents[verify] if isinstance(verify, str) else verify
         elif node.agent is not None:
             node.verify = node.agent.verify
+        if task.strategy is not None:
+            node.workers = {name: agents[name] for name in strategy_workers(task.strategy)}
         nodes.append(node)
         by_id[task.id] = node
         for dep in task.deps:

@@ -5,9 +5,9 @@ names one, the run carries it out (`delegate.orchestrator.checks`), `estimate` p
 `max_calls()`, and a stored run keeps it as JSON. Workers are named (as `verify=` names a judge),
 never held: a setting travels in plans, YAML and the store.
 
-- `AdaptiveVotes` (for `votes=`): sample in small batches and stop as soon as the leading answer
-  cannot lose at the chosen confidence (the Beta stopping rule of Adaptive-Consistency, Aggarwal
-  et al., EMNLP 2023), up to `max_samples`, and never a sample the budget left cannot pay for.
+- `AdaptiveVotes` (for `votes=`): sample a few at a time and stop as soon as the leading answer
+  cannot lose the vote of `max_samples` at the chosen confidence, and never a sample the budget
+  left cannot pay for.
 - `BestOfN`: `n` answers, each scored (by a judge agent or a scoring function); the best is kept.
 - `MixtureOfAgents`: each proposer (different workers, typically different models) answers; an
   aggregator writes the final answer from the proposals.
@@ -17,9 +17,16 @@ never held: a setting travels in plans, YAML and the store.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = [
     "AdaptiveVotes",
@@ -35,27 +42,45 @@ _NAME = Annotated[str, Field(min_length=1, max_length=200)]
 class _Setting(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @model_serializer(mode="wrap")
+    def _with_kind(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # `kind` tells the settings apart when they are read back, so it is kept even where
+        # defaults are left out (a stored graph is dumped with exclude_defaults).
+        data: dict[str, Any] = handler(self)
+        return {"kind": getattr(self, "kind"), **data}  # noqa: B009 - each subclass defines it
+
 
 class AdaptiveVotes(_Setting):
-    """Votes that stop as soon as the majority is settled.
+    """Votes that stop as soon as the leading answer cannot lose.
 
-    Samples are asked `batch` at a time. After each batch, with `a` votes for the leading answer
-    and `b` for the runner-up, sampling stops when P(p_a > p_b) ≥ `confidence` under a
-    Beta(a + 1, b + 1) posterior (the leader cannot lose), when `max_samples` were asked, or when
-    the budget left cannot pay for another sample (the result says which).
+    The first `max(min_samples, batch)` samples are asked at once, then `batch` at a time. After
+    each round, with `n` samples asked, sampling stops when the leading answer would still be
+    strictly ahead, at probability ≥ `confidence`, once the other `max_samples - n` samples were
+    drawn (the "cannot_lose" rule: a posterior-predictive over the answers' counts, see
+    `delegate.orchestrator._vote_rules`) — so the answer is the one the vote of all
+    `max_samples` would most likely give. A leader more samples ahead than there are samples
+    left stops the vote whatever the confidence. Sampling also stops when `max_samples` were
+    asked, or when the budget left cannot pay for another sample (the result says which).
+
+    `rule="beta"` is Adaptive-Consistency's rule (Aggarwal et al., EMNLP 2023) instead: stop when
+    P(p_a > p_b) ≥ `confidence` under a Beta(a + 1, b + 1) posterior, with `a` votes for the
+    leading answer and `b` for the runner-up, however many samples are left (at 0.95 a
+    unanimous vote stops at its fourth sample).
 
     Attributes:
         max_samples: the most samples asked (the price `estimate` counts).
         min_samples: samples asked before the rule may stop sampling.
-        batch: samples asked concurrently per round.
+        batch: samples asked concurrently per round after the first.
         confidence: how sure the leader must be to stop early, in (0.5, 1).
+        rule: "cannot_lose" (the default) or "beta".
     """
 
     kind: Literal["adaptive_votes"] = "adaptive_votes"
     max_samples: int = Field(default=10, ge=1, le=100)
     min_samples: int = Field(default=2, ge=1, le=100)
-    batch: int = Field(default=2, ge=1, le=100)
+    batch: int = Field(default=1, ge=1, le=100)
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    rule: Literal["cannot_lose", "beta"] = "cannot_lose"
 
     @model_validator(mode="after")
     def _bounds(self) -> AdaptiveVotes:

@@ -5,7 +5,8 @@ the loader, on the raw data of a file whose fields did not all validate, so that
 is reported in one pass. It therefore never trusts a type: anything malformed is skipped here
 (the field validation reports it).
 
-Checked: agent names wherever they are used (with did-you-mean), fallback loops, tools, the mode
+Checked: agent names wherever they are used (with did-you-mean; a strategy's workers too), votes
+and a strategy not given together, a strategy's scoring function, fallback loops, tools, the mode
 (steps or planner, not both, not neither), step ids (unique, not reserved), `needs` (known, not
 itself, listed above, no cycles), templates (`delegate.workflows._templates`), output schemas
 (`delegate.workflows.outputs`), `output:`, MCP servers (a command or a url) and the agents'
@@ -110,6 +111,26 @@ def _strings(value: Any) -> list[tuple[int, str]]:
 _SUGGESTED_MODELS = 20  # unknown models per file with a "did you mean" (each scans litellm's list)
 
 
+# The keys of each strategy (`strategy: {kind: {...}}`) that name agents.
+_STRATEGY_AGENTS = {
+    "best_of_n": ("judge",),
+    "mixture_of_agents": ("proposers", "aggregator"),
+    "self_refine": ("critic",),
+}
+
+
+def _strategy_agents(strategy: Any) -> list[tuple[Loc, str]]:
+    """The agents a `strategy:` mapping names, each with its path inside the strategy."""
+    named: list[tuple[Loc, str]] = []
+    for kind, settings in _mapping(strategy).items():
+        for key in _STRATEGY_AGENTS.get(kind, ()):
+            value = _mapping(settings).get(key)
+            if isinstance(value, str):
+                named.append(((kind, key), value))
+            named.extend(((kind, key, n), name) for n, name in _strings(value))
+    return named
+
+
 def _step_label(step: Mapping[str, Any], position: int) -> str:
     step_id = step.get("id")
     return f"step {step_id!r}" if isinstance(step_id, str) and step_id else f"step #{position + 1}"
@@ -154,6 +175,24 @@ class _Checker:
         self._mcp()
         self._models()
         self._prices()
+        self._routing()
+
+    def _routing(self) -> None:
+        """Learned routing learns from verdicts: some agent or step must have a judge."""
+        if self.data.get("routing") is None:
+            return
+        judged = any(
+            isinstance(spec, Mapping) and spec.get("verify") for spec in self.agents.values()
+        )
+        judged = judged or any(step.get("verify") for _, step in self.steps)
+        if not judged:
+            self.issue(
+                ("routing",),
+                "routing learns from verification, and no agent or step of this workflow has "
+                "verify:; give the workers' agents verify: <a judge agent> (or the steps), or "
+                "drop routing",
+                key=True,
+            )
 
     # -- mode and agents ------------------------------------------------------------------------
 
@@ -206,6 +245,7 @@ class _Checker:
             label = f"agent {name!r}"
             for key in ("fallback", "verify"):
                 self.agent_ref(("agents", name, key), spec.get(key), f"{label}: {key}")
+            self._settings(("agents", name), spec, label, votes=spec.get("votes", 1))
             for key in ("tools", "approve_tools"):
                 for n, tool in _strings(spec.get(key)):
                     if tool not in self.tools:
@@ -215,6 +255,31 @@ class _Checker:
                     if problem:
                         self.issue(("agents", name, key, n), f"{label}: {problem}")
         self._fallback_loops()
+
+    def _settings(self, loc: Loc, spec: Mapping[str, Any], label: str, votes: Any) -> None:
+        """A step's or an agent's strategy: the agents it names, its scoring function, and
+        no votes beside it."""
+        strategy = spec.get("strategy")
+        if strategy is None:
+            return
+        for where, name in _strategy_agents(strategy):
+            what = " ".join(str(part) for part in where if not isinstance(part, int))
+            self.agent_ref((*loc, "strategy", *where), name, f"{label}: strategy {what}")
+        score = _mapping(_mapping(strategy).get("best_of_n")).get("score")
+        if isinstance(score, str) and _TOOL_PATH.match(score):
+            if score not in self.tools:
+                self.tools[score] = tool_problem(score, self.base_dir)
+            problem = self.tools[score]
+            if problem:
+                where = (*loc, "strategy", "best_of_n", "score")
+                self.issue(where, f"{label}: strategy best_of_n score: {problem}")
+        if votes is not None and votes != 1:
+            self.issue(
+                (*loc, "strategy"),
+                f"{label} has votes: and strategy:; give one of them (a strategy picks its own "
+                "answer)",
+                key=True,
+            )
 
     def _fallback_loops(self) -> None:
         reported: set[str] = set()
@@ -283,6 +348,7 @@ class _Checker:
         elif kind == "agent":
             self.agent_ref(("steps", n, "agent"), step.get("agent"), f"{label}: agent")
             self.agent_ref(("steps", n, "verify"), step.get("verify"), f"{label}: verify")
+            self._settings(("steps", n), step, label, votes=step.get("votes"))
             output = step.get("output")
             if isinstance(output, Mapping):
                 for path, message in schema_problems(output):
@@ -433,15 +499,19 @@ class _Checker:
             label = f"the budget of {_step_label(step, n)}"
             users = [step.get(key) for key in ("agent", "verify", "planner")]
             users += [name for _, name in _strings(step.get("workers"))]
+            users += [name for _, name in _strategy_agents(step.get("strategy"))]
             for user in users:
                 if isinstance(user, str):
                     scopes.setdefault(user, label)
-        # Fallbacks and judges spend under the budgets of the agent they work for.
+        # Fallbacks, judges and strategy workers spend under the budgets of the agent they
+        # work for.
         pending = list(scopes)
         while pending:
             name = pending.pop()
-            for key in ("fallback", "verify"):
-                other = _mapping(self.agents.get(name)).get(key)
+            spec = _mapping(self.agents.get(name))
+            others = [spec.get(key) for key in ("fallback", "verify")]
+            others += [other for _, other in _strategy_agents(spec.get("strategy"))]
+            for other in others:
                 if isinstance(other, str) and other in self.agents and other not in scopes:
                     scopes[other] = scopes[name]
                     pending.append(other)

@@ -56,8 +56,9 @@ from delegate.orchestrator.planner import (
     validate_plan,
 )
 from delegate.orchestrator.scheduler import build_nodes
+from delegate.orchestrator.strategies import AdaptiveVotes, Strategy
 from delegate.workflows._templates import expression_of
-from delegate.workflows.spec import AgentStep, PlanStep
+from delegate.workflows.spec import AgentSpec, AgentStep, PlanStep
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -233,7 +234,7 @@ class WorkflowRun:
         """The task of an agent step (or of one of its items), with the agent's defaults."""
         base = self.workflow.agents[step.agent]
         verify = step.verify or base.verify
-        votes = step.votes if step.votes is not None else base.votes
+        votes, strategy = _settings(step, base)
         return TaskSpec(
             id=task_id,
             agent=step.agent,
@@ -243,8 +244,9 @@ class WorkflowRun:
             retries=step.retries,
             budget=None if step.budget is None else step.budget.to_budget(),
             verify=verify,
-            votes=None if votes == 1 else votes,
+            votes=votes,
             variables=dict(variables or {}),
+            strategy=strategy,
         )
 
     def _add_step_task(self, spec: TaskSpec, step: AgentStep, scheduler: Scheduler) -> None:
@@ -579,3 +581,18 @@ def _prompt_with_context(prompt: str, needs: Sequence[str]) -> str:
         f"## Result of step {need!r}\n{{{{ steps[{need!r}].output }}}}" for need in missing
     )
     return f"{context}\n\n## Your task\n{prompt}"
+
+
+def _settings(
+    step: AgentStep, agent: AgentSpec
+) -> tuple[int | AdaptiveVotes | None, Strategy | None]:
+    """A step task's votes and strategy: the step's own, else its agent's. One given by the
+    step replaces both of the agent's (a step's `votes: 1` turns its agent's strategy off)."""
+    if step.strategy is not None:
+        return None, step.strategy.to_strategy()
+    if step.votes is None:
+        # The agent's votes are the Agent's own (None: take them); its strategy is not.
+        return None, None if agent.strategy is None else agent.strategy.to_strategy()
+    if step.votes == agent.votes:
+        return None, None
+    return (step.votes if isinstance(step.votes, int) else step.votes.to_votes()), None

@@ -36,13 +36,18 @@ from delegate.workflows.spec import (
     INPUT_NAME,
     TOOL_PATH,
     WORKFLOW_NAME,
+    AdaptiveVotesSpec,
     AgentSpec,
     AgentStep,
+    BestOfNSpec,
     BudgetSpec,
     EndpointSpec,
     InputSpec,
     MCPServerSpec,
+    MixtureOfAgentsSpec,
     PlanStep,
+    SelfRefineSpec,
+    StrategySpec,
     WorkflowSpec,
 )
 
@@ -72,6 +77,12 @@ _KEY_NAMES = {
     "endpoints": "endpoint name",
     "mcp_servers": "MCP server name",
 }
+_STRATEGY_SPECS: dict[str, type[BaseModel]] = {
+    "best_of_n": BestOfNSpec,
+    "mixture_of_agents": MixtureOfAgentsSpec,
+    "self_refine": SelfRefineSpec,
+}
+_VOTES_TAGS = ("count", "adaptive")  # `Votes`' tags, which pydantic puts after "votes"
 _SUGGESTED_KEYS = (
     100  # unknown keys per file with a "did you mean" (each compares every allowed key)
 )
@@ -300,9 +311,13 @@ class _Locator:
         return self.problem(loc, self._invalid(loc, error))
 
     def untagged(self, loc: Loc) -> Loc:
-        # pydantic puts the tag of the step's kind ("agent", "plan") after the step's index.
+        # pydantic puts the tag of the step's kind ("agent", "plan") after the step's index,
+        # and the tag of a `votes:` value's form after "votes".
         tagged = len(loc) > 2 and loc[0] == "steps" and isinstance(loc[1], int)
-        return (*loc[:2], *loc[3:]) if tagged and loc[2] in ("agent", "plan") else loc
+        loc = (*loc[:2], *loc[3:]) if tagged and loc[2] in ("agent", "plan") else loc
+        if len(loc) > 3 and loc[2] == "votes" and loc[3] in _VOTES_TAGS:
+            loc = (*loc[:3], *loc[4:])
+        return loc
 
     def _value(self, loc: Loc) -> Any:
         value: Any = self.data
@@ -340,6 +355,10 @@ class _Locator:
             return BudgetSpec
         if not loc:
             return WorkflowSpec
+        if len(loc) == 3 and loc[2] in ("votes", "strategy"):  # (of a step or an agent)
+            return AdaptiveVotesSpec if loc[2] == "votes" else StrategySpec
+        if len(loc) == 4 and loc[2] == "strategy":
+            return _STRATEGY_SPECS.get(str(loc[3]))
         if len(loc) == 2:
             if loc[0] == "steps":
                 plan = _mapping(self._value(loc)).get("kind") == "plan"

@@ -418,7 +418,7 @@ def _agents(
             budget=None if agent.budget is None else agent.budget.to_budget(),
             memory=agent.memory,
             verify=None if agent.verify is None else build(agent.verify, (*chain, name)),
-            votes=agent.votes,
+            votes=agent.votes if isinstance(agent.votes, int) else agent.votes.to_votes(),
         )
         return built[name]
 
@@ -510,6 +510,7 @@ def compile_workflow(
         "on_event": on_event,
         "seed": seed if simulate else None,
         "tracing": tracing,
+        "routing": spec.routing,
     }
     if spec.mode == "planner":
         assert spec.planner is not None  # the spec's validation guarantees planner mode fields

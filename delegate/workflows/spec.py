@@ -38,6 +38,7 @@ from pydantic import (
     Tag,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -45,6 +46,15 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from delegate.agents.limits import Budget
 from delegate.agents.rate_limits import RateLimit
 from delegate.orchestrator.graph import TASK_ID
+from delegate.orchestrator.routing import LearnedRouting
+from delegate.workflows._settings import (
+    AdaptiveVotesSpec,
+    BestOfNSpec,
+    MixtureOfAgentsSpec,
+    SelfRefineSpec,
+    StrategySpec,
+    Votes,
+)
 
 if TYPE_CHECKING:
     from delegate.agents.mcp import MCPServer
@@ -58,14 +68,20 @@ __all__ = [
     "MAX_STEPS",
     "TOOL_PATH",
     "WORKFLOW_NAME",
+    "AdaptiveVotesSpec",
     "AgentSpec",
     "AgentStep",
+    "BestOfNSpec",
     "BudgetSpec",
     "EndpointSpec",
     "InputSpec",
     "MCPServerSpec",
+    "MixtureOfAgentsSpec",
     "PlanStep",
+    "SelfRefineSpec",
     "Step",
+    "StrategySpec",
+    "Votes",
     "WorkflowSpec",
     "workflow_json_schema",
 ]
@@ -406,8 +422,16 @@ class AgentSpec(_Spec):
         description="An agent that judges each answer; a rejected answer is redone once with "
         "its feedback, then handed to the fallback. Default: none.",
     )
-    votes: int = Field(
-        1, ge=1, description="Answers sampled per task, the majority wins. Default: 1."
+    votes: Votes = Field(
+        1,
+        description="Answers sampled per task, the majority wins: a number, or {max_samples, "
+        "confidence, ...} to stop sampling once the majority is settled. Default: 1.",
+    )
+    strategy: StrategySpec | None = Field(
+        None,
+        description="The strategy of the steps this agent runs (a step's own votes or strategy "
+        "replaces it): {best_of_n: {n, judge}}, {mixture_of_agents: {proposers, aggregator}} "
+        "or {self_refine: {rounds, critic}}. Not with votes. Default: none.",
     )
     endpoint: str | None = Field(
         None,
@@ -477,8 +501,16 @@ class AgentStep(_Spec):
     verify: str | None = Field(
         None, description="An agent that judges the answer. Default: the agent's verify."
     )
-    votes: int | None = Field(
-        None, ge=1, description="Answers sampled, the majority wins. Default: the agent's votes."
+    votes: Votes | None = Field(
+        None,
+        description="Answers sampled, the majority wins: a number, or {max_samples, confidence, "
+        "...} to stop sampling once the majority is settled. Default: the agent's votes.",
+    )
+    strategy: StrategySpec | None = Field(
+        None,
+        description="Spend more calls on a better answer: {best_of_n: {n, judge}}, "
+        "{mixture_of_agents: {proposers, aggregator}} or {self_refine: {rounds, critic}}. Not "
+        "with votes. Default: the agent's strategy, else one answer.",
     )
     budget: BudgetSpec | None = Field(
         None, description="Limits on this step's calls. Default: none."
@@ -584,6 +616,14 @@ class WorkflowSpec(_Spec):
         description="The id of the step whose output is the run's output. Default: the "
         "last step's.",
     )
+    routing: LearnedRouting | None = Field(
+        None,
+        description="learned (or {target, explore_share, namespace, seed}): run each verified "
+        "step on the cheapest tier of its agent's fallback chain (and effort) that its past "
+        "runs say passes verification often enough (target, default 0.9); exploration is "
+        "bounded by explore_share (default 0.05) of the budget. Needs a judge (verify). "
+        "Default: off.",
+    )
     steps: list[Step] | None = Field(
         None,
         min_length=1,
@@ -616,6 +656,11 @@ class WorkflowSpec(_Spec):
     )
 
     _implicit_needs: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("routing", mode="before")
+    @classmethod
+    def _routing_word(cls, value: Any) -> Any:
+        return LearnedRouting() if value == "learned" else value
 
     @model_validator(mode="after")
     def _check_across_fields(self, info: ValidationInfo) -> Self:
