@@ -1,11 +1,14 @@
 """Alembic migrations of the store, applied by `Store.open` (no alembic.ini needed).
 
 Alembic is imported only when the database is not already at `SCHEMA_REVISION`, so opening
-an up-to-date store does not pay for it.
+an up-to-date store does not pay for it. Alembic keeps the migration's context in a process-wide
+global, so one process migrates one database at a time (`_MIGRATING`): two stores opened at once
+from two threads would otherwise run each other's migrations on each other's connections.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["SCRIPT_LOCATION", "current_revisions", "unknown_revisions", "upgrade"]
 
 SCRIPT_LOCATION = Path(__file__).parent
+
+_MIGRATING = threading.Lock()  # alembic's `context` is one global per process
 
 
 def _config() -> Config:
@@ -49,4 +54,5 @@ def upgrade(conn: Connection) -> None:
 
     config = _config()
     config.attributes["connection"] = conn
-    command.upgrade(config, "head")
+    with _MIGRATING:
+        command.upgrade(config, "head")
