@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from _backends import store_url  # noqa: F401
 
@@ -19,7 +20,7 @@ from delegate.errors import ConfigError, WorkflowError
 from delegate.memory._routing import RoutingOutcome
 from delegate.memory.store import Store
 from delegate.orchestrator.events import Event
-from delegate.orchestrator.graph import Task
+from delegate.orchestrator.graph import Task, TaskContext
 from delegate.orchestrator.routing import ArmStats, Router, routing_of, task_kind
 from delegate.orchestrator.scheduler import Node
 from delegate.testing import FunctionModel
@@ -255,6 +256,35 @@ async def test_routing_learns_the_cheap_tier_across_runs(tmp_path: Path) -> None
     assert history[("easy", "cheap-m")].passes == history[("easy", "cheap-m")].trials
     assert history[("hard", "strong-m")].passes == history[("hard", "strong-m")].trials
     assert history[("hard", "cheap-m")].passes == 0
+
+
+async def test_an_outcome_is_stored_while_the_run_still_runs(tmp_path: Path) -> None:
+    # Written with the group commit after its task ends, not at the run's end: a run killed
+    # later has still taught what it learned. The second task waits for the first one's
+    # outcome to be readable from another connection, while the run is still going.
+    calls = Calls()
+    worker, _ = _models(calls, cheap_passes={"task-easy"})
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+
+    async def wait_for_outcome(ctx: TaskContext) -> int:
+        with Store.open(url) as store:
+            for _ in range(2000):  # another connection's view: polled, at most ~20 s
+                if rows := store.routing_history("demo"):
+                    return sum(row.trials for row in rows)
+                await anyio.sleep(0.01)
+        return 0
+
+    graph = TaskGraph()
+    graph.add("easy", agent="worker", prompt="easy task-easy0")
+    graph.add("seen", fn=wait_for_outcome, deps=["easy"])
+    async with Orchestrator(
+        workers=[worker], memory=url, routing=LearnedRouting(seed=5), budget=Budget(usd=0.5)
+    ) as orch:
+        result = await orch.execute(graph, workflow="demo")
+    assert result.status == "succeeded"
+    assert result.tasks["seen"].output == 1  # the first task's outcome, before the run ended
+    with Store.open(url) as store:  # and written once, not again at the end
+        assert [row.trials for row in store.routing_history("demo")] == [1]
 
 
 async def test_exploration_stays_within_its_share_of_the_budget(tmp_path: Path) -> None:

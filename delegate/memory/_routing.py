@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import Connection, case, func, insert, select
 from sqlalchemy.orm import Session
 
 from delegate.memory._rows import mask_secrets, validate_namespace
@@ -72,8 +72,8 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) and value >= 0 else 0.0
 
 
-def add_outcomes(session: Session, outcomes: Sequence[RoutingOutcome]) -> None:
-    """Insert `outcomes` (one statement)."""
+def add_outcomes(session: Session | Connection, outcomes: Sequence[RoutingOutcome]) -> None:
+    """Insert `outcomes` (one statement), in the caller's transaction."""
     if not outcomes:
         return
     rows = [

@@ -496,6 +496,7 @@ class Store:
         after: tuple[int, int] | None = None,
         approvals: _approvals.ApprovalBatch | None = None,
         steps: _steps.StepBatch | None = None,
+        outcomes: Sequence[_routing.RoutingOutcome] | None = None,
     ) -> tuple[int, int]:
         """In one write transaction, upsert `tasks` and append `events` to the run's log.
 
@@ -518,6 +519,8 @@ class Store:
                 written with the events that announce them (`delegate.memory._approvals`).
             steps: calls of multi-call tasks answered since the last batch, and the tasks
                 whose journals end (`delegate.memory._steps`).
+            outcomes: learned routing's outcomes of tasks that ended since the last batch
+                (`delegate.memory._routing`), kept with the results they come from.
 
         Returns:
             The run's last event number and a task position at or after its last (pass it as
@@ -543,13 +546,22 @@ class Store:
                     _approvals.write(conn, self.dialect, run_id, approvals)
                 if steps is not None:
                     _steps.write(conn, self.dialect, run_id, steps)
+                if outcomes:
+                    _routing.add_outcomes(conn, outcomes)
                 return seq
         except IntegrityError:
             if after is None:
                 raise
         # Numbers taken by another writer of the run: again, after the stored ones.
         return self.write_batch(
-            run_id, tasks, events, graph=graph, spend=spend, approvals=approvals, steps=steps
+            run_id,
+            tasks,
+            events,
+            graph=graph,
+            spend=spend,
+            approvals=approvals,
+            steps=steps,
+            outcomes=outcomes,
         )
 
     def _write_batch(

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from delegate.orchestrator._lease import RunLease
     from delegate.orchestrator.calls import RunAccount
     from delegate.orchestrator.graph import Task
+    from delegate.orchestrator.routing import Router
     from delegate.orchestrator.scheduler import Node
 
 __all__ = ["RunRecorder", "restore_output", "to_json"]
@@ -318,6 +319,9 @@ class RunRecorder:
         # Task journals (`delegate.orchestrator._journal`): their rows go in the commit that
         # writes the spend of their calls, taken after it.
         self.journal: RunJournal | None = None
+        # Learned routing (`delegate.orchestrator.routing`): the outcomes of the tasks that
+        # ended go in the next commit, so a run killed later still taught what it learned.
+        self.router: Router | None = None
         self._lock = threading.Lock()  # guards what waits to be written
         self._graph: dict[str, Any] | None = None
         self._queue: list[_Queued] = []  # events as they came, with what they must keep
@@ -559,7 +563,14 @@ class RunRecorder:
                 self._spend_written = account.changes
                 spend = account.spend()
             journal = self.journal
-            if queued or graph is not None or spend is not None or (journal and journal.waiting()):
+            outcomes = None if self.router is None else self.router.take_outcomes()
+            if (
+                queued
+                or graph is not None
+                or spend is not None
+                or outcomes
+                or (journal and journal.waiting())
+            ):
                 try:
                     tasks, events = self._rows(queued)
                     steps = None if journal is None else journal.take(tasks)
@@ -575,6 +586,7 @@ class RunRecorder:
                         after=self._after,
                         approvals=approvals,
                         steps=steps,
+                        outcomes=outcomes,
                     )
                 except BaseException as exc:
                     self._error = exc

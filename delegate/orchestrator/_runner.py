@@ -379,6 +379,7 @@ def _recorder(
     )
     account.journal = recorder.durable
     recorder.journal = scheduler.journal  # multi-call tasks' answered calls, with the spend
+    recorder.router = scheduler.router  # routing outcomes, with the results they come from
     return recorder
 
 

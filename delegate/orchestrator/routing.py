@@ -575,8 +575,9 @@ async def open_router(
 
 
 async def save_outcomes(router: Router, store: Store) -> None:
-    """Write the outcomes the run's tasks left (shielded: a stopping run still keeps them); a
-    store that fails is logged, not raised over the run's own result or error."""
+    """Write the outcomes the run's recorder did not (it writes each with the group commit after
+    its task ends; this keeps any left when the run stops — shielded); a store that fails is
+    logged, not raised over the run's own result or error."""
     outcomes = router.take_outcomes()
     if not outcomes:
         return
