@@ -32,9 +32,9 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.lowlevel
@@ -45,7 +45,14 @@ from delegate import _secrets
 from delegate.agents.agent import judge_problem, with_output_type
 from delegate.errors import ConfigError, did_you_mean
 from delegate.orchestrator._specs import import_object
-from delegate.orchestrator.checks import JUDGE_PROMPT, RETRY_PROMPT, Verdict, _Job, _verified
+from delegate.orchestrator.checks import (
+    JUDGE_PROMPT,
+    RETRY_PROMPT,
+    Verdict,
+    _Job,
+    _verified,
+    concurrently,
+)
 from delegate.orchestrator.graph import format_output
 from delegate.orchestrator.strategies import BestOfN, MixtureOfAgents, SelfRefine
 
@@ -73,7 +80,6 @@ AGGREGATE_PROMPT = (
 _TEXT_IN_NOTE = 1000  # characters of a reason, proposal or critique told to `on_check`
 _ERROR_IN_MESSAGE = 300  # characters of a scoring function's exception quoted in ours
 
-T = TypeVar("T")
 Check = Literal["score", "best", "propose", "aggregate", "critique"]
 
 
@@ -191,30 +197,6 @@ def _tell(
     )
 
 
-async def _concurrently(count: int, branch: Callable[[int], Awaitable[T]]) -> list[T]:
-    """`branch(0)` … `branch(count - 1)`, concurrently; the first failure cancels the rest and is
-    raised as itself (not in an ExceptionGroup: the scheduler still sees whether it is
-    retryable)."""
-    results: dict[int, T] = {}
-    failures: list[Exception] = []
-
-    async def one(index: int, scope: anyio.CancelScope) -> None:
-        # A branch that has not started when another failed sends nothing at all.
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        try:
-            results[index] = await branch(index)
-        except Exception as exc:
-            failures.append(exc)
-            scope.cancel()
-
-    async with anyio.create_task_group() as group:
-        for index in range(count):
-            group.start_soon(one, index, group.cancel_scope)
-    if failures:
-        raise failures[0]
-    return [results[index] for index in range(count)]
-
-
 async def _judged(job: _Job, judge: Agent[Any], output_type: type[BaseModel], prompt: str) -> Any:
     """`judge`'s answer to `prompt` as `output_type`, through the task's gate and counted."""
     typed = with_output_type(judge, output_type)
@@ -329,7 +311,7 @@ async def _best_of_n(job: _Job, strategy: BestOfN, scorer: _Scorer) -> AgentResu
         _tell(job, "score", n, answer.agent, judge=scorer.name, text=reason, chosen=index + 1)
         return score
 
-    scores = await _concurrently(n, answer_and_score)
+    scores = await concurrently(n, answer_and_score)
     best = max(range(n), key=scores.__getitem__)  # (max keeps the earliest of equal scores)
     winner = answers[best]
     listed = ", ".join(f"{score:g}" for score in scores)
@@ -374,7 +356,7 @@ async def _mixture(
         _tell(job, "propose", count, proposal.agent, text=text, chosen=index + 1)
         return proposal
 
-    proposals = await _concurrently(count, propose)
+    proposals = await concurrently(count, propose)
     listed = "\n\n".join(
         f"## Proposal {number}\n{format_output(proposal.output)}"
         for number, proposal in enumerate(proposals, 1)

@@ -42,9 +42,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -73,10 +73,13 @@ __all__ = [
     "CheckListener",
     "Choice",
     "Verdict",
+    "concurrently",
     "run_checked",
 ]
 
 log = get_logger("delegate.checks")
+
+T = TypeVar("T")
 
 JUDGE_PROMPT = (
     "Check whether the answer below does the task. If it is correct and complete, reply with "
@@ -429,23 +432,34 @@ async def _sample(
     With `spare`, a sample the budget refused (never sent) does not cancel the others: the
     answers that came, and the refusal, are returned.
     """
-    results: list[AgentResult[Any] | None] = [None] * count
-    failures: list[Exception] = []
     refusals: list[BudgetExceeded] = []
 
-    async def one(index: int, scope: anyio.CancelScope) -> None:
-        # A sample that has not started when another failed is not sent at all.
-        await anyio.lowlevel.checkpoint_if_cancelled()
+    async def one(index: int) -> AgentResult[Any] | None:
         try:
-            results[index] = await job.ask(job.agent, job.prompt, sample=first + index)
+            return await job.ask(job.agent, job.prompt, sample=first + index)
         except BudgetExceeded as exc:
             if not spare:
-                failures.append(exc)
-                scope.cancel()
+                raise
             refusals.append(exc)
+            return None
+
+    results = await concurrently(count, one)
+    answered = [result for result in results if result is not None]
+    return answered, refusals[0] if refusals else None
+
+
+async def concurrently(count: int, branch: Callable[[int], Awaitable[T]]) -> list[T]:
+    """`branch(0)` … `branch(count - 1)`, concurrently, in that order; the first failure cancels
+    the rest and is raised as itself (not in an ExceptionGroup: the scheduler still sees whether
+    it is retryable). A branch that has not started when another failed sends nothing."""
+    results: dict[int, T] = {}
+    failures: list[Exception] = []
+
+    async def one(index: int, scope: anyio.CancelScope) -> None:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        try:
+            results[index] = await branch(index)
         except Exception as exc:
-            # Raised as itself (not in an ExceptionGroup), so the scheduler still sees whether
-            # it is retryable; the other samples are not worth finishing.
             failures.append(exc)
             scope.cancel()
 
@@ -454,8 +468,7 @@ async def _sample(
             group.start_soon(one, index, group.cancel_scope)
     if failures:
         raise failures[0]
-    answered = [result for result in results if result is not None]
-    return answered, refusals[0] if refusals else None
+    return [results[index] for index in range(count)]
 
 
 def _tally_keys(output_type: type[BaseModel] | None, samples: list[AgentResult[Any]]) -> list[str]:
