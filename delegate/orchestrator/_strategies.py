@@ -34,7 +34,7 @@ import math
 import numbers
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -77,10 +77,7 @@ AGGREGATE_PROMPT = (
 )
 """What a mixture-of-agents aggregator is asked, with the numbered proposals."""
 
-_TEXT_IN_NOTE = 1000  # characters of a reason, proposal or critique told to `on_check`
 _ERROR_IN_MESSAGE = 300  # characters of a scoring function's exception quoted in ours
-
-Check = Literal["score", "best", "propose", "aggregate", "critique"]
 
 
 class Score(BaseModel):
@@ -163,38 +160,7 @@ def _is_verify(job: _Job, agent: Agent[Any] | None) -> bool:
     return agent is not None and job.verify is not None and agent.name == job.verify.name
 
 
-# --- notes -------------------------------------------------------------------------------------
-
-
-def _tell(
-    job: _Job,
-    check: Check,
-    samples: int,
-    agent: str | None,
-    *,
-    judge: str | None = None,
-    passed: bool | None = None,
-    text: str = "",
-    chosen: int | None = None,
-) -> None:
-    """Tell the task's listener of a decision (nothing without one), with what the task's calls
-    cost since the previous one (as `_Job.note` does); `text` redacted and cut."""
-    spent, job.told_usd = job.usage.cost_usd - job.told_usd, job.usage.cost_usd
-    if job.on_check is None:
-        return
-    feedback = _secrets.redact(text, lookalikes=True)
-    if len(feedback) > _TEXT_IN_NOTE:
-        feedback = feedback[:_TEXT_IN_NOTE] + "…"
-    job.on_check(
-        check=check,
-        samples=samples,
-        agent=agent,
-        passed=passed,
-        feedback=feedback,
-        chosen=chosen,
-        judge=judge,
-        cost_usd=spent,
-    )
+# --- judges ------------------------------------------------------------------------------------
 
 
 async def _judged(job: _Job, judge: Agent[Any], output_type: type[BaseModel], prompt: str) -> Any:
@@ -308,7 +274,7 @@ async def _best_of_n(job: _Job, strategy: BestOfN, scorer: _Scorer) -> AgentResu
             prompt = SCORE_PROMPT.format(task=job.prompt, answer=format_output(answer.output))
             verdict: Score = await _judged(job, scorer.judge, Score, prompt)
             score, reason = verdict.score, f"score {verdict.score:g}: {verdict.reason}"
-        _tell(job, "score", n, answer.agent, judge=scorer.name, text=reason, chosen=index + 1)
+        job.note("score", n, answer.agent, judge=scorer.name, feedback=reason, chosen=index + 1)
         return score
 
     scores = await concurrently(n, answer_and_score)
@@ -316,7 +282,7 @@ async def _best_of_n(job: _Job, strategy: BestOfN, scorer: _Scorer) -> AgentResu
     winner = answers[best]
     listed = ", ".join(f"{score:g}" for score in scores)
     text = f"scores {listed}: answer {best + 1} kept (ties go to the earliest)"
-    _tell(job, "best", n, winner.agent, judge=scorer.name, text=text, chosen=best + 1)
+    job.note("best", n, winner.agent, judge=scorer.name, feedback=text, chosen=best + 1)
     if job.verify is None or _is_verify(job, scorer.judge):
         return job.final(winner)
     return job.final(await _verified(job, winner))
@@ -353,7 +319,7 @@ async def _mixture(
         # (`sample`: a worker named twice proposes twice, even through the call cache)
         proposal = await job.ask(proposers[index], job.prompt, sample=index)
         text = format_output(proposal.output)
-        _tell(job, "propose", count, proposal.agent, text=text, chosen=index + 1)
+        job.note("propose", count, proposal.agent, judge=None, feedback=text, chosen=index + 1)
         return proposal
 
     proposals = await concurrently(count, propose)
@@ -363,7 +329,7 @@ async def _mixture(
     )
     prompt = AGGREGATE_PROMPT.format(task=job.prompt, count=count, proposals=listed)
     answer = await job.ask(aggregator, prompt)
-    _tell(job, "aggregate", count, answer.agent)
+    job.note("aggregate", count, answer.agent, judge=None)
     if job.verify is None:
         return job.final(answer)
     return job.final(await _verified(job, answer))
@@ -389,14 +355,13 @@ async def _self_refine(job: _Job, strategy: SelfRefine, critic: Agent[Any]) -> A
         prompt = JUDGE_PROMPT.format(task=job.prompt, answer=shown)
         verdict: Verdict = await _judged(job, critic, Verdict, prompt)
         passed = verdict.passed
-        _tell(
-            job,
+        job.note(
             "critique",
             rounds,
             answer.agent,
             judge=critic.name,
             passed=passed,
-            text=verdict.feedback,
+            feedback=verdict.feedback,
             chosen=round_number,
         )
         if passed:

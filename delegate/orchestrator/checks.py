@@ -44,6 +44,7 @@ import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import anyio
@@ -70,6 +71,7 @@ __all__ = [
     "JUDGE_PROMPT",
     "PICK_PROMPT",
     "RETRY_PROMPT",
+    "CheckKind",
     "CheckListener",
     "Choice",
     "Verdict",
@@ -128,6 +130,11 @@ class Choice(BaseModel):
     reason: str
 
 
+CheckKind = Literal["vote", "pick", "judge", "score", "best", "propose", "aggregate", "critique"]
+"""What a decision on an answer was: a vote's tally, the judge's pick or verdict, or a
+strategy's step (see `TaskChecked`)."""
+
+
 class CheckListener(Protocol):
     """Told of each decision on a checked answer, as `run_checked` makes it.
 
@@ -146,9 +153,7 @@ class CheckListener(Protocol):
     def __call__(
         self,
         *,
-        check: Literal[
-            "vote", "pick", "judge", "score", "best", "propose", "aggregate", "critique"
-        ],
+        check: CheckKind,
         samples: int,
         agent: str | None,
         unanimous: bool | None = None,
@@ -317,7 +322,7 @@ class _Job:
 
     def note(
         self,
-        check: Literal["vote", "pick", "judge"],
+        check: CheckKind,
         samples: int,
         agent: str | None,
         *,
@@ -326,9 +331,11 @@ class _Job:
         feedback: str = "",
         chosen: int | None = None,
         effort: ReasoningEffort | None = None,
+        judge: str | EllipsisType | None = ...,
     ) -> None:
         """Tell the listener of a decision (nothing without one), with what the calls since
-        the previous one cost."""
+        the previous one cost; `feedback` redacted and cut. `judge` is who decided (default:
+        the task's judge, none for a vote)."""
         spent, self.told_usd = self.usage.cost_usd - self.told_usd, self.usage.cost_usd
         if self.on_check is None:
             return
@@ -344,7 +351,7 @@ class _Job:
             passed=passed,
             feedback=text,
             chosen=chosen,
-            judge=None if check == "vote" else self.judge_name,
+            judge=(None if check == "vote" else self.judge_name) if judge is ... else judge,
             stopped=None if vote is None else vote.stopped,
             agreement=None if vote is None else vote.agreement,
             effort=effort,
